@@ -1,0 +1,78 @@
+"""Settings that reproduce well-known reference implementations. Explicit options override a preset.
+
+Each preset maps StyleConfig fields to values; ``SOURCES`` says where each comes from (the README table is
+made from the same data).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.errors import ConfigError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Gatys, Ecker, Bethge (CVPR 2016), "Image Style Transfer Using Convolutional Neural Networks".
+    "gatys": {
+        "content_layers": ("relu4_2",),
+        "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        "style_layer_weights": None,  # w_l = 1/5
+        "content_weight": 1.0,
+        "style_weight": 1e3,  # alpha/beta = 1e-3
+        "tv_weight": 0.0,
+        "pooling": "avg",
+        "normalization": "gatys",
+        "optimizer": "lbfgs",
+        "init": "random",  # white noise
+        "steps": 500,
+        "size": 512,
+    },
+    # jcjohnson/neural-style defaults (neural_style.lua).
+    "jcjohnson": {
+        "content_layers": ("relu4_2",),
+        "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
+        "style_layer_weights": None,
+        "content_weight": 5.0,
+        "style_weight": 100.0,
+        "tv_weight": 1e-3,
+        "pooling": "max",
+        "normalization": "mean",
+        "optimizer": "lbfgs",
+        "lbfgs_history": 100,
+        "init": "random",
+        "steps": 1000,
+        "size": 512,
+        "normalize_gradients": False,
+    },
+    # PyTorch tutorial "Neural Transfer Using PyTorch": losses after conv_1..conv_5 (the first five convolutions).
+    "tutorial": {
+        "content_layers": ("conv2_2",),
+        "style_layers": ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"),
+        "style_layer_weights": None,
+        "content_weight": 1.0,
+        "style_weight": 5e6,  # the tutorial sums five layers at 1e6 each; ours averages them
+        "tv_weight": 0.0,
+        "pooling": "max",
+        "normalization": "mean",
+        "optimizer": "lbfgs",
+        "lbfgs_history": 100,
+        "init": "content",
+        "steps": 300,
+        "size": 512,
+    },
+}
+
+SOURCES: dict[str, str] = {
+    "gatys": "Gatys et al. 2016: conv4_2 content, conv1_1..conv5_1 style with w_l = 1/5, alpha/beta = 1e-3, "
+    "average pooling, L-BFGS from white noise, E_l = 1/(4 N^2 M^2) sum (G - A)^2 and 1/2 sum (F - P)^2; "
+    "the paper gives no step count (500 here)",
+    "jcjohnson": "jcjohnson/neural-style defaults: -content_weight 5 -style_weight 100 -tv_weight 1e-3 "
+    "-num_iterations 1000 -image_size 512 -init random -pooling max, lbfgs; Gram / (C*H*W), MSE",
+    "tutorial": "PyTorch 'Neural Transfer Using PyTorch': conv_4 content, conv_1..conv_5 style, style_weight 1e6 "
+    "per layer, content_weight 1, num_steps 300, LBFGS, input = content clone",
+}
+
+
+def preset(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
