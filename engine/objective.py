@@ -1,0 +1,118 @@
+"""The loss the optimiser minimises: weighted content, style and total-variation terms over a torch VGG.
+
+Loss terms stay small pure functions (``engine.losses``); this module only routes features to them and
+weighs them (crowsonkb's Scale(LayerApply(loss))). Terms are returned by name: ``content.relu4_2``,
+``style.relu1_1``, ``tv``, plus the sums ``content``, ``style`` and ``total``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.config import StyleConfig
+from engine.losses import (
+    StyleStats,
+    content_loss,
+    gram_loss,
+    resize_mask,
+    sqrtm_psd,
+    style_stats,
+    tv_loss,
+    wasserstein_loss,
+)
+from engine.targets import StyleRegion
+from engine.vgg import VGGFeatures
+
+
+class _NormalizeGrad(torch.autograd.Function):
+    """Identity forward; backward divides the gradient by its L1 norm (jcjohnson's -normalize_gradients)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad / (grad.abs().sum() + 1e-8)
+
+
+def normalize_grad(x: torch.Tensor) -> torch.Tensor:
+    out = _NormalizeGrad.apply(x)
+    assert isinstance(out, torch.Tensor)
+    return out
+
+
+class Objective(nn.Module):
+    """Maps an image (1, 3, H, W) in [0, 1] to named, weighted loss terms (float32 scalars)."""
+
+    def __init__(
+        self,
+        net: VGGFeatures,
+        content: dict[str, torch.Tensor],
+        regions: Sequence[StyleRegion],
+        config: StyleConfig,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.config = config
+        self.content = {k: v.detach() for k, v in content.items()}
+        self.regions = list(regions)
+        self.layer_weights = config.layer_weights
+        # Square roots of target covariances never change: compute them once, not every step.
+        self.cov_sqrt: list[dict[str, torch.Tensor]] = []
+        if config.style_loss == "wasserstein":
+            self.cov_sqrt = [{k: sqrtm_psd(s.covariance) for k, s in r.target.items()} for r in self.regions]
+        self._masks: dict[tuple[int, str], torch.Tensor] = {}
+
+    def _autocast(self, image: torch.Tensor) -> Any:
+        precision = self.config.precision
+        if precision in ("bf16", "fp16"):
+            dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+            return torch.autocast(device_type=image.device.type, dtype=dtype)
+        return nullcontext()
+
+    def _mask(self, index: int, layer: str, feature: torch.Tensor) -> torch.Tensor | None:
+        mask = self.regions[index].mask
+        if mask is None:
+            return None
+        key = (index, layer)
+        if key not in self._masks or self._masks[key].shape[-2:] != feature.shape[-2:]:
+            self._masks[key] = resize_mask(mask.to(feature.device), *feature.shape[-2:])
+        return self._masks[key]
+
+    def _style_term(self, feature: torch.Tensor, layer: str) -> torch.Tensor:
+        total = feature.new_zeros((), dtype=torch.float32)
+        for index, region in enumerate(self.regions):
+            stats: StyleStats = style_stats(feature, self._mask(index, layer, feature))
+            target = region.target[layer]
+            if self.config.style_loss == "wasserstein":
+                total = total + wasserstein_loss(stats, target, self.cov_sqrt[index][layer])
+            else:
+                total = total + gram_loss(stats, target, self.config.normalization)
+        return total
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        with self._autocast(image):
+            features = self.net(image)
+        terms: dict[str, torch.Tensor] = {}
+        content_sum = image.new_zeros((), dtype=torch.float32)
+        style_sum = image.new_zeros((), dtype=torch.float32)
+        for layer in cfg.content_layers:
+            f = normalize_grad(features[layer]) if cfg.normalize_gradients else features[layer]
+            term = cfg.content_weight * content_loss(f, self.content[layer], cfg.normalization)
+            terms[f"content.{layer}"] = term
+            content_sum = content_sum + term
+        for layer in cfg.style_layers:
+            f = normalize_grad(features[layer]) if cfg.normalize_gradients else features[layer]
+            term = cfg.style_weight * self.layer_weights[layer] * self._style_term(f, layer)
+            terms[f"style.{layer}"] = term
+            style_sum = style_sum + term
+        tv = cfg.tv_weight * tv_loss(image)
+        terms.update(content=content_sum, style=style_sum, tv=tv, total=content_sum + style_sum + tv)
+        return terms

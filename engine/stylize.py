@@ -1,0 +1,247 @@
+"""Wiring: images and a target source in, a stylized image out. No files, no terminal, no ONNX here."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from engine import color
+from engine.config import StyleConfig
+from engine.device import configure_precision, resolve_device
+from engine.errors import ConfigError, ImageError
+from engine.images import fit_long_side
+from engine.layers import min_input_size
+from engine.objective import Objective
+from engine.optimize import Callback, OptimizeResult, Step, optimize
+from engine.targets import StyleRegion, TargetSource, blend, normalise_blend
+from engine.vgg import VGGFeatures
+
+
+@dataclass
+class StylizeResult:
+    image: torch.Tensor  # (1, 3, H, W) float32 in [0, 1], on the CPU
+    steps: list[Step] = field(default_factory=list)
+    interrupted: bool = False
+    recoveries: int = 0
+    #: Where the run stopped: scale index, step, optimiser state and the image being optimised.
+    checkpoint: dict[str, Any] = field(default_factory=dict)
+
+
+def resize_tensor(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Resize a (N, C, H, W) tensor: antialiased when shrinking, bicubic when enlarging; clamped to [0, 1]."""
+    if tuple(image.shape[-2:]) == (height, width):
+        return image
+    shrinking = height * width < image.shape[-2] * image.shape[-1]
+    out = F.interpolate(image, size=(height, width), mode="bicubic", align_corners=False, antialias=shrinking)
+    return out.clamp(0.0, 1.0)
+
+
+def _resize_long(image: torch.Tensor, long_side: int) -> torch.Tensor:
+    return resize_tensor(image, *fit_long_side(int(image.shape[-2]), int(image.shape[-1]), long_side))
+
+
+def _check_mask(mask: torch.Tensor, content: torch.Tensor, what: str) -> torch.Tensor:
+    if mask.ndim != 4 or mask.shape[:2] != (1, 1):
+        raise ConfigError(f"{what} must be a (1, 1, H, W) tensor, not {tuple(mask.shape)}")
+    ch, cw = content.shape[-2:]
+    mh, mw = mask.shape[-2:]
+    if abs(mh / mw - ch / cw) > 0.02 * ch / cw:
+        raise ConfigError(
+            f"{what} is {mw}x{mh} but the content image is {cw}x{ch}: different aspect ratios; "
+            "make the mask from the content image"
+        )
+    if float(mask.max()) <= 0.0:
+        raise ConfigError(f"{what} covers no pixel (all black); paint the region white")
+    return mask.clamp(0.0, 1.0)
+
+
+class _Scale:
+    """Everything fixed for one scale of a run: sized inputs, targets, objective."""
+
+    def __init__(self, owner: _Run, index: int, long_side: int) -> None:
+        cfg = owner.config
+        h, w = fit_long_side(int(owner.content.shape[-2]), int(owner.content.shape[-1]), long_side)
+        self.content = resize_tensor(owner.content, h, w)
+        seen = color.luminance(self.content) if cfg.preserve_colors == "luminance" else self.content
+        style_side = max(min_input_size(cfg.style_layers), round(long_side * cfg.style_scale))
+        styles = [owner.prepare_style(_resize_long(s, style_side), self.content) for s in owner.styles]
+        content_t = owner.targets.content(seen, cfg.content_layers)
+        style_ts = [owner.targets.style(s, cfg.style_layers) for s in styles]
+        device = owner.device
+        content_t = {k: v.to(device) for k, v in content_t.items()}
+        style_ts = [
+            {k: dataclasses.replace(v, moment=v.moment.to(device), mean=v.mean.to(device)) for k, v in t.items()}
+            for t in style_ts
+        ]
+        if owner.style_masks is None:
+            regions = [StyleRegion(blend(style_ts, owner.blend_weights))]
+        else:
+            regions = [
+                StyleRegion(t, resize_tensor(m, h, w).to(device))
+                for t, m in zip(style_ts, owner.style_masks, strict=True)
+            ]
+        self.objective = Objective(owner.net, content_t, regions, cfg)
+        self.seen = seen.to(device)
+        self.keep = None if owner.content_mask is None else resize_tensor(owner.content_mask, h, w).to(device)
+
+    def compose(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pixels where the content mask keeps the photo stay the photo's; the optimiser owns the rest."""
+        if self.keep is None:
+            return pixels
+        return self.seen * self.keep + pixels * (1 - self.keep)
+
+
+class _Run:
+    def __init__(
+        self,
+        content: torch.Tensor,
+        styles: Sequence[torch.Tensor],
+        config: StyleConfig,
+        net: VGGFeatures,
+        targets: TargetSource,
+        style_masks: Sequence[torch.Tensor] | None,
+        content_mask: torch.Tensor | None,
+    ) -> None:
+        if content.ndim != 4 or content.shape[:2] != (1, 3):
+            raise ConfigError(f"content must be a (1, 3, H, W) tensor, not {tuple(content.shape)}")
+        if not styles:
+            raise ConfigError("at least one style image is needed")
+        smallest = min_input_size(config.layers)
+        for what, image in (("content", content), *(("style", s) for s in styles)):
+            if min(image.shape[-2:]) < 1:
+                raise ImageError(f"the {what} image is empty")
+        self.config = config
+        self.device = resolve_device(config.device)
+        configure_precision(self.device, config.precision)
+        self.content = content.float()
+        self.styles = [s.float() for s in styles]
+        self.net = net.to(self.device)
+        self.targets = targets
+        self.blend_weights = normalise_blend(config.style_blend_weights, len(styles))
+        if style_masks is not None and len(style_masks) != len(styles):
+            raise ConfigError(f"{len(style_masks)} masks for {len(styles)} styles; give one --mask per --style")
+        self.style_masks = (
+            None
+            if style_masks is None
+            else [_check_mask(m, content, f"mask {i + 1}") for i, m in enumerate(style_masks)]
+        )
+        self.content_mask = None if content_mask is None else _check_mask(content_mask, content, "content mask")
+        h, w = fit_long_side(int(content.shape[-2]), int(content.shape[-1]), config.scale_sizes()[0])
+        if min(h, w) < smallest:
+            raise ImageError(
+                f"the content image would be {w}x{h} px, below the network's minimum of {smallest} px a side "
+                f"for layer {max(config.layers, key=lambda n: min_input_size([n]))}; use a larger --size "
+                "or a less elongated image"
+            )
+
+    def prepare_style(self, style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        mode = self.config.preserve_colors
+        if mode == "histogram":
+            return color.match_histogram(style, content)
+        if mode == "luminance":
+            return color.luminance(style)
+        return style
+
+
+def _initial(
+    config: StyleConfig, scale: _Scale, previous: torch.Tensor | None, init: torch.Tensor | None
+) -> torch.Tensor:
+    h, w = scale.content.shape[-2:]
+    if previous is not None:
+        return resize_tensor(previous, int(h), int(w))
+    if init is not None:
+        return resize_tensor(init.float(), int(h), int(w))
+    if config.init == "random":
+        gen = torch.Generator().manual_seed(config.seed)
+        return torch.rand(1, 3, int(h), int(w), generator=gen)
+    return scale.seen.detach().cpu()
+
+
+def stylize(
+    content: torch.Tensor,
+    styles: Sequence[torch.Tensor],
+    *,
+    config: StyleConfig,
+    net: VGGFeatures,
+    targets: TargetSource,
+    callback: Callback | None = None,
+    init_image: torch.Tensor | None = None,
+    style_masks: Sequence[torch.Tensor] | None = None,
+    content_mask: torch.Tensor | None = None,
+    resume: dict[str, Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> StylizeResult:
+    """Stylize ``content`` (1, 3, H, W) float32 RGB in [0, 1] with ``styles`` (each (1, 3, h, w) in [0, 1]).
+
+    The output's long side is ``config.size`` and its aspect ratio the content's. ``net`` is the torch
+    VGG the gradients flow through; ``targets`` supplies the fixed targets (ONNX Runtime, maybe cached).
+    ``style_masks`` ((1, 1, H, W) each, one per style) confine each style to its region;
+    ``content_mask`` marks where the photo is kept unstylized. ``resume`` continues from a result's
+    ``checkpoint``; ``should_stop`` is polled between steps (signal handlers set it) to stop cleanly.
+    """
+    torch.manual_seed(config.seed)
+    run = _Run(content, styles, config, net, targets, style_masks, content_mask)
+    sizes = config.scale_sizes()
+    result = StylizeResult(image=content)
+    image: torch.Tensor | None = None
+    for index, long_side in enumerate(sizes):
+        if resume is not None and index < int(resume["scale"]):
+            continue
+        scale = _Scale(run, index, long_side)
+        last = index == len(sizes) - 1
+        steps = config.steps if last else (config.scale_steps if config.scale_steps is not None else config.steps // 2)
+        state, first = None, 1
+        if resume is not None and index == int(resume["scale"]):
+            start, state, first = resume["image"], resume["optimizer"], int(resume["step"]) + 1
+        else:
+            start = _initial(config, scale, image, init_image if index == 0 else None)
+        out: OptimizeResult = optimize(
+            scale.objective,
+            start.to(run.device),
+            steps=steps,
+            optimizer=config.optimizer,
+            lr=config.learning_rate,
+            history=config.lbfgs_history,
+            callback=_scale_callback(callback, result, index, len(sizes), run),
+            compose=scale.compose,
+            optimizer_state=state,
+            first_step=first,
+            should_stop=should_stop,
+        )
+        image = out.image
+        result.recoveries += out.recoveries
+        result.checkpoint = {
+            "scale": index,
+            "step": out.steps_done,
+            "optimizer": out.optimizer_state,
+            "image": out.image.cpu(),
+        }
+        if out.interrupted:
+            result.interrupted = True
+            break
+    if image is None:
+        raise ConfigError("nothing to do: the checkpoint is already past the last scale")
+    result.image = _finish(run, image).cpu()
+    return result
+
+
+def _finish(run: _Run, image: torch.Tensor) -> torch.Tensor:
+    if run.config.preserve_colors == "luminance":
+        content = resize_tensor(run.content, *image.shape[-2:]).to(image.device)
+        return color.recombine(image, content)
+    return image
+
+
+def _scale_callback(callback: Callback | None, result: StylizeResult, index: int, count: int, run: _Run) -> Callback:
+    def on_step(step: Step, image: Callable[[], torch.Tensor]) -> None:
+        event = dataclasses.replace(step, scale=index, scales=count)
+        result.steps.append(event)
+        if callback is not None:
+            callback(event, lambda: _finish(run, image()).cpu())
+
+    return on_step

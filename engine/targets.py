@@ -1,0 +1,109 @@
+"""The fixed targets of an optimisation: content features and style statistics, and how they are computed.
+
+They are computed once per image and size by a feature *encoder*: any callable taking a (1, 3, H, W)
+float32 image in [0, 1] and returning ``{layer: (1, C, h, w) float32}``. In the CLI that is ONNX Runtime
+running the exported graph; in tests it can be the torch module itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from engine.errors import ConfigError
+from engine.losses import StyleStats, style_stats
+
+Encoder = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+StyleTarget = dict[str, StyleStats]
+
+
+def content_target(encoder: Encoder, image: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Content features of ``image`` at ``layers``: ``{layer: (1, C, h, w) float32}``."""
+    features = encoder(image)
+    return {layer: features[layer].float() for layer in layers}
+
+
+def style_target(encoder: Encoder, image: torch.Tensor, layers: Sequence[str]) -> StyleTarget:
+    """Style statistics (second moment and mean) of ``image`` at ``layers``."""
+    features = encoder(image)
+    return {layer: style_stats(features[layer]) for layer in layers}
+
+
+def normalise_blend(weights: Sequence[float] | None, count: int) -> tuple[float, ...]:
+    """Blend weights, one per style, scaled to sum to 1; equal when not given."""
+    raw = tuple(weights) if weights is not None else tuple(1.0 for _ in range(count))
+    if len(raw) != count:
+        raise ConfigError(f"--style-blend-weights has {len(raw)} values for {count} styles; give one per style")
+    if any(w < 0 for w in raw) or sum(raw) <= 0:
+        raise ConfigError("--style-blend-weights must be 0 or more with a positive sum, e.g. 3,7")
+    total = sum(raw)
+    return tuple(w / total for w in raw)
+
+
+def blend(targets: Sequence[StyleTarget], weights: Sequence[float]) -> StyleTarget:
+    """Weighted mean of style statistics: the statistics of the mixture of the styles' feature distributions."""
+    layers = targets[0].keys()
+    out: StyleTarget = {}
+    for layer in layers:
+        moment = sum(w * t[layer].moment for w, t in zip(weights, targets, strict=True))
+        mean = sum(w * t[layer].mean for w, t in zip(weights, targets, strict=True))
+        assert isinstance(moment, torch.Tensor) and isinstance(mean, torch.Tensor)
+        out[layer] = StyleStats(moment, mean)
+    return out
+
+
+class TargetSource(Protocol):
+    """Where the optimisation gets its fixed targets: computed directly, or through the on-disk cache."""
+
+    records: list[TargetRecord]
+
+    def content(self, image: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]: ...
+
+    def style(self, image: torch.Tensor, layers: Sequence[str]) -> StyleTarget: ...
+
+
+@dataclass(frozen=True)
+class StyleRegion:
+    """A style target applied where ``mask`` (1, 1, H, W) in [0, 1] is set; everywhere when mask is None."""
+
+    target: StyleTarget
+    mask: torch.Tensor | None = None
+
+
+@dataclass
+class TargetRecord:
+    """How one target was obtained: for the trace and the terminal."""
+
+    kind: str  # "content" or "style"
+    size: tuple[int, int]
+    seconds: float
+    cache: str  # "hit", "miss" or "off"
+    forward: bool  # whether an encoder forward pass ran
+
+
+class DirectTargets:
+    """Computes every target with the encoder, every time: no cache."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.records: list[TargetRecord] = []
+
+    def content(self, image: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        start = time.perf_counter()
+        out = content_target(self.encoder, image, layers)
+        self.records.append(TargetRecord("content", _hw(image), time.perf_counter() - start, "off", True))
+        return out
+
+    def style(self, image: torch.Tensor, layers: Sequence[str]) -> StyleTarget:
+        start = time.perf_counter()
+        out = style_target(self.encoder, image, layers)
+        self.records.append(TargetRecord("style", _hw(image), time.perf_counter() - start, "off", True))
+        return out
+
+
+def _hw(image: torch.Tensor) -> tuple[int, int]:
+    return int(image.shape[-2]), int(image.shape[-1])
