@@ -1,0 +1,152 @@
+"""Export the truncated VGG19 feature network to ONNX, then prove the file against the torch module."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+import engine
+from engine.errors import ModelError
+from engine.layers import min_input_size, ordered
+from engine.vgg import Pooling, VGGFeatures
+from engine.weights import Weights
+from export.validate import Comparison, validate
+
+OPSET = 18
+INPUT_NAME = "image"
+META_PREFIX = "nst_engine."
+FORMAT_VERSION = "1"
+MAX_SIDE = 16384
+
+
+class _ExportWrapper(nn.Module):
+    """Export-only view of VGGFeatures: a tuple of outputs in layer order instead of a dict.
+
+    It shares the module's submodules at the top level, so the initializers keep torchvision's names
+    (``features.N.weight``) rather than gaining a prefix.
+    """
+
+    def __init__(self, net: VGGFeatures) -> None:
+        super().__init__()
+        self.features = net.features
+        self.net_forward = net.forward
+        self.layers = net.layers
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        features = self.net_forward(image)
+        return tuple(features[layer] for layer in self.layers)
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    path: Path
+    layers: tuple[str, ...]
+    pooling: str
+    weights: str
+    comparisons: tuple[Comparison, ...]
+
+    @property
+    def max_abs(self) -> float:
+        return max(c.max_abs for c in self.comparisons)
+
+    @property
+    def max_rel(self) -> float:
+        return max(c.max_rel for c in self.comparisons)
+
+
+def build_net(weights: Weights, layers: Sequence[str], pooling: Pooling) -> VGGFeatures:
+    net = VGGFeatures(layers, pooling)
+    net.load_features(weights.state)
+    return net
+
+
+def metadata(net: VGGFeatures, weights: Weights) -> dict[str, str]:
+    return {
+        f"{META_PREFIX}format": FORMAT_VERSION,
+        f"{META_PREFIX}layers": ",".join(net.layers),
+        f"{META_PREFIX}pooling": net.pooling,
+        f"{META_PREFIX}weights": weights.source if weights.pretrained else "random",
+        f"{META_PREFIX}weights_label": weights.label,
+        f"{META_PREFIX}weights_sha256": weights.sha256,
+        f"{META_PREFIX}pretrained": "true" if weights.pretrained else "false",
+        f"{META_PREFIX}engine_version": engine.__version__,
+        f"{META_PREFIX}input": "RGB float32 NCHW in [0,1]; ImageNet normalisation inside the graph",
+    }
+
+
+def _trace(net: VGGFeatures, path: Path, opset: int) -> None:
+    side = max(64, min_input_size(net.layers) * 4)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    height = torch.export.Dim("height", min=min_input_size(net.layers), max=MAX_SIDE)
+    width = torch.export.Dim("width", min=min_input_size(net.layers), max=MAX_SIDE)
+    sample = torch.rand(2, 3, side, side + 8)
+    # The exporter narrates its passes on stdout and warns about internals; neither is for our users.
+    quiet = logging.getLogger("torch.onnx")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            _ExportWrapper(net).eval(),
+            (sample,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=[INPUT_NAME],
+            output_names=list(net.layers),
+            dynamic_shapes=({0: batch, 2: height, 3: width},),
+            external_data=False,
+            verbose=False,
+        )
+    quiet.setLevel(level)
+    if program is None:
+        raise ModelError("torch.onnx.export returned no program; upgrade torch to 2.5 or newer")
+    program.save(str(path), external_data=False)
+
+
+def export(
+    weights: Weights,
+    path: str | Path,
+    layers: Sequence[str],
+    pooling: Pooling = "max",
+    opset: int = OPSET,
+    tolerance: float = 1e-4,
+) -> ExportReport:
+    """Export VGG19 truncated after the deepest of ``layers`` to ``path``; validate; write atomically.
+
+    Raises ExportValidationError if ONNX Runtime's features differ from torch's by more than ``tolerance``
+    (max absolute difference relative to the largest reference value), leaving nothing at ``path``.
+    """
+    path = Path(path)
+    if opset < 17:
+        raise ModelError(f"opset {opset} is too old; use 17 or newer")
+    net = build_net(weights, ordered(layers), pooling)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        _trace(net, tmp, opset)
+        model = onnx.load(str(tmp))
+        for key, value in metadata(net, weights).items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+        model.producer_name = "nst-engine"
+        model.producer_version = engine.__version__
+        onnx.checker.check_model(model)
+        onnx.save(model, str(tmp))
+        comparisons = validate(tmp, net, tolerance=tolerance)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ExportReport(path, net.layers, pooling, weights.label, comparisons)
