@@ -30,7 +30,7 @@ class StyleConfig:
     steps: int = 500  # optimisation steps at the final scale
     optimizer: Optimizer = "lbfgs"
     lr: float | None = None  # None: DEFAULT_LR[optimizer]
-    lbfgs_history: int = 100
+    lbfgs_history: int = 30  # curvature pairs; each costs 2 * 3 * H * W floats (100 at 512 px: 630 MB)
     init: str = "content"  # "content", "random" or an image path
     seed: int = 0
     content_layers: tuple[str, ...] = DEFAULT_CONTENT_LAYERS

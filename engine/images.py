@@ -17,6 +17,9 @@ import torch
 
 from engine.errors import ConfigError, ImageError
 
+# OpenCV prints decoder warnings ("PNG input buffer is incomplete") on stderr; our errors say it better.
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
 #: Refuse inputs above this many pixels, read from the file header before any decoding.
 DEFAULT_MAX_PIXELS = 8192 * 8192
 OUTPUT_SUFFIXES = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}

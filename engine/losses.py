@@ -20,6 +20,11 @@ Normalization = Literal["mean", "gatys"]
 StyleLossKind = Literal["gram", "wasserstein"]
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """At least float32: half precision is widened, float64 (used by gradient checks) is kept."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 @dataclass(frozen=True)
 class StyleStats:
     """Second-order statistics of one layer's features, what style losses compare.
@@ -42,24 +47,24 @@ class StyleStats:
 
 def style_stats(features: torch.Tensor, mask: torch.Tensor | None = None) -> StyleStats:
     """Statistics of a (1, C, H, W) feature map, optionally over a (1, 1, H, W) weight mask in [0, 1]."""
-    f = features.float().flatten(2)[0]  # (C, M)
+    f = _wide(features).flatten(2)[0]  # (C, M)
     if mask is None:
         positions = float(f.shape[1])
         return StyleStats(f @ f.T / positions, f.mean(dim=1))
-    m = mask.float().flatten()
+    m = mask.to(f.dtype).flatten()
     area = m.sum().clamp_min(1e-8)
     return StyleStats((f * m) @ f.T / area, (f * m).sum(dim=1) / area)
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, C) Gram matrices divided by C*H*W, in float32."""
-    f = features.float().flatten(2)
+    f = _wide(features).flatten(2)
     return f @ f.transpose(1, 2) / (f.shape[1] * f.shape[2])
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor, normalization: Normalization = "mean") -> torch.Tensor:
     """Squared error between feature maps of equal shape: mean, or Gatys' half sum."""
-    diff = features.float() - target.float()
+    diff = _wide(features) - _wide(target).to(_wide(features).dtype)
     if normalization == "gatys":
         return 0.5 * diff.pow(2).sum()
     return diff.pow(2).mean()
@@ -103,7 +108,7 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     """Total variation of a (N, 3, H, W) image: mean squared difference of neighbouring pixels."""
     dy = image[:, :, 1:, :] - image[:, :, :-1, :]
     dx = image[:, :, :, 1:] - image[:, :, :, :-1]
-    return dy.float().pow(2).mean() + dx.float().pow(2).mean()
+    return _wide(dy).pow(2).mean() + _wide(dx).pow(2).mean()
 
 
 def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:

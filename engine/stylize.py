@@ -219,7 +219,7 @@ def stylize(
             "scale": index,
             "step": out.steps_done,
             "optimizer": out.optimizer_state,
-            "image": out.image.cpu(),
+            "image": (out.pixels if out.pixels is not None else out.image).cpu(),
         }
         if out.interrupted:
             result.interrupted = True

@@ -1,0 +1,63 @@
+"""Shared fixtures: one exported random-weight model per session, the shared sample images, small tensors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.layers import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from engine.weights import Weights, random_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_IMAGES = Path(os.environ.get("NST_ENGINE_SAMPLES", ROOT.parent / "shared" / "images"))
+LAYERS = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def shared_images() -> Path:
+    """../shared/images: a missing folder is a broken checkout, so it fails rather than skips."""
+    assert (SHARED_IMAGES / "content_turtle.jpg").is_file(), f"sample images not found at {SHARED_IMAGES}"
+    return SHARED_IMAGES
+
+
+@pytest.fixture(scope="session")
+def weights() -> Weights:
+    return random_weights(0)
+
+
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory: pytest.TempPathFactory, weights: Weights) -> Path:
+    """The default-layer VGG19 with random:0 weights, exported once for the whole session."""
+    from export.onnx_export import export
+
+    path = tmp_path_factory.mktemp("model") / "vgg19-random0.onnx"
+    export(weights, path, LAYERS, "max")
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_info(model_path: Path):  # type: ignore[no-untyped-def]
+    from export.model_file import inspect
+
+    return inspect(model_path)
+
+
+@pytest.fixture()
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private cache for each test, also set through the environment for subprocesses."""
+    path = tmp_path / "cache"
+    monkeypatch.setenv("NST_ENGINE_CACHE", str(path))
+    yield path
+
+
+def gradient_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """A smooth random (1, 3, H, W) image in [0, 1]."""
+    gen = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, max(2, height // 8), max(2, width // 8), generator=gen)
+    return torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
