@@ -112,13 +112,15 @@ def target_source(
     return CachedTargets(model.encoder, cache, model.info.sha256, model.provider, model.precision, model.info.pooling)
 
 
-def load_inputs(
-    content: str | Path, styles: Sequence[str | Path], config: StyleConfig
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Content at the output size and styles at ``size * style_scale``, as (1, 3, H, W) tensors."""
-    content_t = images.load(content, config.size, config.max_input_pixels)
-    style_side = max(1, round(config.size * config.style_scale))
-    return content_t, [images.load(s, style_side, config.max_input_pixels) for s in styles]
+def load_content(path: str | Path, config: StyleConfig) -> torch.Tensor:
+    """The content image at the output size, as a (1, 3, H, W) tensor in [0, 1]."""
+    return images.load(path, config.size, config.max_input_pixels)
+
+
+def load_styles(paths: Sequence[str | Path], config: StyleConfig) -> list[torch.Tensor]:
+    """Style images with their long side at ``size * style_scale``."""
+    side = max(1, round(config.size * config.style_scale))
+    return [images.load(p, side, config.max_input_pixels) for p in paths]
 
 
 def stylize_file(
@@ -142,7 +144,7 @@ def stylize_file(
     config = (config or StyleConfig()).replace(**settings) if settings else (config or StyleConfig())
     images.output_suffix(output)
     style_list = [styles] if isinstance(styles, (str, Path)) else list(styles)
-    content_t, style_ts = load_inputs(content, style_list, config)
+    content_t, style_ts = load_content(content, config), load_styles(style_list, config)
     opened = open_model(config, model=model, weights=weights, provider=provider, cache_dir=cache_dir)
     result = stylize(
         content_t,

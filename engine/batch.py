@@ -53,7 +53,9 @@ def plan(contents: Sequence[Path], styles: Sequence[Path], output: str, pattern:
             raise ConfigError(f"{len(contents)} content images but -o '{output}' is one file; pass a folder for -o")
         return [Job(contents[0], out)]
     if out.suffix and not out.is_dir():
-        raise ConfigError(f"cannot write '{output}': use a .png/.jpg file, or a folder for a batch")
+        raise ConfigError(
+            f"cannot write '{output}': the output must end in .png, .jpg or .jpeg, or be a folder for a batch"
+        )
     pattern = pattern or DEFAULT_PATTERN
     label = style_label(styles)
     jobs: list[Job] = []

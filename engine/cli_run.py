@@ -10,10 +10,11 @@ from typing import Any
 
 import torch
 from rich.markup import escape
+from rich.progress import Progress
 
 import engine
 from engine import images
-from engine.api import Model, default_cache_dir, load_inputs, open_model, target_source
+from engine.api import Model, default_cache_dir, load_content, load_styles, open_model, target_source
 from engine.batch import Job
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.cli import out
@@ -23,7 +24,6 @@ from engine.progress import StepReporter, make_progress, target_summary, write_j
 from engine.signals import StopFlag, graceful_stop
 from engine.stylize import StylizeResult, stylize
 from engine.targets import TargetSource
-from engine.vgg import VGGFeatures
 
 
 @dataclass
@@ -62,112 +62,113 @@ def _load_mask(path: Path, config: StyleConfig) -> torch.Tensor:
 
 def run_request(req: Request) -> int:
     """Run every job; returns the exit code (0 all good, 1 a job failed, 130 interrupted)."""
-    cfg = req.config
     if req.masks and len(req.masks) != len(req.styles):
         raise ConfigError(f"{len(req.masks)} --mask for {len(req.styles)} styles; give one --mask per --style")
     todo = [j for j in req.jobs if req.overwrite or req.resume or not j.output.exists()]
     skipped = [Outcome(j, "skipped", message="exists (use --overwrite)") for j in req.jobs if j not in todo]
     if len(req.jobs) == 1 and skipped:
         raise ConfigError(f"'{req.jobs[0].output}' exists; pass --overwrite to replace it")
-    # Check the style images, masks and model before any long work starts.
-    _, style_ts = load_inputs(req.styles[0], req.styles, cfg)
-    masks = [_load_mask(m, cfg) for m in req.masks] or None
-    keep = _load_mask(req.content_mask, cfg) if req.content_mask else None
-    resume = load_checkpoint(req.resume, cfg) if req.resume else None
-    model = open_model(
-        cfg,
-        model=req.model,
-        weights=req.weights,
-        provider=req.provider,
-        cache_dir=req.cache_dir,
-        on_export=lambda m: out.print(f"[dim]{m}[/]"),
-    )
-    _announce(model, cfg)
-    warn = lambda m: out.print(f"[yellow]warning:[/] {escape(m)}")  # noqa: E731
-    targets = target_source(model, req.cache_dir, req.use_cache, warn)
-    net = model.torch_module(cfg.layers)
+    batch = _Batch(req, todo)
     outcomes: list[Outcome] = list(skipped)
-    with graceful_stop() as stop:
-        for number, job in enumerate(todo, 1):
-            if len(todo) > 1:
-                out.print(f"[bold]image {number}/{len(todo)}[/] {job.content} -> {job.output}")
-            outcome = _run_job(req, job, style_ts, masks, keep, resume, model, targets, net, stop)
+    progress = None if req.quiet else make_progress(out)
+    with graceful_stop() as stop, progress or _Null():
+        overall = (
+            progress.add_task("images", total=len(todo), losses="", rate="") if progress and len(todo) > 1 else None
+        )
+        for job in todo:
+            outcome = batch.run(job, stop, progress)
             outcomes.append(outcome)
+            if progress is not None and overall is not None:
+                progress.advance(overall)
             if outcome.status == "interrupted":
                 break
-    _write_trace(req, model, targets, outcomes)
+    _write_trace(req, batch.model, batch.targets, outcomes)
     return _summarise(req, outcomes)
 
 
-def _announce(model: Model, cfg: StyleConfig) -> None:
+class _Batch:
+    """What every job of a command shares: styles, masks, model, targets, torch network. Built once, so a
+    batch computes its style targets once, and bad inputs fail before any optimisation starts."""
+
+    def __init__(self, req: Request, todo: list[Job]) -> None:
+        cfg = self.config = req.config
+        self.req = req
+        self.preloaded = {todo[0].content: load_content(todo[0].content, cfg)} if len(req.jobs) == 1 and todo else {}
+        self.styles = load_styles(req.styles, cfg)
+        self.masks = [_load_mask(m, cfg) for m in req.masks] or None
+        self.keep = _load_mask(req.content_mask, cfg) if req.content_mask else None
+        self.resume = load_checkpoint(req.resume, cfg) if req.resume else None
+        self.init = None if cfg.init in ("content", "random") else images.load(cfg.init, None, cfg.max_input_pixels)
+        self.model = open_model(
+            cfg,
+            model=req.model,
+            weights=req.weights,
+            provider=req.provider,
+            cache_dir=req.cache_dir,
+            on_export=lambda m: out.print(f"[dim]{escape(m)}[/]"),
+        )
+        _announce(self.model)
+        self.targets = target_source(
+            self.model, req.cache_dir, req.use_cache, lambda m: out.print(f"[yellow]warning:[/] {escape(m)}")
+        )
+        self.net = self.model.torch_module(cfg.layers)
+
+    def run(self, job: Job, stop: StopFlag, progress: Progress | None) -> Outcome:
+        req, cfg = self.req, self.config
+        start, first_record = time.perf_counter(), len(self.targets.records)
+        stem = job.output.with_suffix("")
+        reporter = StepReporter(
+            progress, req.save_every, lambda n: stem.with_name(f"{stem.name}.step{n}{job.output.suffix}")
+        )
+        try:
+            content = self.preloaded.pop(job.content, None)
+            content = content if content is not None else load_content(job.content, cfg)
+            result = stylize(
+                content,
+                self.styles,
+                config=cfg,
+                net=self.net,
+                targets=self.targets,
+                callback=reporter,
+                init_image=self.init,
+                style_masks=self.masks,
+                content_mask=self.keep,
+                resume=self.resume,
+                should_stop=stop,
+            )
+            images.save(result.image, job.output)
+        except NumericalError as exc:
+            if isinstance(exc.image, torch.Tensor):
+                images.save(exc.image, job.output)
+            return Outcome(job, "failed", time.perf_counter() - start, f"{exc} (last good image saved)")
+        except StyleTransferError as exc:
+            if len(req.jobs) == 1:
+                raise
+            out.print(f"[red]failed:[/] {escape(f'{job.content}: {exc}')}")
+            return Outcome(job, "failed", time.perf_counter() - start, str(exc))
+        finally:
+            reporter.close()
+        seconds = time.perf_counter() - start
+        trace = _trace(req, job, self.targets.records[first_record:], reporter.steps, result, seconds)
+        if result.interrupted:
+            ckpt = save_checkpoint(job.output, result, cfg)
+            out.print(
+                f"[yellow]stopped[/] ({stop.signal_name or 'interrupt'}) after step {len(reporter.steps)}: "
+                f"saved {job.output} and checkpoint {ckpt}; continue with --resume {ckpt}"
+            )
+            return Outcome(job, "interrupted", seconds, trace=trace)
+        last = reporter.steps[-1]["losses"] if reporter.steps else {}
+        loss = f" (final loss {last['total']:.4g})" if last else ""
+        out.print(f"[green]wrote[/] {escape(str(job.output))} in {seconds:.1f}s{loss}")
+        return Outcome(job, "done", seconds, trace=trace)
+
+
+def _announce(model: Model) -> None:
     out.print(f"[dim]{escape(model.encoder.choice.describe())}[/]", soft_wrap=True)
     if not model.info.pretrained:
         out.print(f"[yellow]weights: {escape(model.info.weights_label)}[/]", soft_wrap=True)
     else:
         out.print(f"[dim]weights: {escape(model.info.weights_label)}[/]")
-
-
-def _run_job(
-    req: Request,
-    job: Job,
-    style_ts: list[torch.Tensor],
-    masks: list[torch.Tensor] | None,
-    keep: torch.Tensor | None,
-    resume: dict[str, Any] | None,
-    model: Model,
-    targets: TargetSource,
-    net: VGGFeatures,
-    stop: StopFlag,
-) -> Outcome:
-    cfg, start, first_record = req.config, time.perf_counter(), len(targets.records)
-    try:
-        content, _ = load_inputs(job.content, [], cfg)
-        init_image = None
-        if cfg.init not in ("content", "random"):
-            init_image = images.load(cfg.init, None, cfg.max_input_pixels)
-        progress = None if req.quiet else make_progress(out)
-        stem = job.output.with_suffix("")
-        reporter = StepReporter(
-            progress, req.save_every, lambda n: stem.with_name(f"{stem.name}.step{n}{job.output.suffix}")
-        )
-        with progress or _Null():
-            result = stylize(
-                content,
-                style_ts,
-                config=cfg,
-                net=net,
-                targets=targets,
-                callback=reporter,
-                init_image=init_image,
-                style_masks=masks,
-                content_mask=keep,
-                resume=resume,
-                should_stop=stop,
-            )
-        images.save(result.image, job.output)
-    except NumericalError as exc:
-        if isinstance(exc.image, torch.Tensor):
-            images.save(exc.image, job.output)
-        return Outcome(job, "failed", time.perf_counter() - start, f"{exc} (last good image saved)")
-    except StyleTransferError as exc:
-        if len(req.jobs) == 1:
-            raise
-        out.print(f"[red]failed:[/] {escape(f'{job.content}: {exc}')}")
-        return Outcome(job, "failed", time.perf_counter() - start, str(exc))
-    seconds = time.perf_counter() - start
-    trace = _trace(req, job, model, targets.records[first_record:], reporter.steps, result, seconds)
-    if result.interrupted:
-        ckpt = save_checkpoint(job.output, result, cfg)
-        out.print(
-            f"[yellow]stopped[/] ({stop.signal_name or 'interrupt'}) at step {len(reporter.steps)}: saved "
-            f"{job.output} and checkpoint {ckpt}; continue with --resume {ckpt}"
-        )
-        return Outcome(job, "interrupted", seconds, trace=trace)
-    last = reporter.steps[-1]["losses"] if reporter.steps else {}
-    out.print(
-        f"[green]wrote[/] {job.output} in {seconds:.1f}s" + (f" (final loss {last['total']:.4g})" if last else "")
-    )
-    return Outcome(job, "done", seconds, trace=trace)
 
 
 class _Null:
@@ -181,7 +182,6 @@ class _Null:
 def _trace(
     req: Request,
     job: Job,
-    model: Model,
     records: list[Any],
     steps: list[dict[str, Any]],
     result: StylizeResult,

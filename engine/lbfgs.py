@@ -74,12 +74,9 @@ class LBFGS:
         size = float(direction.pow(2).mean().sqrt())  # RMS pixel change: spiky directions are not penalised
         if size == 0.0:
             return True
-        if self.gamma == 0.0:
-            # No positive curvature seen yet (near the content image the loss is often concave along the
-            # gradient): take the whole trust region rather than a unit gradient step.
-            scale = self.max_step / size
-        else:
-            scale = min(1.0, self.max_step / size)
+        # Until positive curvature is seen (near the content image the loss is often concave along the
+        # gradient) take the whole trust region rather than a unit gradient step.
+        scale = self.max_step / size if self.gamma == 0.0 else min(1.0, self.max_step / size)
         if scale < 1.0 and loss < self.prev_loss:
             self.max_step *= GROW  # the region held: try a larger one
         self.prev_x, self.prev_g, self.prev_loss = flat_x.clone(), g.clone(), loss

@@ -56,6 +56,13 @@ class StepReporter:
         if self.save_every and self.save_path is not None and self._count % self.save_every == 0:
             images.save(image(), self.save_path(self._count))
 
+    def close(self) -> None:
+        """Remove this image's bars (a batch draws the next image's in their place)."""
+        if self.progress is not None:
+            for task in self._tasks.values():
+                self.progress.remove_task(task)
+        self._tasks.clear()
+
     def _draw(self, step: Step) -> None:
         assert self.progress is not None
         if step.scale not in self._tasks:

@@ -19,6 +19,20 @@ LAYERS = DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test touches the user's caches: targets, models and torch hub downloads go to a temporary folder."""
+    root = tmp_path_factory.mktemp("home")
+    saved = {k: os.environ.get(k) for k in ("NST_ENGINE_CACHE", "TORCH_HOME")}
+    os.environ["NST_ENGINE_CACHE"], os.environ["TORCH_HOME"] = str(root / "nst"), str(root / "torch")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 @pytest.fixture(scope="session")
 def shared_images() -> Path:
     """../shared/images: a missing folder is a broken checkout, so it fails rather than skips."""
@@ -49,9 +63,9 @@ def model_info(model_path: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture()
-def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private cache for each test, also set through the environment for subprocesses."""
-    path = tmp_path / "cache"
+def cache_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private cache for each test (outside tmp_path), also set through the environment for subprocesses."""
+    path = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("NST_ENGINE_CACHE", str(path))
     yield path
 

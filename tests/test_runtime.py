@@ -28,7 +28,7 @@ def test_auto_picks_the_best_offered_and_says_why_others_were_skipped(monkeypatc
 
 def test_unavailable_provider_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    with pytest.raises(ProviderError, match="provider 'cuda' is not available.*onnxruntime-gpu"):
+    with pytest.raises(ProviderError, match=r"provider 'cuda' is not available.*onnxruntime-gpu"):
         runtime.choose("cuda")
     with pytest.raises(ProviderError, match="unknown provider 'gpu'"):
         runtime.choose("gpu")

@@ -47,7 +47,7 @@ def test_wrong_keys_shapes_and_junk_are_clear_errors(tmp_path: Path) -> None:
     state = dict(random_weights(0).state)
     missing = tmp_path / "missing.pth"
     torch.save({k: v for k, v in state.items() if k != "features.28.weight"}, missing)
-    with pytest.raises(WeightsError, match="no 'features.28.weight'"):
+    with pytest.raises(WeightsError, match=r"no 'features\.28\.weight'"):
         resolve(str(missing))
     wrong = tmp_path / "wrong.pth"
     torch.save({**state, "features.0.weight": torch.zeros(64, 3, 5, 5)}, wrong)
@@ -141,7 +141,7 @@ def test_download_then_cache_then_corruption(served_weights: tuple[_Server, str,
 def test_download_with_wrong_hash_is_rejected(
     served_weights: tuple[_Server, str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server, name, blob = served_weights
+    server, _, blob = served_weights
     bad_name = "vgg19-00000000.pth"
     server.files[bad_name] = blob
     monkeypatch.setenv(URL_ENV, f"{server.url}/{bad_name}")
