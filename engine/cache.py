@@ -161,6 +161,7 @@ class CachedTargets:
         self.cache = cache
         self.ident = (pooling, model_sha256, provider, precision)
         self.records: list[TargetRecord] = []
+        self._memo: dict[str, StyleTarget] = {}  # a batch reads each style's targets from disk once
 
     def _key(self, kind: str, image: torch.Tensor, layers: Sequence[str]) -> str:
         return target_key(kind, image, layers, *self.ident)
@@ -178,16 +179,21 @@ class CachedTargets:
 
     def style(self, image: torch.Tensor, layers: Sequence[str]) -> StyleTarget:
         start, key = time.perf_counter(), self._key("style", image, layers)
+        if key in self._memo:
+            self._record("style", image, start, hit=True, where="memory")
+            return self._memo[key]
         found = self.cache.load(key)
         if found is not None and all(f"{layer}.moment" in found for layer in layers):
+            self._memo[key] = _style_from_tensors(found, layers)
             self._record("style", image, start, hit=True)
-            return _style_from_tensors(found, layers)
-        out = style_target(self.encoder, image, layers)
+            return self._memo[key]
+        out = self._memo[key] = style_target(self.encoder, image, layers)
         self.cache.save(key, _style_to_tensors(out), "style")
         self._record("style", image, start, hit=False)
         return out
 
-    def _record(self, kind: str, image: torch.Tensor, start: float, hit: bool) -> None:
+    def _record(self, kind: str, image: torch.Tensor, start: float, hit: bool, where: str = "") -> None:
         size = (int(image.shape[-2]), int(image.shape[-1]))
         seconds = time.perf_counter() - start
-        self.records.append(TargetRecord(kind, size, seconds, "hit" if hit else "miss", forward=not hit))
+        status = where or ("hit" if hit else "miss")
+        self.records.append(TargetRecord(kind, size, seconds, status, forward=not hit))

@@ -106,6 +106,7 @@ def target_summary(records: list[TargetRecord]) -> dict[str, Any]:
         ],
         "seconds": round(sum(r.seconds for r in records), 5),
         "hits": sum(r.cache == "hit" for r in records),
+        "memory_hits": sum(r.cache == "memory" for r in records),
         "misses": sum(r.cache == "miss" for r in records),
         "content_forward_passes": sum(r.forward for r in records if r.kind == "content"),
         "style_forward_passes": sum(r.forward for r in records if r.kind == "style"),

@@ -81,16 +81,17 @@ class TargetRecord:
     kind: str  # "content" or "style"
     size: tuple[int, int]
     seconds: float
-    cache: str  # "hit", "miss" or "off"
+    cache: str  # "hit" (disk), "memory" (earlier in this batch), "miss" or "off"
     forward: bool  # whether an encoder forward pass ran
 
 
 class DirectTargets:
-    """Computes every target with the encoder, every time: no cache."""
+    """Computes targets with the encoder and keeps none on disk; a style is computed once per process."""
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
         self.records: list[TargetRecord] = []
+        self._styles: dict[tuple[bytes, tuple[int, ...], tuple[str, ...]], StyleTarget] = {}
 
     def content(self, image: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
         start = time.perf_counter()
@@ -100,7 +101,11 @@ class DirectTargets:
 
     def style(self, image: torch.Tensor, layers: Sequence[str]) -> StyleTarget:
         start = time.perf_counter()
-        out = style_target(self.encoder, image, layers)
+        key = (image.detach().float().cpu().numpy().tobytes(), tuple(image.shape), tuple(layers))
+        if key in self._styles:
+            self.records.append(TargetRecord("style", _hw(image), time.perf_counter() - start, "memory", False))
+            return self._styles[key]
+        out = self._styles[key] = style_target(self.encoder, image, layers)
         self.records.append(TargetRecord("style", _hw(image), time.perf_counter() - start, "off", True))
         return out
 

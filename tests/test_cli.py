@@ -36,18 +36,44 @@ def inputs(shared_images: Path, tmp_path_factory: pytest.TempPathFactory) -> dic
 
 def test_export_command_writes_a_validated_model(tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
-    result = invoke("export", "--weights", "random:2", "-o", out, "--content-layers", "relu1_1",
-                    "--style-layers", "relu1_1,relu2_1", "--pooling", "avg")
+    result = invoke(
+        "export",
+        "--weights",
+        "random:2",
+        "-o",
+        out,
+        "--content-layers",
+        "relu1_1",
+        "--style-layers",
+        "relu1_1,relu2_1",
+        "--pooling",
+        "avg",
+    )
     assert result.exit_code == 0, result.output
     assert out.is_file()
     assert "max abs diff" in result.stderr and "not pretrained" in result.stderr
 
 
-def test_stylize_writes_image_and_trace(inputs: dict[str, Path], model_path: Path, tmp_path: Path,
-                                        cache_dir: Path) -> None:
+def test_stylize_writes_image_and_trace(
+    inputs: dict[str, Path], model_path: Path, tmp_path: Path, cache_dir: Path
+) -> None:
     out, trace = tmp_path / "out.png", tmp_path / "t.json"
-    result = invoke("stylize", inputs["content"], inputs["style"], "-o", out, "--model", model_path,
-                    "--size", 64, "--steps", 12, "--trace", trace, "--quiet")
+    result = invoke(
+        "stylize",
+        inputs["content"],
+        inputs["style"],
+        "-o",
+        out,
+        "--model",
+        model_path,
+        "--size",
+        64,
+        "--steps",
+        12,
+        "--trace",
+        trace,
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert images.load(out).shape == (1, 3, 48, 64)  # 64 px on the long side, the photo's 4:3 kept
     data = json.loads(trace.read_text())
@@ -61,11 +87,24 @@ def test_stylize_writes_image_and_trace(inputs: dict[str, Path], model_path: Pat
     assert "not pretrained" in result.stderr
 
 
-def test_save_every_and_jpeg_output(inputs: dict[str, Path], model_path: Path, tmp_path: Path,
-                                    cache_dir: Path) -> None:
+def test_save_every_and_jpeg_output(inputs: dict[str, Path], model_path: Path, tmp_path: Path, cache_dir: Path) -> None:
     out = tmp_path / "out.jpg"
-    result = invoke("stylize", inputs["content"], inputs["style"], "-o", out, "--model", model_path,
-                    "--size", 48, "--steps", 4, "--save-every", 2, "--quiet")
+    result = invoke(
+        "stylize",
+        inputs["content"],
+        inputs["style"],
+        "-o",
+        out,
+        "--model",
+        model_path,
+        "--size",
+        48,
+        "--steps",
+        4,
+        "--save-every",
+        2,
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:2] == b"\xff\xd8"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jpg", "out.step2.jpg", "out.step4.jpg"]
@@ -94,12 +133,16 @@ if not torch.cuda.is_available():
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CASES))
-def test_bad_input_is_one_line_and_writes_nothing(case: str, inputs: dict[str, Path], model_path: Path,
-                                                  tmp_path: Path, cache_dir: Path) -> None:
+def test_bad_input_is_one_line_and_writes_nothing(
+    case: str, inputs: dict[str, Path], model_path: Path, tmp_path: Path, cache_dir: Path
+) -> None:
     wrong = tmp_path / "wrong.pth"
     torch.save({"features.0.weight": torch.zeros(64, 3, 5, 5)}, wrong)
     names = {k: str(v) for k, v in inputs.items()} | {
-        "missing": str(tmp_path / "nope.jpg"), "tmp": str(tmp_path), "wrong.pth": str(wrong), "model": str(model_path),
+        "missing": str(tmp_path / "nope.jpg"),
+        "tmp": str(tmp_path),
+        "wrong.pth": str(wrong),
+        "model": str(model_path),
     }
     template, expected = BAD_CASES[case]
     args = [re.sub(r"\{([^}]+)\}", lambda m: names[m.group(1)], a) for a in template]
@@ -116,27 +159,45 @@ def test_bad_input_is_one_line_and_writes_nothing(case: str, inputs: dict[str, P
 
 
 @pytest.mark.parametrize("name", ["gray.png", "rgba.png", "palette.png", "deep16.png", "exif_rotated.jpg"])
-def test_odd_but_valid_images_are_converted(name: str, inputs: dict[str, Path], model_path: Path,
-                                            tmp_path: Path, cache_dir: Path) -> None:
+def test_odd_but_valid_images_are_converted(
+    name: str, inputs: dict[str, Path], model_path: Path, tmp_path: Path, cache_dir: Path
+) -> None:
     out = tmp_path / "out.png"
-    result = invoke("stylize", inputs[name], inputs["style"], "-o", out, "--model", model_path, "--size", 32,
-                    "--steps", 2, "--quiet")
+    result = invoke(
+        "stylize",
+        inputs[name],
+        inputs["style"],
+        "-o",
+        out,
+        "--model",
+        model_path,
+        "--size",
+        32,
+        "--steps",
+        2,
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     assert max(images.load(out).shape[-2:]) == 32
 
 
 def _cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine", *[str(a) for a in args]], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, **(env or {})},
+        [sys.executable, "-m", "engine", *[str(a) for a in args]],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
-def test_real_subprocess_run_and_error(inputs: dict[str, Path], model_path: Path, tmp_path: Path,
-                                       cache_dir: Path) -> None:
+def test_real_subprocess_run_and_error(
+    inputs: dict[str, Path], model_path: Path, tmp_path: Path, cache_dir: Path
+) -> None:
     out = tmp_path / "out.png"
-    ok = _cli("stylize", inputs["content"], inputs["style"], "-o", out, "--model", model_path, "--size", 40,
-              "--steps", 3)
+    ok = _cli(
+        "stylize", inputs["content"], inputs["style"], "-o", out, "--model", model_path, "--size", 40, "--steps", 3
+    )
     _, err = ok.communicate(timeout=120)
     assert ok.returncode == 0, err
     assert out.is_file() and "wrote" in err
@@ -147,8 +208,9 @@ def test_real_subprocess_run_and_error(inputs: dict[str, Path], model_path: Path
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_saves_image_and_checkpoint_then_resume(sig: signal.Signals, inputs: dict[str, Path],
-                                                       model_path: Path, tmp_path: Path, cache_dir: Path) -> None:
+def test_signal_saves_image_and_checkpoint_then_resume(
+    sig: signal.Signals, inputs: dict[str, Path], model_path: Path, tmp_path: Path, cache_dir: Path
+) -> None:
     out, trace = tmp_path / "out.png", tmp_path / "t.json"
     common = [inputs["content"], inputs["style"], "-o", out, "--model", model_path, "--size", 48]
     proc = _cli("stylize", *common, "--steps", 100000, "--save-every", 1, "--trace", trace)
