@@ -175,6 +175,22 @@ def stylize(
     precision: Annotated[
         str | None, Opt(help="fp32, tf32 (CUDA), bf16 or fp16 (CUDA) \\[default: fp32].", rich_help_panel=GROUP_RUN)
     ] = None,
+    compile: Annotated[
+        bool | None,
+        Opt(
+            "--compile/--no-compile",
+            help="torch.compile the network (slow start, faster steps).",
+            rich_help_panel=GROUP_RUN,
+        ),
+    ] = None,
+    channels_last: Annotated[
+        bool | None,
+        Opt(
+            "--channels-last/--no-channels-last",
+            help="NHWC memory format [default: on for CUDA].",
+            rich_help_panel=GROUP_RUN,
+        ),
+    ] = None,
     cache_dir: Annotated[
         Path | None,
         Opt(
@@ -228,6 +244,8 @@ def stylize(
         "device": device,
         "precision": precision,
         "max_input_pixels": max_input_pixels,
+        "compile": compile,
+        "channels_last": channels_last,
     }
     _check_choices(given)
     config = build_config(preset, given)

@@ -50,7 +50,8 @@ class StyleConfig:
     preserve_colors: ColorMode = "none"
     device: Device = "auto"
     precision: Precision = "fp32"
-    compile: bool = False
+    compile: bool = False  # torch.compile the network (slow first step; pays off on long GPU runs)
+    channels_last: bool | None = None  # None: on for CUDA, where cuDNN's NHWC kernels are faster
     max_input_pixels: int = 8192 * 8192
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 

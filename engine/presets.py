@@ -64,11 +64,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 SOURCES: dict[str, str] = {
     "gatys": "Gatys et al. 2016: conv4_2 content, conv1_1..conv5_1 style with w_l = 1/5, alpha/beta = 1e-3, "
     "average pooling, L-BFGS from white noise, E_l = 1/(4 N^2 M^2) sum (G - A)^2 and 1/2 sum (F - P)^2; "
-    "the paper gives no step count (500 here)",
+    "the paper gives no step count (500 here). The paper names conv layers, but its Caffe ReLUs work in place, so "
+    "its responses are post-ReLU, as here",
     "jcjohnson": "jcjohnson/neural-style defaults: -content_weight 5 -style_weight 100 -tv_weight 1e-3 "
     "-num_iterations 1000 -image_size 512 -init random -pooling max, lbfgs; Gram / (C*H*W), MSE",
     "tutorial": "PyTorch 'Neural Transfer Using PyTorch': conv_4 content, conv_1..conv_5 style, style_weight 1e6 "
-    "per layer, content_weight 1, num_steps 300, LBFGS, input = content clone",
+    "per layer, content_weight 1, num_steps 300, LBFGS, input = content clone. It squashes both images to 512x512 "
+    "(128 on CPU); here the long side is 512 and the aspect ratio kept",
 }
 
 
@@ -76,3 +78,38 @@ def preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
     return dict(PRESETS[name])
+
+
+#: Fields shown in the README's preset table, in order.
+TABLE_FIELDS = (
+    "content_layers",
+    "style_layers",
+    "content_weight",
+    "style_weight",
+    "tv_weight",
+    "pooling",
+    "normalization",
+    "optimizer",
+    "init",
+    "steps",
+    "size",
+)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def markdown_table() -> str:
+    """The README's preset table, generated from PRESETS (a test checks the README holds exactly this)."""
+    header = "| preset | " + " | ".join(f.replace("_", " ") for f in TABLE_FIELDS) + " | source |"
+    rule = "|" + " --- |" * (len(TABLE_FIELDS) + 2)
+    rows = [
+        f"| `{name}` | " + " | ".join(_cell(values.get(f, "")) for f in TABLE_FIELDS) + f" | {SOURCES[name]} |"
+        for name, values in PRESETS.items()
+    ]
+    return "\n".join([header, rule, *rows])

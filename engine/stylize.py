@@ -85,7 +85,7 @@ class _Scale:
                 StyleRegion(t, resize_tensor(m, h, w).to(device))
                 for t, m in zip(style_ts, owner.style_masks, strict=True)
             ]
-        self.objective = Objective(owner.net, content_t, regions, cfg)
+        self.objective = Objective(owner.net, content_t, regions, cfg).accelerate(device)
         self.seen = seen.to(device)
         self.keep = None if owner.content_mask is None else resize_tensor(owner.content_mask, h, w).to(device)
 

@@ -20,9 +20,10 @@ Pooling = Literal["max", "avg"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Average pooling of ReLU outputs gives smaller activations than max pooling. Scaling it by 2 brings the
-# magnitudes back in line, so loss weights tuned for max pooling still balance (crowsonkb/style-transfer-pytorch
-# does the same). Gatys et al. swap in plain average pooling; their weights were tuned for that.
+# Average pooling of ReLU outputs gives smaller activations than max pooling, and the gap compounds over the
+# five stages, so loss weights tuned for max pooling no longer balance. crowsonkb/style-transfer-pytorch scales
+# average pooling by a constant 2 (tuned on the ImageNet weights); we measure each stage's factor on the weights
+# in hand instead (``calibrate_avg_pooling``), so the magnitudes match whatever the weights. 2 is the fallback.
 AVG_POOL_SCALE = 2.0
 
 
@@ -53,7 +54,7 @@ def _conv_shapes() -> dict[int, tuple[int, int]]:
 CONV_SHAPES = _conv_shapes()
 
 
-def _make_module(index: int, pooling: Pooling) -> nn.Module:
+def _make_module(index: int, pooling: Pooling, scales: dict[int, float]) -> nn.Module:
     name = LAYER_NAMES[index]
     if name.startswith("conv"):
         cin, cout = CONV_SHAPES[index]
@@ -62,7 +63,7 @@ def _make_module(index: int, pooling: Pooling) -> nn.Module:
         # Not in place: a conv layer's output may itself be a requested feature.
         return nn.ReLU(inplace=False)
     if pooling == "avg":
-        return ScaledAvgPool2d(AVG_POOL_SCALE)
+        return ScaledAvgPool2d(scales.get(index, AVG_POOL_SCALE))
     return nn.MaxPool2d(kernel_size=2, stride=2)
 
 
@@ -73,14 +74,18 @@ class VGGFeatures(nn.Module):
     tensor, s being the layer's stride. Weights never require gradients: only the image is optimised.
     """
 
-    def __init__(self, layers: Sequence[str], pooling: Pooling = "max") -> None:
+    def __init__(
+        self, layers: Sequence[str], pooling: Pooling = "max", pool_scales: Sequence[float] | None = None
+    ) -> None:
         super().__init__()
         if pooling not in ("max", "avg"):
             raise ValueError(f"pooling must be 'max' or 'avg', not {pooling!r}")
         self.layers = ordered(layers)
         self.pooling: Pooling = pooling
         last = LAYER_INDEX[deepest(self.layers)]
-        self.features = nn.Sequential(*(_make_module(i, pooling) for i in range(last + 1)))
+        pools = [i for i, name in enumerate(LAYER_NAMES) if name.startswith("pool")]
+        scales = dict(zip(pools, pool_scales or (), strict=False))
+        self.features = nn.Sequential(*(_make_module(i, pooling, scales) for i in range(last + 1)))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._wanted = {LAYER_INDEX[n]: n for n in self.layers}
@@ -101,6 +106,32 @@ class VGGFeatures(nn.Module):
             if index in self._wanted:
                 out[self._wanted[index]] = x
         return out
+
+    @property
+    def pool_scales(self) -> tuple[float, ...]:
+        """The average-pooling factors in use, one per pooling stage in the network (empty for max pooling)."""
+        return tuple(m.scale for m in self.features if isinstance(m, ScaledAvgPool2d))
+
+    def calibrate_avg_pooling(self, seed: int = 0) -> tuple[float, ...]:
+        """Set each average-pooling stage's factor to mean(max-pooled) / mean(avg-pooled) of its input.
+
+        Measured stage by stage (each after the earlier ones are set) on smooth random images, so activation
+        magnitudes after every stage match the max-pooling network's. Returns the factors.
+        """
+        gen = torch.Generator().manual_seed(seed)
+        coarse = torch.rand(4, 3, 16, 16, generator=gen)
+        images = nn.functional.interpolate(coarse, size=(128, 128), mode="bilinear", align_corners=False)
+        mean, std = self.mean, self.std
+        assert isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)
+        x = (images - mean) / std
+        with torch.no_grad():
+            for module in self.features:
+                if isinstance(module, ScaledAvgPool2d):
+                    peak = nn.functional.max_pool2d(x, 2).mean()
+                    average = nn.functional.avg_pool2d(x, 2).mean()
+                    module.scale = float(peak / average) if float(average) > 0 else AVG_POOL_SCALE
+                x = module(x)
+        return self.pool_scales
 
     def load_features(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load ``features.N.weight`` / ``features.N.bias`` tensors; extra keys (a classifier) are ignored."""

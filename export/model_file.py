@@ -28,6 +28,7 @@ class ModelInfo:
     sha256: str
     layers: tuple[str, ...]
     pooling: str
+    pool_scales: tuple[float, ...]  # average-pooling factors baked into the graph (empty for max pooling)
     weights: str  # "vgg19", "random" or a path, as recorded at export
     weights_label: str
     pretrained: bool
@@ -36,7 +37,7 @@ class ModelInfo:
 
     def torch_module(self, layers: tuple[str, ...] | None = None) -> VGGFeatures:
         """A VGGFeatures with this file's weights, returning ``layers`` (default: all the file's layers)."""
-        net = VGGFeatures(layers or self.layers, self.pooling)  # type: ignore[arg-type]
+        net = VGGFeatures(layers or self.layers, self.pooling, self.pool_scales)  # type: ignore[arg-type]
         net.load_features(self.state)
         return net
 
@@ -84,11 +85,16 @@ def inspect(path: str | Path) -> ModelInfo:
     if meta["pooling"] not in ("max", "avg"):
         raise _fail(path, f"unknown pooling '{meta['pooling']}'")
     state = _conv_state(path, graph, layers)
+    try:
+        scales = tuple(float(v) for v in meta.get("pool_scales", "").split(",") if v)
+    except ValueError as exc:
+        raise _fail(path, "its pool_scales metadata is not a list of numbers") from exc
     return ModelInfo(
         path,
         file_sha256(path),
         layers,
         meta["pooling"],
+        scales,
         meta["weights"],
         meta.get("weights_label", meta["weights"]),
         meta["pretrained"] == "true",

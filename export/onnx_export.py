@@ -66,8 +66,11 @@ class ExportReport:
 
 
 def build_net(weights: Weights, layers: Sequence[str], pooling: Pooling) -> VGGFeatures:
+    """The torch module to export; average pooling gets factors measured on these weights."""
     net = VGGFeatures(layers, pooling)
     net.load_features(weights.state)
+    if pooling == "avg":
+        net.calibrate_avg_pooling()
     return net
 
 
@@ -76,6 +79,7 @@ def metadata(net: VGGFeatures, weights: Weights) -> dict[str, str]:
         f"{META_PREFIX}format": FORMAT_VERSION,
         f"{META_PREFIX}layers": ",".join(net.layers),
         f"{META_PREFIX}pooling": net.pooling,
+        f"{META_PREFIX}pool_scales": ",".join(f"{s:.8g}" for s in net.pool_scales),
         f"{META_PREFIX}weights": weights.source if weights.pretrained else "random",
         f"{META_PREFIX}weights_label": weights.label,
         f"{META_PREFIX}weights_sha256": weights.sha256,

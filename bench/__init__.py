@@ -1,0 +1,1 @@
+"""Benchmarks of nst-engine: cases as data, a runner that returns rows, a report renderer."""
