@@ -14,8 +14,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".g
 DEFAULT_PATTERN = "{stem}_{style}.png"
 
 
-def expand(specs: Sequence[str], what: str) -> list[Path]:
-    """Files named by paths, folders (their images, sorted) and globs; a spec matching nothing is an error."""
+def expand(specs: Sequence[str], what: str, unique: bool = True) -> list[Path]:
+    """Files named by paths, folders (their images, sorted) and globs; a spec matching nothing is an error.
+
+    Content images are de-duplicated; styles are not (the same painting may be given twice with two masks)."""
     out: list[Path] = []
     for spec in specs:
         path = Path(spec)
@@ -31,7 +33,7 @@ def expand(specs: Sequence[str], what: str) -> list[Path]:
             out += found
         else:
             out.append(path)
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(out)) if unique else out
 
 
 @dataclass(frozen=True)

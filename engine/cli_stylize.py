@@ -254,7 +254,7 @@ def stylize(
     if model is not None and weights is not None:
         raise fail("pass either --model (an exported file) or --weights (to export one), not both")
     if style:
-        contents, styles = expand(inputs, "content"), expand(style, "style")
+        contents, styles = expand(inputs, "content"), expand(style, "style", unique=False)
     else:
         if len(inputs) < 2:
             raise fail("give CONTENT and STYLE, or content images with --style STYLE")

@@ -235,3 +235,63 @@ def test_help_teaches(tmp_path: Path) -> None:
     assert result.exit_code == 0
     for option in ("--style-weight", "--preset", "--scales", "--preserve-colors", "--provider", "--trace"):
         assert option in result.output
+
+
+def test_controls_through_the_cli(inputs: dict[str, Path], model_path: Path, tmp_path: Path, cache_dir: Path) -> None:
+    import numpy as np
+
+    left = np.zeros((30, 40, 3), np.uint8)
+    left[:, :20] = 255
+    images.save(torch.from_numpy(left.transpose(2, 0, 1)[None] / 255.0).float(), tmp_path / "left.png")
+    images.save(torch.from_numpy((255 - left).transpose(2, 0, 1)[None] / 255.0).float(), tmp_path / "right.png")
+    out, trace = tmp_path / "out.png", tmp_path / "t.json"
+    result = invoke(
+        "stylize",
+        inputs["content"],
+        "-s",
+        inputs["style"],
+        "-s",
+        inputs["style"],
+        "--mask",
+        tmp_path / "left.png",
+        "--mask",
+        tmp_path / "right.png",
+        "--preserve-colors",
+        "luminance",
+        "--scales",
+        2,
+        "--scale-steps",
+        2,
+        "--steps",
+        2,
+        "--size",
+        64,
+        "--model",
+        model_path,
+        "--style-loss",
+        "wasserstein",
+        "-o",
+        out,
+        "--trace",
+        trace,
+        "--quiet",
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(trace.read_text())
+    assert [s["scale"] for s in data["steps"]] == [0, 0, 1, 1]
+    assert data["settings"]["preserve_colors"] == "luminance" and data["settings"]["scales"] == 2
+    bad = invoke(
+        "stylize",
+        inputs["content"],
+        "-s",
+        inputs["style"],
+        "--mask",
+        tmp_path / "left.png",
+        "--mask",
+        tmp_path / "right.png",
+        "--model",
+        model_path,
+        "-o",
+        tmp_path / "x.png",
+    )
+    assert bad.exit_code == 1 and "one --mask per --style" in bad.stderr
