@@ -31,6 +31,7 @@ app = typer.Typer(
 cache_app = typer.Typer(help="Inspect or empty the on-disk cache of targets and exported models.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 out = Console(stderr=True, highlight=False)
+out_console = out
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -156,12 +157,62 @@ def cache_clear(
     )
 
 
-def main() -> None:
+SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
+
+
+@app.command()
+@handled
+def bench(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.md, results.json, charts).")] = Path(
+        "bench/reports/latest"
+    ),
+    quick: Annotated[bool, typer.Option(help="About a minute on a CPU: small sizes, fewer repeats.")] = False,
+    weights: WeightsOpt = "random",
+    content: Annotated[Path, typer.Option(help="Content image.")] = SAMPLES / "content_tubingen.jpg",
+    style: Annotated[Path, typer.Option(help="Style image.")] = SAMPLES / "style_starry_night.jpg",
+    case: Annotated[
+        list[str] | None, typer.Option(help="Run only these cases: forward, step, ttq, cache, multiscale (repeatable).")
+    ] = None,
+    ttq_size: Annotated[int | None, typer.Option(help="Time-to-quality size [default: 512, quick CPU 128].")] = None,
+    ttq_evaluations: Annotated[int | None, typer.Option(help="Baseline L-BFGS evaluations [default: 300].")] = None,
+    multiscale_size: Annotated[int | None, typer.Option(help="Coarse-to-fine size [default: 512].")] = None,
+) -> None:
+    """Benchmark backends and the optimisation step against a textbook baseline; write a report folder.
+
+    Cases: forward (images/s of the target pass per backend and size), step (ms/step and peak memory of the
+    engine's configurations and of the PyTorch-tutorial baseline), ttq (time to the baseline's loss after 300
+    L-BFGS evaluations), cache (target time per image, cold vs warm), multiscale (time to the single-scale loss).
+    Unavailable backends are listed with the reason. Needs matplotlib for charts (pip install 'nst-engine[bench]').
+    """
+    from bench.runner import ALL_CASES, run
+
+    unknown = [c for c in case or () if c not in ALL_CASES]
+    if unknown:
+        raise fail(f"unknown case {unknown[0]!r}; choose from {', '.join(ALL_CASES)}")
+    for path in (content, style):
+        if not path.is_file():
+            raise fail(f"benchmark image '{path}' not found; pass --content / --style")
+    run(
+        out,
+        quick=quick,
+        content=content,
+        style=style,
+        weights_spec=weights,
+        only=tuple(case or ()),
+        ttq_size=ttq_size,
+        ttq_evaluations=ttq_evaluations,
+        multiscale_size=multiscale_size,
+        log=lambda m: out_console.print(f"[dim]{escape(m)}[/]"),
+    )
+    out_console.print(f"[green]wrote[/] {out / 'report.md'}")
+
+
+def main(argv: list[str] | None = None) -> None:
     if os.environ.get("NST_ENGINE_DEBUG"):
-        app()
+        app(args=argv)
         return
     try:
-        app()
+        app(args=argv)
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - the last guard: a bug still gets one line and a hint

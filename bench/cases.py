@@ -1,0 +1,333 @@
+"""Benchmark cases. Each takes a Setup and returns rows (plain dicts) for the report."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from bench import baseline
+from bench.backends import BACKENDS
+from bench.timing import measure, peak_memory_mib, reset_peak_memory, summary, sync
+from engine import images
+from engine.config import StyleConfig
+from engine.objective import Objective
+from engine.optimize import optimize
+from engine.stylize import resize_tensor
+from engine.targets import StyleRegion, content_target, style_target
+from engine.vgg import VGGFeatures
+from engine.weights import Weights
+
+#: The engine objective that equals the baseline's loss exactly: same layers, Gram / (C*H*W) and mean squared
+#: errors, style weight 1e6 per layer (ours averages the layers, so 5e6), no total variation.
+SAME_LOSS: dict[str, Any] = {"style_weight": 5e6, "content_weight": 1.0, "tv_weight": 0.0}
+
+
+@dataclass
+class Setup:
+    weights: Weights
+    model_path: Path
+    content: Path
+    style: Path
+    quick: bool
+    device: torch.device
+    log: Any = print
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _device(setup: Setup) -> Literal["cpu", "cuda"]:
+    return "cuda" if setup.device.type == "cuda" else "cpu"
+
+
+def _pair(setup: Setup, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Content at ``size``, and the style resized to the content's shape (the baseline needs equal sizes)."""
+    content = images.load(setup.content, size)
+    return content, baseline.same_size(images.load(setup.style, size), content)
+
+
+def _net(setup: Setup, layers: tuple[str, ...]) -> VGGFeatures:
+    net = VGGFeatures(layers)
+    net.load_features(setup.weights.state)
+    return net
+
+
+def forward_case(setup: Setup, sizes: list[int]) -> list[dict[str, Any]]:
+    """Images/s of the feature network (the target pass) per backend and size, checked against torch fp32."""
+    cfg = StyleConfig()
+    rows: list[dict[str, Any]] = []
+    reference = _net(setup, cfg.layers)
+    for size in sizes:
+        image = images.load(setup.content, size)
+        with torch.no_grad():
+            expected = reference(image)
+        for backend in BACKENDS:
+            reason = backend.needs()
+            if reason is None and setup.quick and "compile" in backend.name:
+                reason = "skipped in --quick (compilation takes minutes on CPU)"
+            row: dict[str, Any] = {"backend": backend.name, "size": size, "device": backend.device}
+            if reason is not None:
+                rows.append(row | {"status": "unavailable", "reason": reason})
+                continue
+            setup.log(f"forward {backend.name} @ {size}px")
+            try:
+                rows.append(row | _time_forward(setup, backend, cfg, image, expected))
+            except Exception as exc:  # noqa: BLE001 - one backend failing must not end the report
+                rows.append(row | {"status": "unavailable", "reason": f"failed: {type(exc).__name__}: {exc}"[:200]})
+    return rows
+
+
+def _time_forward(
+    setup: Setup, backend: Any, cfg: StyleConfig, image: torch.Tensor, expected: dict[str, torch.Tensor]
+) -> dict[str, Any]:
+    forward = backend.make(_net(setup, cfg.layers), setup.model_path)
+
+    def call() -> object:
+        return forward(image)
+
+    samples = measure(call, torch.device(backend.device), warmup=2, repeats=3 if setup.quick else 5)
+    got = forward(image)
+    rel = max(float((got[k].float().cpu() - expected[k]).abs().max() / expected[k].abs().max()) for k in expected)
+    stats = summary(samples)
+    return {"status": "ok", "seconds": stats, "images_per_s": 1 / stats["median"], "max_rel_diff": rel}
+
+
+def _engine_objective(setup: Setup, size: int, config: StyleConfig) -> tuple[Objective, torch.Tensor]:
+    content, style = _pair(setup, size)
+    net = _net(setup, config.layers).to(setup.device)
+    with torch.no_grad():
+        c_t = content_target(net, content.to(setup.device), config.content_layers)
+        s_t = style_target(net, style.to(setup.device), config.style_layers)
+    objective = Objective(net, c_t, [StyleRegion(s_t)], config).accelerate(setup.device)
+    return objective, content.to(setup.device)
+
+
+def _engine_step_samples(setup: Setup, size: int, config: StyleConfig, steps: int) -> list[float]:
+    objective, content = _engine_objective(setup, size, config)
+    stamps: list[float] = []
+
+    def on_step(step: Any, image: Any) -> None:
+        sync(setup.device)
+        stamps.append(time.perf_counter())
+
+    start = time.perf_counter()
+    optimize(
+        objective,
+        content,
+        steps=steps,
+        optimizer=config.optimizer,
+        lr=config.learning_rate,
+        history=config.lbfgs_history,
+        callback=on_step,
+    )
+    edges = [start, *stamps]
+    return [b - a for a, b in itertools.pairwise(edges)][2:]  # two warm-up steps excluded
+
+
+def _baseline_step_samples(setup: Setup, size: int, evaluations: int) -> list[float]:
+    content, style = _pair(setup, size)
+    run = baseline.Baseline(setup.weights.state, content, style, setup.device)
+    samples: list[float] = []
+    run.run(2)  # warm-up
+    while len(samples) < evaluations:
+        before, start = run.evaluations, time.perf_counter()
+        run.optimizer.step(run.closure)
+        sync(setup.device)
+        done = run.evaluations - before
+        samples += [(time.perf_counter() - start) / done] * done
+    return samples[:evaluations]
+
+
+def step_configs(device: torch.device) -> dict[str, dict[str, Any]]:
+    """The engine configurations benchmarked on this device (the first is the default)."""
+    if device.type == "cuda":
+        return {
+            "engine fp32": {"precision": "fp32", "channels_last": False},
+            "engine tf32": {"precision": "tf32", "channels_last": False},
+            "engine bf16 + channels_last": {"precision": "bf16", "channels_last": True},
+            "engine bf16 + channels_last + compile": {"precision": "bf16", "channels_last": True, "compile": True},
+        }
+    return {
+        "engine fp32": {},
+        "engine channels_last": {"channels_last": True},
+    }
+
+
+def step_case(setup: Setup, sizes: list[int]) -> list[dict[str, Any]]:
+    """ms/step and peak memory for the engine's configurations and the textbook baseline."""
+    rows: list[dict[str, Any]] = []
+    steps = 6 if setup.quick else 10
+    for size in sizes:
+        reset_peak_memory(setup.device)
+        setup.log(f"step baseline @ {size}px")
+        base = summary(_baseline_step_samples(setup, size, steps))
+        rows.append(
+            {
+                "config": "baseline (PyTorch tutorial, torch LBFGS)",
+                "size": size,
+                "seconds": base,
+                "peak_mib": peak_memory_mib(setup.device),
+                "ratio": 1.0,
+            }
+        )
+        for name, settings in step_configs(setup.device).items():
+            reset_peak_memory(setup.device)
+            setup.log(f"step {name} @ {size}px")
+            config = StyleConfig(size=size, device=_device(setup), **{**SAME_LOSS, **settings})
+            stats = summary(_engine_step_samples(setup, size, config, steps + 2))
+            rows.append(
+                {
+                    "config": name,
+                    "size": size,
+                    "seconds": stats,
+                    "peak_mib": peak_memory_mib(setup.device),
+                    "ratio": base["median"] / stats["median"],
+                }
+            )
+    return rows
+
+
+def ttq_case(setup: Setup, size: int, evaluations: int) -> list[dict[str, Any]]:
+    """Wall time for the engine to reach the loss the baseline reaches after ``evaluations`` L-BFGS evaluations."""
+    config = StyleConfig(size=size, device=_device(setup), **SAME_LOSS)
+    evaluator, content = _engine_objective(setup, size, config.replace(channels_last=False))
+
+    def loss_of(image: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(evaluator(image.to(setup.device))["total"])
+
+    c, s = _pair(setup, size)
+    setup.log(f"time to quality: baseline, {evaluations} evaluations @ {size}px")
+    start = time.perf_counter()
+    base = baseline.Baseline(setup.weights.state, c, s, setup.device)
+    base_image = base.run(evaluations)
+    sync(setup.device)
+    base_time, target = time.perf_counter() - start, loss_of(base_image)
+    setup.log(f"time to quality: engine until loss <= {target:.4g}")
+    objective, content = _engine_objective(setup, size, config)
+    reached: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def on_step(step: Any, image: Any) -> None:
+        if "time" not in reached and step.losses["total"] <= target:
+            sync(setup.device)
+            reached.update(time=time.perf_counter() - start, step=step.step)
+
+    optimize(
+        objective,
+        content,
+        steps=3 * evaluations,
+        optimizer="lbfgs",
+        lr=1.0,
+        history=config.lbfgs_history,
+        callback=lambda st, im: on_step(st, im) if "time" not in reached else None,
+        should_stop=lambda: "time" in reached,
+    )
+    return [
+        {
+            "size": size,
+            "baseline_evaluations": base.evaluations,
+            "baseline_seconds": base_time,
+            "target_loss": target,
+            "engine_seconds": reached.get("time"),
+            "engine_steps": reached.get("step"),
+            "speedup": base_time / reached["time"] if "time" in reached else None,
+        }
+    ]
+
+
+def _batch_images(setup: Setup, count: int, size: int) -> list[torch.Tensor]:
+    """``count`` distinct content images: crops and flips of the sample photo."""
+    photo = images.load(setup.content, size * 2)
+    out = []
+    for i in range(count):
+        h, w = photo.shape[-2:]
+        top, left = (i * 37) % (h // 3), (i * 53) % (w // 3)
+        crop = photo[..., top : top + 2 * h // 3, left : left + 2 * w // 3]
+        crop = torch.flip(crop, dims=[-1]) if i % 2 else crop
+        out.append(resize_tensor(crop, *(int(v) for v in np.array(crop.shape[-2:]) * size // max(crop.shape[-2:]))))
+    return out
+
+
+def cache_case(setup: Setup, size: int, count: int = 8) -> list[dict[str, Any]]:
+    """Time spent on targets per image for a batch in one style: cold cache, then warm (a second process)."""
+    import tempfile
+
+    from engine.cache import CachedTargets, TargetCache
+    from engine.stylize import stylize
+    from export.model_file import inspect
+    from export.runtime import OnnxEncoder
+
+    info = inspect(setup.model_path)
+    config = StyleConfig(size=size, steps=1)
+    contents, style = _batch_images(setup, count, size), images.load(setup.style, size)
+    rows = []
+    with tempfile.TemporaryDirectory() as root:
+        for label in ("cold cache", "warm cache"):
+            encoder = OnnxEncoder(setup.model_path, "cpu")
+            targets = CachedTargets(encoder, TargetCache(Path(root)), info.sha256, "cpu", "fp32", info.pooling)
+            setup.log(f"cache batch: {label}")
+            for content in contents:
+                stylize(content, [style], config=config, net=info.torch_module(config.layers), targets=targets)
+            seconds = [r.seconds for r in targets.records]
+            rows.append(
+                {
+                    "run": label,
+                    "images": count,
+                    "size": size,
+                    "target_seconds_per_image": sum(seconds) / count,
+                    "forward_passes": encoder.forward_count,
+                    "hits": sum(r.cache in ("hit", "memory") for r in targets.records),
+                }
+            )
+    return rows
+
+
+def multiscale_case(setup: Setup, size: int, steps: int) -> list[dict[str, Any]]:
+    """Wall time to the single-scale run's final loss at ``size``: single scale vs coarse to fine (3 scales)."""
+    from engine.stylize import stylize
+    from engine.targets import DirectTargets
+
+    content, style = _pair(setup, size)
+    net = _net(setup, StyleConfig().layers)
+    encoder = DirectTargets(lambda x: {k: v.detach() for k, v in net(x).items()})
+    results: dict[str, Any] = {}
+    setup.log(f"multi-scale: single scale, {steps} steps @ {size}px")
+    single_cfg = StyleConfig(size=size, steps=steps)
+    start = time.perf_counter()
+    single = stylize(content, [style], config=single_cfg, net=net, targets=encoder)
+    results["single_seconds"] = time.perf_counter() - start
+    target = single.steps[-1].losses["total"]
+    multi_cfg = single_cfg.replace(scales=3, scale_steps=steps // 2, steps=3 * steps)
+    reached: dict[str, float] = {}
+    setup.log(f"multi-scale: 3 scales until loss <= {target:.4g}")
+    start = time.perf_counter()
+
+    def on_step(step: Any, image: Any) -> None:
+        if step.scale == 2 and "time" not in reached and step.losses["total"] <= target:
+            reached.update(time=time.perf_counter() - start, step=step.step)
+
+    stylize(
+        content,
+        [style],
+        config=multi_cfg,
+        net=net,
+        targets=encoder,
+        callback=on_step,
+        should_stop=lambda: "time" in reached,
+    )
+    return [
+        {
+            "size": size,
+            "single_steps": steps,
+            "single_seconds": results["single_seconds"],
+            "target_loss": target,
+            "multi_seconds": reached.get("time"),
+            "multi_final_scale_steps": reached.get("step"),
+            "speedup": results["single_seconds"] / reached["time"] if "time" in reached else None,
+        }
+    ]

@@ -1,0 +1,164 @@
+"""Render benchmark rows as report.md, results.json and PNG charts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _ms(stats: dict[str, Any]) -> str:
+    return f"{stats['median'] * 1e3:.1f} ({stats['p10'] * 1e3:.1f}-{stats['p90'] * 1e3:.1f})"
+
+
+def _header(env: dict[str, Any]) -> list[str]:
+    gpu = env["gpu"]
+    gpu_text = (
+        f"{gpu['name']} ({gpu.get('memory_gib')} GiB, driver {gpu.get('driver')}, CUDA {gpu.get('cuda')})"
+        if gpu.get("name")
+        else f"none ({gpu.get('reason')})"
+    )
+    return [
+        f"- date: {env['date']}; nst-engine {env['nst_engine']} at commit {env['git_commit']}",
+        f"- CPU: {env['cpu']}, {env['cores']} cores, torch threads {env['torch_threads']}",
+        f"- GPU: {gpu_text}",
+        f"- torch {env['torch']}, onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, Python {env['python']}",
+        f"- ONNX Runtime providers: {', '.join(env['providers'])}",
+        f"- weights: {env['weights']}",
+    ]
+
+
+def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quick: bool) -> str:
+    lines = [
+        "# nst-engine benchmark report",
+        "",
+        *_header(env),
+        "",
+        f"Mode: {'quick' if quick else 'full'}. Times are medians with the 10th-90th percentile range in "
+        "brackets; warm-up runs excluded; every sample is in results.json.",
+        "",
+    ]
+    if results.get("forward"):
+        lines += [
+            "## Feature forward (targets)",
+            "",
+            "| backend | size | images/s | ms (p10-p90) | max rel diff vs torch fp32 |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for r in results["forward"]:
+            if r["status"] == "ok":
+                lines.append(
+                    f"| {r['backend']} | {r['size']} | {r['images_per_s']:.2f} | {_ms(r['seconds'])} | "
+                    f"{r['max_rel_diff']:.1e} |"
+                )
+            else:
+                lines.append(f"| {r['backend']} | {r['size']} | unavailable | {r['reason']} | |")
+        lines.append("")
+    if results.get("step"):
+        lines += [
+            "## Optimisation step",
+            "",
+            "Same loss on both sides (engine layers through relu5_1, Gram / CHW, "
+            "style weight 1e6 per layer). Ratio: baseline ms/step divided by this configuration's.",
+            "",
+            "| configuration | size | ms/step (p10-p90) | steps/s | peak memory MiB | speed vs baseline |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in results["step"]:
+            peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") else "n/a"
+            lines.append(
+                f"| {r['config']} | {r['size']} | {_ms(r['seconds'])} | {1 / r['seconds']['median']:.2f} | "
+                f"{peak} | {r['ratio']:.2f}x |"
+            )
+        lines += [
+            "",
+            "Peak memory on CPU is the process's peak resident set (VmHWM, reset before each row)."
+            " On CUDA it is torch.cuda.max_memory_allocated.",
+            "",
+        ]
+    for r in results.get("ttq", []):
+        engine = (
+            f"{r['engine_seconds']:.1f} s ({r['engine_steps']} steps, {r['speedup']:.2f}x faster)"
+            if r.get("engine_seconds")
+            else "not reached within 3x the baseline's evaluations"
+        )
+        lines += [
+            "## Time to quality",
+            "",
+            f"At {r['size']} px the baseline's {r['baseline_evaluations']} L-BFGS evaluations took "
+            f"{r['baseline_seconds']:.1f} s to reach a loss of {r['target_loss']:.4g} (evaluated in fp32 at "
+            f"full size with the same loss); the engine reached it in {engine}.",
+            "",
+        ]
+    if results.get("cache"):
+        lines += [
+            "## Target cache (batch of images in one style)",
+            "",
+            "| run | images | size | target seconds per image | ONNX Runtime forward passes | cache hits |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['run']} | {r['images']} | {r['size']} | {r['target_seconds_per_image']:.4f} | "
+            f"{r['forward_passes']} | {r['hits']} |"
+            for r in results["cache"]
+        ]
+        lines.append("")
+    for r in results.get("multiscale", []):
+        multi = (
+            f"{r['multi_seconds']:.1f} s ({r['speedup']:.2f}x faster)" if r.get("multi_seconds") else "did not reach it"
+        )
+        lines += [
+            "## Coarse to fine",
+            "",
+            f"Single scale at {r['size']} px: {r['single_steps']} steps, {r['single_seconds']:.1f} s, final "
+            f"loss {r['target_loss']:.4g}. Three scales ({r['size'] // 4}, {r['size'] // 2}, {r['size']} px) "
+            f"reached that loss in {multi}.",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def charts(results: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
+    """PNG charts; none (and a note) when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    ok = [r for r in results.get("forward", []) if r["status"] == "ok"]
+    if ok:
+        fig, ax = plt.subplots(figsize=(8, 0.4 * len(ok) + 1.5))
+        labels = [f"{r['backend']} @ {r['size']}" for r in ok]
+        ax.barh(labels, [r["images_per_s"] for r in ok])
+        ax.set_xlabel("images/s (higher is better)")
+        ax.set_title("Feature forward")
+        fig.tight_layout()
+        fig.savefig(out / "forward.png", dpi=100)
+        plt.close(fig)
+        written.append("forward.png")
+    steps = results.get("step", [])
+    if steps:
+        fig, ax = plt.subplots(figsize=(8, 0.4 * len(steps) + 1.5))
+        ax.barh([f"{r['config']} @ {r['size']}" for r in steps], [r["seconds"]["median"] * 1e3 for r in steps])
+        ax.set_xlabel("ms per step (lower is better)")
+        ax.set_title("Optimisation step")
+        fig.tight_layout()
+        fig.savefig(out / "step.png", dpi=100)
+        plt.close(fig)
+        written.append("step.png")
+    return written
+
+
+def write(out: Path, env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quick: bool) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(
+        json.dumps({"environment": env, "quick": quick, "results": results}, indent=2) + "\n"
+    )
+    images = charts(results, out)
+    text = markdown(env, results, quick)
+    if images:
+        text += "\n" + "\n".join(f"![{name}]({name})" for name in images) + "\n"
+    (out / "report.md").write_text(text)

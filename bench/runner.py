@@ -1,0 +1,62 @@
+"""Run the benchmark cases and write a report folder."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import cases, report
+from bench.env import environment
+from engine.layers import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+
+ALL_CASES = ("forward", "step", "ttq", "cache", "multiscale")
+
+
+def run(
+    out: Path,
+    *,
+    quick: bool,
+    content: Path,
+    style: Path,
+    weights_spec: str = "random",
+    only: tuple[str, ...] = (),
+    ttq_size: int | None = None,
+    ttq_evaluations: int | None = None,
+    multiscale_size: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, list[dict[str, Any]]]:
+    from engine.weights import resolve
+    from export.onnx_export import export
+
+    torch.manual_seed(0)
+    weights = resolve(weights_spec)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gpu = device.type == "cuda"
+    results: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "model.onnx"
+        log(f"exporting the feature network ({weights.label})")
+        export(weights, model, DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS)
+        setup = cases.Setup(weights, model, content, style, quick, device, log)
+        selected = only or ALL_CASES
+        if "forward" in selected:
+            results["forward"] = cases.forward_case(setup, [256] if quick else [256, 512, 1024])
+        if "step" in selected:
+            sizes = ([512] if quick else [512, 1024, 2048]) if gpu else ([128] if quick else [256, 512])
+            results["step"] = cases.step_case(setup, sizes)
+        if "ttq" in selected:
+            size = ttq_size or (512 if gpu or not quick else 128)
+            results["ttq"] = cases.ttq_case(setup, size, ttq_evaluations or (30 if quick else 300))
+        if "cache" in selected:
+            results["cache"] = cases.cache_case(setup, 128 if quick else 256)
+        if "multiscale" in selected:
+            results["multiscale"] = cases.multiscale_case(
+                setup, multiscale_size or (128 if quick else 512), 20 if quick else 100
+            )
+    env = environment() | {"weights": weights.label, "device": str(device)}
+    report.write(out, env, results, quick)
+    return results

@@ -1,0 +1,120 @@
+"""The benchmark's pieces: the baseline computes the same loss as the engine, reports list every backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from bench import baseline, report
+from bench.backends import BACKENDS
+from bench.cases import SAME_LOSS
+from engine.config import StyleConfig
+from engine.objective import Objective
+from engine.targets import StyleRegion, content_target, style_target
+from engine.vgg import VGGFeatures
+from tests.conftest import gradient_image
+
+
+def test_baseline_loss_equals_the_engine_loss_it_is_compared_with(weights) -> None:  # type: ignore[no-untyped-def]
+    content, image = gradient_image(48, 64, 1), gradient_image(48, 64, 3)
+    style = baseline.same_size(gradient_image(64, 64, 2), content)
+    model, style_losses, content_losses = baseline.build(weights.state, style, content, torch.device("cpu"))
+    with torch.no_grad():
+        model(image)
+    theirs = float(sum(s.loss for s in style_losses) * 1e6 + sum(c.loss for c in content_losses))
+    config = StyleConfig(**SAME_LOSS)
+    net = VGGFeatures(config.layers)
+    net.load_features(weights.state)
+    with torch.no_grad():
+        objective = Objective(
+            net,
+            content_target(net, content, config.content_layers),
+            [StyleRegion(style_target(net, style, config.style_layers))],
+            config,
+        )
+        ours = float(objective(image)["total"])
+    assert abs(ours - theirs) <= 1e-4 * abs(theirs), (ours, theirs)
+    assert len(style_losses) == 5 and len(content_losses) == 1
+
+
+def test_unavailable_backends_say_why() -> None:
+    reasons = {b.name: b.needs() for b in BACKENDS}
+    assert reasons["torch eager fp32 (CPU)"] is None and reasons["ONNX Runtime CPU"] is None
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in str(reasons["torch CUDA bf16"])
+
+
+def test_report_lists_unavailable_backends_and_keeps_samples(tmp_path: Path) -> None:
+    env = {
+        "date": "d",
+        "nst_engine": "0",
+        "git_commit": "abc",
+        "cpu": "CPU",
+        "cores": 2,
+        "torch_threads": 2,
+        "gpu": {"name": None, "reason": "none here"},
+        "torch": "t",
+        "onnxruntime": "o",
+        "onnx": "x",
+        "python": "p",
+        "providers": ["CPUExecutionProvider"],
+        "weights": "random:0 (not pretrained)",
+    }
+    stats = {"median": 0.5, "p10": 0.4, "p90": 0.6, "min": 0.4, "max": 0.6, "n": 3, "samples": [0.4, 0.5, 0.6]}
+    results = {
+        "forward": [
+            {
+                "backend": "ONNX Runtime CPU",
+                "size": 256,
+                "device": "cpu",
+                "status": "ok",
+                "seconds": stats,
+                "images_per_s": 2.0,
+                "max_rel_diff": 1e-6,
+            },
+            {
+                "backend": "ONNX Runtime CUDA",
+                "size": 256,
+                "device": "cuda",
+                "status": "unavailable",
+                "reason": "no GPU",
+            },
+        ]
+    }
+    report.write(tmp_path, env, results, quick=True)
+    text = (tmp_path / "report.md").read_text()
+    assert "| ONNX Runtime CUDA | 256 | unavailable | no GPU |" in text and "not pretrained" in text
+    assert json.loads((tmp_path / "results.json").read_text())["results"]["forward"][0]["seconds"]["samples"] == [
+        0.4,
+        0.5,
+        0.6,
+    ]
+
+
+def test_bench_command_writes_a_report(tmp_path: Path, shared_images: Path) -> None:
+    from engine.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--quick",
+            "--case",
+            "cache",
+            "--out",
+            str(tmp_path / "r"),
+            "--content",
+            str(shared_images / "content_turtle.jpg"),
+            "--style",
+            str(shared_images / "style_great_wave.jpg"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "CPU:" in text and "| warm cache | 8 | 128 |" in text
+    data = json.loads((tmp_path / "r" / "results.json").read_text())
+    cold, warm = data["results"]["cache"]
+    assert cold["forward_passes"] == 9 and warm["forward_passes"] == 0
