@@ -16,6 +16,7 @@ from engine.device import configure_precision, resolve_device
 from engine.errors import ConfigError, ImageError
 from engine.images import fit_long_side
 from engine.layers import min_input_size
+from engine.memory import check_fits, out_of_memory_error
 from engine.objective import Objective
 from engine.optimize import Callback, OptimizeResult, Step, optimize
 from engine.targets import StyleRegion, TargetSource, blend, normalise_blend
@@ -132,6 +133,8 @@ class _Run:
         )
         self.content_mask = None if content_mask is None else _check_mask(content_mask, content, "content mask")
         h, w = fit_long_side(int(content.shape[-2]), int(content.shape[-1]), config.scale_sizes()[0])
+        self.final_size = fit_long_side(int(content.shape[-2]), int(content.shape[-1]), config.size)
+        check_fits(*self.final_size, config, self.device)
         if min(h, w) < smallest:
             raise ImageError(
                 f"the content image would be {w}x{h} px, below the network's minimum of {smallest} px a side "
@@ -200,19 +203,16 @@ def stylize(
             start, state, first = resume["image"], resume["optimizer"], int(resume["step"]) + 1
         else:
             start = _initial(config, scale, image, init_image if index == 0 else None)
-        out: OptimizeResult = optimize(
-            scale.objective,
-            start.to(run.device),
-            steps=steps,
-            optimizer=config.optimizer,
-            lr=config.learning_rate,
-            history=config.lbfgs_history,
-            callback=_scale_callback(callback, result, index, len(sizes), run),
-            compose=scale.compose,
-            optimizer_state=state,
-            first_step=first,
-            should_stop=should_stop,
-        )
+        try:
+            out = _optimize_scale(
+                run, scale, start, steps, state, first, callback, result, index, len(sizes), should_stop
+            )
+        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+            raise out_of_memory_error(*_hw(scale.content), config, run.device) from exc
+        except RuntimeError as exc:
+            if "can't allocate memory" in str(exc) or "out of memory" in str(exc):
+                raise out_of_memory_error(*_hw(scale.content), config, run.device) from exc
+            raise
         image = out.image
         result.recoveries += out.recoveries
         result.checkpoint = {
@@ -228,6 +228,39 @@ def stylize(
         raise ConfigError("nothing to do: the checkpoint is already past the last scale")
     result.image = _finish(run, image).cpu()
     return result
+
+
+def _hw(image: torch.Tensor) -> tuple[int, int]:
+    return int(image.shape[-2]), int(image.shape[-1])
+
+
+def _optimize_scale(
+    run: _Run,
+    scale: _Scale,
+    start: torch.Tensor,
+    steps: int,
+    state: dict[str, Any] | None,
+    first: int,
+    callback: Callback | None,
+    result: StylizeResult,
+    index: int,
+    count: int,
+    should_stop: Callable[[], bool] | None,
+) -> OptimizeResult:
+    cfg = run.config
+    return optimize(
+        scale.objective,
+        start.to(run.device),
+        steps=steps,
+        optimizer=cfg.optimizer,
+        lr=cfg.learning_rate,
+        history=cfg.lbfgs_history,
+        callback=_scale_callback(callback, result, index, count, run),
+        compose=scale.compose,
+        optimizer_state=state,
+        first_step=first,
+        should_stop=should_stop,
+    )
 
 
 def _finish(run: _Run, image: torch.Tensor) -> torch.Tensor:

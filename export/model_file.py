@@ -68,6 +68,10 @@ def inspect(path: str | Path) -> ModelInfo:
     if missing:
         raise _fail(path, f"its metadata lacks {', '.join(META_PREFIX + k for k in missing)}")
     graph = model.graph
+    external = [i.name for i in graph.initializer if i.data_location == onnx.TensorProto.EXTERNAL]
+    if external:
+        # External data names other files to read; a model handed to us must not make us read anything else.
+        raise _fail(path, f"it keeps tensors in external files ({external[0]}, ...); export a single-file model")
     initializer_names = {i.name for i in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializer_names]
     if len(inputs) != 1 or inputs[0].name != INPUT_NAME:

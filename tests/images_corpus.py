@@ -81,8 +81,20 @@ def animated_gif(path: Path) -> None:
 
 
 def cmyk_jpeg(image: np.ndarray) -> bytes:
-    """A 4-component (CMYK, Adobe-inverted) JPEG built with OpenCV's encoder for 4-channel input."""
-    return _encode(".jpg", np.dstack([255 - image, np.full(image.shape[:2], 255, np.uint8)]))
+    """A 4-component CMYK JPEG (as print workflows write them); Pillow writes it, OpenCV cannot."""
+    import io
+
+    from PIL import Image
+
+    rgb = image[:, :, ::-1].astype(np.float32) / 255
+    k = 1 - rgb.max(axis=2, keepdims=True)
+    cmy = (1 - rgb - k) / np.maximum(1 - k, 1e-6)
+    cmyk = (np.concatenate([cmy, k], axis=2) * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(cmyk, "CMYK").save(buffer, "JPEG", quality=95)
+    data = buffer.getvalue()
+    assert data[:2] == b"\xff\xd8"
+    return data
 
 
 def corpus(folder: Path) -> dict[str, Path]:

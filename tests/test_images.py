@@ -128,3 +128,12 @@ def test_failed_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with pytest.raises(OSError):
         images.save(torch.rand(1, 3, 4, 4), target)
     assert not list(tmp_path.iterdir())
+
+
+def test_cmyk_jpeg_really_has_four_components_and_reads_close_to_rgb(files: dict[str, Path]) -> None:
+    data = files["cmyk.jpg"].read_bytes()
+    sof = data.index(b"\xff\xc0")
+    assert data[sof + 9] == 4  # components in the frame header
+    image = images.read_image(files["cmyk.jpg"])
+    expected = photo()[:, :, ::-1].astype(np.float32) / 255
+    assert np.abs(image - expected).mean() < 0.08  # inverted-CMYK conventions differ between writers

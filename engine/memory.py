@@ -1,0 +1,101 @@
+"""How much memory a run will need, checked before it starts, so a run that cannot fit fails at once.
+
+The estimate counts what scales with the image: every layer output up to the deepest layer (kept by autograd
+for the backward pass), the gradient buffers of the backward pass, and the L-BFGS history; plus a fixed
+base for the libraries and the network. The per-pixel constants were measured (bench/reports: peak RSS on CPU).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from engine.config import StyleConfig
+from engine.errors import ResourceError
+from engine.images import fit_long_side
+from engine.layers import LAYER_INDEX, LAYER_NAMES, deepest
+from engine.vgg import CONV_SHAPES
+
+#: Libraries, the network's weights and ONNX Runtime's session, before any image (CPU; measured ~600 MiB).
+BASE_BYTES = {"cpu": 700 * 2**20, "cuda": 400 * 2**20}
+#: Autograd keeps a layer's output and the next op's input; backward holds about two more at the peak.
+ACTIVATION_COPIES = 2.5
+
+
+def activation_floats_per_pixel(config: StyleConfig) -> float:
+    """Floats stored per input pixel by the forward pass up to the deepest layer."""
+    last = LAYER_INDEX[deepest(config.layers)]
+    channels, area, total = 3, 1.0, 0.0
+    for index in range(last + 1):
+        name = LAYER_NAMES[index]
+        if name.startswith("conv"):
+            channels = CONV_SHAPES[index][1]
+        elif name.startswith("pool"):
+            area /= 4
+        total += channels * area
+    return total
+
+
+def estimate_bytes(height: int, width: int, config: StyleConfig, device: str) -> int:
+    """Peak bytes of a run at (height, width) on ``device`` ("cpu" or "cuda")."""
+    pixels = height * width
+    element = 2 if config.precision in ("bf16", "fp16") else 4
+    activations = activation_floats_per_pixel(config) * pixels * element * ACTIVATION_COPIES
+    image_state = 3 * pixels * 4 * (8 + (2 * config.lbfgs_history if config.optimizer == "lbfgs" else 3))
+    return int(BASE_BYTES.get(device, BASE_BYTES["cpu"]) + activations + image_state)
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory now: the GPU's free memory, or MemAvailable on Linux (else a large number: cannot tell)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
+def largest_fitting_size(height: int, width: int, config: StyleConfig, device: str, budget: int) -> int:
+    """The largest --size (long side) whose estimate fits in ``budget`` bytes, for this aspect ratio."""
+    lo, hi = 0, max(height, width)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        h, w = fit_long_side(height, width, mid)
+        if estimate_bytes(h, w, config, device) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _gib(value: float) -> str:
+    return f"{value / 2**30:.1f} GiB"
+
+
+def check_fits(height: int, width: int, config: StyleConfig, device: torch.device, headroom: float = 0.9) -> int:
+    """Raise ResourceError naming the largest size that fits if (height, width) would not; return the estimate."""
+    need = estimate_bytes(height, width, config, device.type)
+    have = available_bytes(device)
+    budget = int(have * headroom)
+    if need > budget:
+        fits = largest_fitting_size(height, width, config, device.type, budget)
+        hint = f"the largest size that fits is --size {fits}" if fits >= 16 else "no size fits; free some memory"
+        raise ResourceError(
+            f"a {width}x{height} run on {device.type} needs about {_gib(need)} but {_gib(have)} is free; {hint} "
+            f"(or use --scales to reach the size from a smaller start, or --precision bf16 on CUDA)"
+        )
+    return need
+
+
+def out_of_memory_error(height: int, width: int, config: StyleConfig, device: torch.device) -> ResourceError:
+    """The ResourceError for an out-of-memory failure in mid-run, with the same advice as check_fits."""
+    budget = int(available_bytes(device) * 0.9)
+    fits = largest_fitting_size(height, width, config, device.type, budget)
+    fits = min(fits, max(16, int(max(height, width) * math.sqrt(0.5))))  # it did not fit: suggest smaller
+    return ResourceError(f"ran out of {device.type} memory at {width}x{height}; try --size {fits} or less, or --scales")
