@@ -94,7 +94,9 @@ def test_damaged_entry_is_reported_recomputed_and_replaced(source, model_info, d
     first, _ = run()
     (entry,) = list((targets.cache.root / "targets").glob("*/*.safetensors"))
     data = entry.read_bytes()
-    entry.write_bytes(data[: len(data) // 2] if damage == "truncate" else data[:-40] + bytes(40))
+    entry.write_bytes(
+        data[: len(data) // 2] if damage == "truncate" else data[:-40] + bytes(b ^ 0xFF for b in data[-40:])
+    )
     second, status = run()
     assert len(warnings) == 1 and "damaged" in warnings[0] and "\n" not in warnings[0]
     assert encoder.forward_count == 2 and status == "miss"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def test_a_run_that_cannot_fit_fails_at_once_naming_the_size(
 ) -> None:  # type: ignore[no-untyped-def]
     config = StyleConfig(size=256, steps=3)
     budget = memory.estimate_bytes(96, 128, config, "cpu")
-    monkeypatch.setattr(memory, "available_bytes", lambda device: int(budget / 0.9))
+    monkeypatch.setattr(memory, "available_bytes", lambda device: math.ceil(budget / 0.9) + 1)
     calls = []
     targets = DirectTargets(lambda x: calls.append(1) or {})  # type: ignore[func-returns-value]
     with pytest.raises(ResourceError, match=r"the largest size that fits is --size 128\b") as info:

@@ -138,7 +138,8 @@ def _faults(model_info, model_path: Path, tmp: Path) -> list[Outcome]:  # type: 
             CachedTargets(encoder, cache, model_info.sha256, "cpu", "fp32", "max").content(image, ("relu1_1",))
             (entry,) = (cache.root / "targets").glob("*/*.safetensors")
             data = entry.read_bytes()
-            entry.write_bytes(data[: len(data) // 2] if kind == "truncated" else data[:-16] + bytes(16))
+            flipped = data[:-16] + bytes(b ^ 0xFF for b in data[-16:])  # zeros would be no change for ReLU zeros
+            entry.write_bytes(data[: len(data) // 2] if kind == "truncated" else flipped)
             again = CachedTargets(encoder, cache, model_info.sha256, "cpu", "fp32", "max")
             again.content(image, ("relu1_1",))
             ok = len(warnings) == 1 and again.records[-1].cache == "miss" and cache.load(entry.stem) is not None

@@ -1,0 +1,54 @@
+"""GPU code paths that also run on a CPU: autocast precision, channels_last, device and precision checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.config import StyleConfig
+from engine.device import configure_precision, resolve_device
+from engine.errors import ProviderError
+from engine.objective import Objective
+from engine.targets import StyleRegion, content_target, style_target
+from tests.conftest import gradient_image
+
+
+def _objective(model_info, **settings):  # type: ignore[no-untyped-def]
+    config = StyleConfig(**{"size": 64, **settings})
+    net = model_info.torch_module(config.layers)
+    content, style = gradient_image(48, 64, 1), gradient_image(64, 64, 2)
+    with torch.no_grad():
+        c_t = content_target(net, content, config.content_layers)
+        s_t = style_target(net, style, config.style_layers)
+    return Objective(net, c_t, [StyleRegion(s_t)], config).accelerate(torch.device("cpu"))
+
+
+def test_bf16_autocast_keeps_losses_in_fp32_and_close(model_info) -> None:  # type: ignore[no-untyped-def]
+    image = gradient_image(48, 64, 3).requires_grad_(True)
+    fp32 = _objective(model_info)(image)
+    bf16_terms = _objective(model_info, precision="bf16")(image)
+    assert all(t.dtype == torch.float32 and torch.isfinite(t) for t in bf16_terms.values())
+    reference = float(fp32["total"].detach())
+    rel = abs(float(bf16_terms["total"].detach()) - reference) / reference
+    assert rel < 0.05, rel  # bf16 has 8 bits of mantissa; the Gram and loss sums stay fp32
+    (grad,) = torch.autograd.grad(bf16_terms["total"], image)
+    assert torch.isfinite(grad).all() and grad.dtype == torch.float32
+
+
+def test_channels_last_gives_the_same_loss(model_info) -> None:  # type: ignore[no-untyped-def]
+    image = gradient_image(48, 64, 4)
+    with torch.no_grad():
+        plain = float(_objective(model_info, channels_last=False)(image)["total"])
+        nhwc = float(_objective(model_info, channels_last=True)(image)["total"])
+    assert abs(plain - nhwc) <= 1e-4 * abs(plain)
+
+
+def test_device_and_precision_choices() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ProviderError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ProviderError, match="needs a CUDA device"):
+            configure_precision(torch.device("cpu"), "fp16")
+    configure_precision(torch.device("cpu"), "bf16")  # allowed on CPU (slow without AVX-512 BF16; see README)
