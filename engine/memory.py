@@ -18,10 +18,13 @@ from engine.images import fit_long_side
 from engine.layers import LAYER_INDEX, LAYER_NAMES, deepest
 from engine.vgg import CONV_SHAPES
 
-#: Libraries, the network's weights and ONNX Runtime's session, before any image (CPU; measured ~600 MiB).
+#: Libraries, the network's weights and ONNX Runtime's session, before any image. Measured on CPU: a CLI run at
+#: 256x192 peaked at 797 MiB RSS, about 630 MiB of it not proportional to the image.
 BASE_BYTES = {"cpu": 700 * 2**20, "cuda": 400 * 2**20}
-#: Autograd keeps a layer's output and the next op's input; backward holds about two more at the peak.
-ACTIVATION_COPIES = 2.5
+#: Bytes kept per activation float, relative to one copy. Measured on CPU (bench/reports/cpu-2core): peak RSS grew
+#: 3.4 KB per pixel from 256 to 512 px, about 1.1 copies of the 610 floats per pixel up to relu5_1 plus the L-BFGS
+#: history; 1.25 leaves a margin. Unmeasured on CUDA, where the caching allocator may hold more.
+ACTIVATION_COPIES = 1.25
 
 
 def activation_floats_per_pixel(config: StyleConfig) -> float:
