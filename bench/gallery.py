@@ -26,6 +26,7 @@ SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 
 
 def _tile(image: torch.Tensor, label: str, side: int) -> np.ndarray:
+    side = max(side, 192)  # room for the label
     rgb = (images.to_array(image) * 255).round().astype(np.uint8)[:, :, ::-1]
     h, w = rgb.shape[:2]
     scale = side / max(h, w)
@@ -60,7 +61,8 @@ def render(weights: str, size: int, steps: int, content: Path, styles: list[Path
     tiles = [_tile(photo, "content", size), _tile(style_ts[0], "style", size)]
     for label, config, extra in runs:
         print(f"rendering {label}", file=sys.stderr)
-        net = model.torch_module(config.layers) if config.pooling == model.info.pooling else None
+        fits = config.pooling == model.info.pooling and set(config.layers) <= set(model.info.layers)
+        net = model.torch_module(config.layers) if fits else None
         if net is None:
             model_for = open_model(config, weights=weights, provider="auto")
             net, run_targets = model_for.torch_module(config.layers), target_source(model_for, None)
@@ -80,10 +82,11 @@ def render(weights: str, size: int, steps: int, content: Path, styles: list[Path
         tiles.append(np.full_like(tiles[0], 255))
     rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
     sheet = np.vstack(rows)
-    banner = np.full((32, sheet.shape[1], 3), 255, np.uint8)
-    text = f"weights: {model.info.weights_label}"
+    banner = np.full((52, sheet.shape[1], 3), 255, np.uint8)
+    source, _, note = model.info.weights_label.partition(" (")
     color = (0, 0, 200) if not model.info.pretrained else (0, 0, 0)
-    cv2.putText(banner, text[:160], (6, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+    for row, text in enumerate((f"weights: {source}", note.rstrip(")"))):
+        cv2.putText(banner, text[:110], (6, 20 + 22 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
     sheet = np.vstack([banner, sheet])
     ok, data = cv2.imencode(".png", sheet)
     assert ok

@@ -157,6 +157,12 @@ class _Batch:
                 f"saved {job.output} and checkpoint {ckpt}; continue with --resume {ckpt}"
             )
             return Outcome(job, "interrupted", seconds, trace=trace)
+        tally = target_summary(self.targets.records[first_record:])
+        out.print(
+            f"[dim]targets: {tally['hits'] + tally['memory_hits']} cached, {tally['misses']} computed "
+            f"({tally['style_forward_passes']} style and {tally['content_forward_passes']} content passes, "
+            f"{tally['seconds']:.2f}s)[/]"
+        )
         last = reporter.steps[-1]["losses"] if reporter.steps else {}
         loss = f" (final loss {last['total']:.4g})" if last else ""
         out.print(f"[green]wrote[/] {escape(str(job.output))} in {seconds:.1f}s{loss}")
