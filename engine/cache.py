@@ -117,7 +117,7 @@ class TargetCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         cpu = {k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}
         blob = save_safetensors(cpu, metadata={"sha256": tensors_sha256(cpu), "kind": kind, "format": CACHE_FORMAT})
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}-", suffix=".tmp")  # never *.safetensors
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(blob)
@@ -127,7 +127,8 @@ class TargetCache:
             raise
 
     def info(self) -> CacheInfo:
-        targets = list((self.root / "targets").glob("*/*.safetensors"))
+        # Temporary files of writes in progress (or killed mid-write) end in .tmp and are not entries.
+        targets = list((self.root / "targets").glob("*/[0-9a-f]*.safetensors"))
         models = list((self.root / "models").glob("*.onnx"))
         files = [p for p in self.root.rglob("*") if p.is_file()] if self.root.exists() else []
         return CacheInfo(self.root, len(targets), len(models), sum(p.stat().st_size for p in files))

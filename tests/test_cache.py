@@ -264,3 +264,16 @@ def test_cache_info_and_clear(tmp_path: Path) -> None:
     cleared = runner.invoke(app, ["cache", "clear", "--cache-dir", str(tmp_path / "c")])
     assert cleared.exit_code == 0 and "removed 1 targets" in cleared.stdout
     assert TargetCache(tmp_path / "c").info().targets == 0
+
+
+def test_a_write_killed_midway_leaves_only_a_tmp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = TargetCache(tmp_path / "c")
+
+    def die(src: str, dst: str) -> None:
+        raise KeyboardInterrupt  # stands for the process dying between write and rename
+
+    monkeypatch.setattr(os, "replace", die)
+    with pytest.raises(KeyboardInterrupt):
+        cache.save("ab" + "0" * 62, {"t": torch.zeros(4)}, "content")
+    monkeypatch.undo()
+    assert not list((tmp_path / "c").rglob("*.safetensors")) and cache.info().targets == 0
