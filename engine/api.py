@@ -141,7 +141,7 @@ def stylize_file(
 
     ``settings`` override fields of ``config`` (``size=256, steps=100`` ...), as CLI options do.
     """
-    config = (config or StyleConfig()).replace(**settings) if settings else (config or StyleConfig())
+    config = (config or StyleConfig()).replace(**settings)
     images.output_suffix(output)
     style_list = [styles] if isinstance(styles, (str, Path)) else list(styles)
     content_t, style_ts = load_content(content, config), load_styles(style_list, config)

@@ -47,15 +47,14 @@ def normalize_grad(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-_COMPILED: dict[int, Callable[[torch.Tensor], dict[str, torch.Tensor]]] = {}
-
-
 def compiled(net: VGGFeatures) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-    """torch.compile of the network, made once per module (recompiling per scale would waste minutes).
-    Dynamic shapes: one compilation serves every scale of a multi-scale run."""
-    if id(net) not in _COMPILED:
-        _COMPILED[id(net)] = torch.compile(net, dynamic=True)
-    return _COMPILED[id(net)]
+    """torch.compile of the network, made once per module and kept on it (recompiling per scale would waste
+    minutes). Dynamic shapes: one compilation serves every scale of a multi-scale run."""
+    if net.compiled_forward is None:
+        # object.__setattr__: a compiled wrapper is itself a Module; registering it would make a cycle.
+        object.__setattr__(net, "compiled_forward", torch.compile(net, dynamic=True))
+    assert net.compiled_forward is not None
+    return net.compiled_forward
 
 
 class Objective(nn.Module):

@@ -6,7 +6,7 @@ graph exported from it has the same contract. Module indices follow torchvision 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -89,6 +89,7 @@ class VGGFeatures(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._wanted = {LAYER_INDEX[n]: n for n in self.layers}
+        self.compiled_forward: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None  # see objective
         self.requires_grad_(False)
         self.eval()
 
