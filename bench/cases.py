@@ -106,26 +106,40 @@ def _engine_objective(setup: Setup, size: int, config: StyleConfig) -> tuple[Obj
     return objective, content.to(setup.device)
 
 
-def _engine_step_samples(setup: Setup, size: int, config: StyleConfig, steps: int) -> list[float]:
+#: Steps per timed chunk on CUDA: losses are read back (one host sync) once per chunk, as the engine does.
+GPU_CHUNK = 10
+
+
+def _engine_step_samples(setup: Setup, size: int, config: StyleConfig, samples: int) -> list[float]:
+    """Seconds per step: each sample is one chunk of steps timed between two synchronisations, divided by its
+    steps. The first chunks (warm-up: cuDNN autotuning, compilation, CUDA-graph capture) are excluded."""
+    from engine.graphs import VERIFY_STEPS, WARMUP_STEPS
+
     objective, content = _engine_objective(setup, size, config)
+    gpu = setup.device.type == "cuda"
+    chunk = GPU_CHUNK if gpu else 1
+    warm_chunks = -(-(WARMUP_STEPS + 2 * VERIFY_STEPS + 2) // chunk) if gpu else 2
     stamps: list[float] = []
 
     def on_step(step: Any, image: Any) -> None:
-        sync(setup.device)
-        stamps.append(time.perf_counter())
+        if step.step % chunk == 0:
+            sync(setup.device)
+            stamps.append(time.perf_counter())
 
     start = time.perf_counter()
     optimize(
         objective,
         content,
-        steps=steps,
+        steps=chunk * (warm_chunks + samples),
         optimizer=config.optimizer,
         lr=config.learning_rate,
         history=config.lbfgs_history,
         callback=on_step,
+        sync_every=chunk,
+        cuda_graph=config.cuda_graph if gpu else "off",
     )
     edges = [start, *stamps]
-    return [b - a for a, b in itertools.pairwise(edges)][2:]  # two warm-up steps excluded
+    return [(b - a) / chunk for a, b in itertools.pairwise(edges)][warm_chunks:]
 
 
 def _baseline_step_samples(setup: Setup, size: int, evaluations: int) -> list[float]:
@@ -145,15 +159,23 @@ def _baseline_step_samples(setup: Setup, size: int, evaluations: int) -> list[fl
 def step_configs(device: torch.device) -> dict[str, dict[str, Any]]:
     """The engine configurations benchmarked on this device (the first is the default)."""
     if device.type == "cuda":
+        eager = {"cuda_graph": "off"}
         return {
-            "engine fp32": {"precision": "fp32", "channels_last": False},
-            "engine tf32": {"precision": "tf32", "channels_last": False},
-            "engine bf16 + channels_last": {"precision": "bf16", "channels_last": True},
-            "engine bf16 + channels_last + compile": {"precision": "bf16", "channels_last": True, "compile": True},
+            "engine default (fp32, channels_last, cuda graph)": {},
+            "engine fp32 eager": {"precision": "fp32", "channels_last": False, **eager},
+            "engine tf32 eager": {"precision": "tf32", "channels_last": False, **eager},
+            "engine bf16 + channels_last eager": {"precision": "bf16", "channels_last": True, **eager},
+            "engine tf32 + channels_last + cuda graph": {"precision": "tf32", "channels_last": True},
+            "engine bf16 + channels_last + cuda graph": {"precision": "bf16", "channels_last": True},
+            "engine bf16 + channels_last + compile + cuda graph": {
+                "precision": "bf16",
+                "channels_last": True,
+                "compile": True,
+            },
         }
     return {
-        "engine fp32": {},
-        "engine channels_last": {"channels_last": True},
+        "engine default (fp32, channels_last)": {},
+        "engine fp32 NCHW": {"channels_last": False},
     }
 
 
@@ -178,7 +200,7 @@ def step_case(setup: Setup, sizes: list[int]) -> list[dict[str, Any]]:
             reset_peak_memory(setup.device)
             setup.log(f"step {name} @ {size}px")
             config = StyleConfig(size=size, device=_device(setup), **{**SAME_LOSS, **settings})
-            stats = summary(_engine_step_samples(setup, size, config, steps + 2))
+            stats = summary(_engine_step_samples(setup, size, config, steps))
             rows.append(
                 {
                     "config": name,
@@ -191,10 +213,23 @@ def step_case(setup: Setup, sizes: list[int]) -> list[dict[str, Any]]:
     return rows
 
 
-def ttq_case(setup: Setup, size: int, evaluations: int) -> list[dict[str, Any]]:
-    """Wall time for the engine to reach the loss the baseline reaches after ``evaluations`` L-BFGS evaluations."""
-    config = StyleConfig(size=size, device=_device(setup), **SAME_LOSS)
-    evaluator, content = _engine_objective(setup, size, config.replace(channels_last=False))
+def fastest_config(device: torch.device, step_rows: list[dict[str, Any]], size: int) -> str:
+    """The engine configuration with the best measured step at ``size`` (the default one if none was measured)."""
+    configs = step_configs(device)
+    measured = [r for r in step_rows if r["size"] == size and r["config"] in configs]
+    return max(measured, key=lambda r: r["ratio"])["config"] if measured else next(iter(configs))
+
+
+def ttq_case(setup: Setup, size: int, evaluations: int, config_name: str | None = None) -> list[dict[str, Any]]:
+    """Wall time for the engine (configuration ``config_name``, the default if None) to reach the loss the
+    baseline reaches after ``evaluations`` L-BFGS evaluations; both losses evaluated the same way in fp32."""
+    name = config_name or next(iter(step_configs(setup.device)))
+    settings = step_configs(setup.device)[name]
+    config = StyleConfig(size=size, device=_device(setup), **{**SAME_LOSS, **settings})
+    gpu = setup.device.type == "cuda"
+    evaluator, content = _engine_objective(
+        setup, size, config.replace(channels_last=False, precision="fp32", compile=False)
+    )
 
     def loss_of(image: torch.Tensor) -> float:
         with torch.no_grad():
@@ -226,10 +261,13 @@ def ttq_case(setup: Setup, size: int, evaluations: int) -> list[dict[str, Any]]:
         history=config.lbfgs_history,
         callback=lambda st, im: on_step(st, im) if "time" not in reached else None,
         should_stop=lambda: "time" in reached,
+        sync_every=GPU_CHUNK if gpu else 1,
+        cuda_graph=config.cuda_graph if gpu else "off",
     )
     return [
         {
             "size": size,
+            "config": name,
             "baseline_evaluations": base.evaluations,
             "baseline_seconds": base_time,
             "target_loss": target,

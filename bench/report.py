@@ -87,7 +87,8 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
             "",
             f"At {r['size']} px the baseline's {r['baseline_evaluations']} L-BFGS evaluations took "
             f"{r['baseline_seconds']:.1f} s to reach a loss of {r['target_loss']:.4g} (evaluated in fp32 at "
-            f"full size with the same loss); the engine reached it in {engine}.",
+            f"full size with the same loss); the engine ({r.get('config', 'default')}, the fastest measured step "
+            f"configuration) reached it in {engine}.",
             "",
         ]
     if results.get("cache"):

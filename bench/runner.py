@@ -50,7 +50,8 @@ def run(
             results["step"] = cases.step_case(setup, sizes)
         if "ttq" in selected:
             size = ttq_size or (512 if gpu or not quick else 128)
-            results["ttq"] = cases.ttq_case(setup, size, ttq_evaluations or (30 if quick else 300))
+            fastest = cases.fastest_config(device, results.get("step", []), size)
+            results["ttq"] = cases.ttq_case(setup, size, ttq_evaluations or (30 if quick else 300), fastest)
         if "cache" in selected:
             results["cache"] = cases.cache_case(setup, 128 if quick else 256)
         if "multiscale" in selected:

@@ -16,7 +16,7 @@ from engine.errors import ConfigError
 from engine.images import write_atomic
 from engine.stylize import StylizeResult
 
-FORMAT = 1
+FORMAT = 2  # 2: the optimiser state is device tensors only
 #: Settings that may differ between the interrupted run and its continuation.
 MAY_CHANGE = {"steps", "device"}
 

@@ -135,6 +135,7 @@ class _Batch:
                 content_mask=self.keep,
                 resume=self.resume,
                 should_stop=stop,
+                sync_every=1 if req.save_every else None,  # an intermediate image must be that step's
             )
             images.save(result.image, job.output)
         except NumericalError as exc:

@@ -187,7 +187,15 @@ def stylize(
         bool | None,
         Opt(
             "--channels-last/--no-channels-last",
-            help="NHWC memory format [default: on for CUDA].",
+            help="NHWC memory format (faster on CPU and CUDA) \\[default: on].",
+            rich_help_panel=GROUP_RUN,
+        ),
+    ] = None,
+    cuda_graph: Annotated[
+        str | None,
+        Opt(
+            help="Capture each whole step in a CUDA graph: auto (on CUDA, checked against eager steps, "
+            "falls back with the reason), on (fail if it cannot), off \\[default: auto].",
             rich_help_panel=GROUP_RUN,
         ),
     ] = None,
@@ -246,6 +254,7 @@ def stylize(
         "max_input_pixels": max_input_pixels,
         "compile": compile,
         "channels_last": channels_last,
+        "cuda_graph": cuda_graph,
     }
     _check_choices(given)
     config = build_config(preset, given)
@@ -290,6 +299,7 @@ _CHOICES = {
     "preserve_colors": ("none", "luminance", "histogram"),
     "device": ("auto", "cpu", "cuda"),
     "precision": ("fp32", "tf32", "bf16", "fp16"),
+    "cuda_graph": ("auto", "on", "off"),
 }
 
 

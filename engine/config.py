@@ -16,6 +16,7 @@ Precision = Literal["fp32", "tf32", "bf16", "fp16"]
 ColorMode = Literal["none", "luminance", "histogram"]
 Device = Literal["auto", "cpu", "cuda"]
 Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
+CudaGraph = Literal["auto", "on", "off"]
 
 #: Learning rates that suit each optimiser when --lr is not given (pixels are in [0, 1]).
 DEFAULT_LR: dict[str, float] = {"lbfgs": 1.0, "adam": 0.02}
@@ -51,7 +52,10 @@ class StyleConfig:
     device: Device = "auto"
     precision: Precision = "fp32"
     compile: bool = False  # torch.compile the network (slow first step; pays off on long GPU runs)
-    channels_last: bool | None = None  # None: on for CUDA, where cuDNN's NHWC kernels are faster
+    # NHWC memory format. Measured on a 2-core CPU: 512 px step 1.12x the baseline's speed vs 0.90x for NCHW,
+    # equal within noise at 256 px; cuDNN's NHWC kernels are the fast ones on CUDA.
+    channels_last: bool = True
+    cuda_graph: CudaGraph = "auto"  # capture the whole step in a CUDA graph (auto: on CUDA, checked, else eager)
     max_input_pixels: int = 8192 * 8192
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
@@ -74,6 +78,8 @@ class StyleConfig:
             raise ConfigError("--steps and --scale-steps must be 0 or more")
         if self.optimizer not in DEFAULT_LR:
             raise ConfigError(f"--optimizer must be 'lbfgs' or 'adam', not '{self.optimizer}'")
+        if self.cuda_graph not in ("auto", "on", "off"):
+            raise ConfigError(f"--cuda-graph must be auto, on or off, not '{self.cuda_graph}'")
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"--lr must be positive, not {self.lr}")
         if self.style_scale <= 0:

@@ -6,7 +6,11 @@ is far too small and the next quasi-Newton step overshoots by orders of magnitud
 then meets an overflowed trial point and returns a zero step. Here the first step and every later one are
 capped in pixel units (no pixel moves by more than ``max_step`` per step), curvature pairs are kept only
 when they are positive relative to their own size (no absolute threshold, so any loss scale works), and a
-step that blows the loss up is undone with the trust region halved. All state is tensors of fixed shape.
+step that blows the loss up, or meets a non-finite loss or gradient, is undone with the trust region halved.
+
+The step never waits on the host: every decision is a ``torch.where`` on device tensors, every piece of state
+is a tensor of fixed shape updated in place, and the ring is addressed with device indices. That is what lets
+a whole optimisation step be captured in a CUDA graph (``engine.graphs``) and lets the host run ahead of the GPU.
 """
 
 from __future__ import annotations
@@ -22,68 +26,91 @@ GROW = 1.25
 #: A step whose loss exceeds the previous loss by this factor is undone.
 BLOWUP = 2.0
 
+#: Step outcomes, returned as a device tensor by ``step`` and read by the host only when it reports.
+OK, UNDONE, NON_FINITE = 0, 1, 2
+
+
+def outcome(finite: torch.Tensor, blown: torch.Tensor) -> torch.Tensor:
+    """The step's outcome code as an int8 device tensor (no host sync)."""
+    code = torch.where(blown, UNDONE, OK)
+    return torch.where(finite, code, NON_FINITE).to(torch.int8)
+
 
 class LBFGS:
     """Minimises over a flat view of one tensor. Call ``step(x, loss, grad)`` with the loss and gradient at x;
-    it updates x in place and returns False when it undid the previous step instead (x restored)."""
+    it updates x in place and returns the outcome code (OK, UNDONE or NON_FINITE, x restored) as a tensor."""
 
     def __init__(self, param: torch.Tensor, history: int = 100, max_step: float = DEFAULT_MAX_STEP) -> None:
-        n = param.numel()
+        flat = param.detach().reshape(-1)
+        n = flat.numel()
         self.history = history
-        self.s = param.new_zeros(history, n)
-        self.y = param.new_zeros(history, n)
-        self.rho = param.new_zeros(history)
-        self.count = 0  # pairs written so far (the ring position is count % history)
-        self.max_step = max_step
-        self.prev_x: torch.Tensor | None = None
-        self.prev_g: torch.Tensor | None = None
-        self.prev_loss = float("inf")
-        self.gamma = 0.0  # initial inverse-Hessian scale; 0 until a pair is kept
+        self.s = flat.new_zeros(history, n)
+        self.y = flat.new_zeros(history, n)
+        self.rho = flat.new_zeros(history)  # 0 marks an empty slot: it then changes nothing in the recursion
+        self.count = torch.zeros((), dtype=torch.long, device=flat.device)  # pairs kept; ring slot = count % history
+        self.max_step = flat.new_tensor(max_step)
+        self.prev_x = flat.clone()  # the last point with a finite loss, where an undone step returns to
+        self.prev_g = torch.zeros_like(flat)
+        self.prev_loss = flat.new_tensor(float("inf"))
+        self.gamma = flat.new_zeros(())  # initial inverse-Hessian scale; 0 until a pair is kept
+        self.started = torch.zeros((), dtype=torch.bool, device=flat.device)
+        self._ages = torch.arange(history, device=flat.device)
 
     def _direction(self, g: torch.Tensor) -> torch.Tensor:
         q = g.clone()
-        kept = min(self.count, self.history)
-        order = [(self.count - 1 - i) % self.history for i in range(kept)]  # newest first
+        slots = (self.count - 1 - self._ages) % self.history  # newest first; empty slots have rho 0
         alphas = []
-        for i in order:
-            a = self.rho[i] * torch.dot(self.s[i], q)
-            q -= a * self.y[i]
+        for i in range(self.history):
+            j = slots[i : i + 1]
+            a = self.rho.index_select(0, j) * torch.dot(self.s.index_select(0, j).view(-1), q)
+            q.sub_(self.y.index_select(0, j).view(-1) * a)
             alphas.append(a)
-        r = q * self.gamma if self.gamma > 0 else q
-        for i, a in zip(reversed(order), reversed(alphas), strict=True):
-            b = self.rho[i] * torch.dot(self.y[i], r)
-            r += self.s[i] * (a - b)
-        return -r
+        r = torch.where(self.gamma > 0, q * self.gamma, q)
+        for i in reversed(range(self.history)):
+            j = slots[i : i + 1]
+            b = self.rho.index_select(0, j) * torch.dot(self.y.index_select(0, j).view(-1), r)
+            r.add_(self.s.index_select(0, j).view(-1) * (alphas[i] - b))
+        return r.neg_()
 
-    def step(self, x: torch.Tensor, loss: float, grad: torch.Tensor) -> bool:
+    def _keep_pair(self, s: torch.Tensor, y: torch.Tensor, keep: torch.Tensor) -> None:
+        ys, yy, ss = torch.dot(y, s), torch.dot(y, y), torch.dot(s, s)
+        keep = keep & (yy > 0) & (ys > 1e-10 * (yy * ss).sqrt())
+        slot = (self.count % self.history).view(1)
+        for ring, new in ((self.s, s), (self.y, y)):
+            ring.index_copy_(0, slot, torch.where(keep, new, ring.index_select(0, slot).view(-1)).view(1, -1))
+        self.rho.index_copy_(0, slot, torch.where(keep, 1.0 / ys, self.rho.index_select(0, slot)))
+        self.count.add_(keep.long())
+        self.gamma.copy_(torch.where(keep, ys / yy, self.gamma))
+
+    def step(self, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         flat_x, g = x.view(-1), grad.reshape(-1)
-        if self.prev_x is not None and loss > self.prev_loss * BLOWUP + 1e-12:
-            flat_x.copy_(self.prev_x)  # undo: the quadratic model was wrong that far out
-            self.max_step /= 2
-            return False
-        if self.prev_x is not None and self.prev_g is not None:
-            s, y = flat_x - self.prev_x, g - self.prev_g
-            ys = float(torch.dot(y, s))
-            yy = float(torch.dot(y, y))
-            if ys > 1e-10 * (yy * float(torch.dot(s, s))) ** 0.5 and yy > 0:
-                slot = self.count % self.history
-                self.s[slot], self.y[slot], self.rho[slot] = s, y, 1.0 / ys
-                self.count += 1
-                self.gamma = ys / yy
+        loss = loss.detach().float()
+        finite = torch.isfinite(loss) & torch.isfinite(g).all()
+        blown = self.started & (loss > self.prev_loss * BLOWUP + 1e-12)
+        ok = finite & ~blown
+        self._keep_pair(flat_x - self.prev_x, g - self.prev_g, ok & self.started)
         direction = self._direction(g)
-        size = float(direction.pow(2).mean().sqrt())  # RMS pixel change: spiky directions are not penalised
-        if size == 0.0:
-            return True
+        size = direction.pow(2).mean().sqrt()  # RMS pixel change: spiky directions are not penalised
+        ratio = torch.where(size > 0, self.max_step / size, 0.0)
         # Until positive curvature is seen (near the content image the loss is often concave along the
         # gradient) take the whole trust region rather than a unit gradient step.
-        scale = self.max_step / size if self.gamma == 0.0 else min(1.0, self.max_step / size)
-        if scale < 1.0 and loss < self.prev_loss:
-            self.max_step *= GROW  # the region held: try a larger one
-        self.prev_x, self.prev_g, self.prev_loss = flat_x.clone(), g.clone(), loss
-        flat_x.add_(direction, alpha=scale)
-        return True
+        scale = torch.where(self.gamma == 0, ratio, ratio.clamp(max=1.0))
+        grow = ok & (scale < 1.0) & (loss < self.prev_loss)  # the region held: try a larger one
+        self.max_step.copy_(torch.where(ok, torch.where(grow, self.max_step * GROW, self.max_step), self.max_step / 2))
+        new_x = torch.where(ok, flat_x + direction * scale, self.prev_x)  # undo: back to the last good point
+        self.prev_x.copy_(torch.where(ok, flat_x, self.prev_x))
+        self.prev_g.copy_(torch.where(ok, g, self.prev_g))
+        self.prev_loss.copy_(torch.where(ok, loss, self.prev_loss))
+        self.started.logical_or_(ok)
+        flat_x.copy_(new_x)
+        return outcome(finite, blown)
+
+    def last_good(self) -> torch.Tensor:
+        """The last point whose loss was finite (flat)."""
+        return self.prev_x
 
     def state_dict(self) -> dict[str, Any]:
+        """The live state tensors (clone them to keep a copy)."""
         return {
             "s": self.s,
             "y": self.y,
@@ -94,11 +121,21 @@ class LBFGS:
             "prev_g": self.prev_g,
             "prev_loss": self.prev_loss,
             "gamma": self.gamma,
+            "started": self.started,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.s, self.y, self.rho = state["s"].clone(), state["y"].clone(), state["rho"].clone()
-        self.count, self.max_step, self.gamma = int(state["count"]), float(state["max_step"]), float(state["gamma"])
-        self.prev_x = None if state["prev_x"] is None else state["prev_x"].clone()
-        self.prev_g = None if state["prev_g"] is None else state["prev_g"].clone()
-        self.prev_loss = float(state["prev_loss"])
+        """Copy a saved state into this optimiser's tensors (in place: a captured graph keeps reading them)."""
+        load_in_place(self.state_dict(), state)
+
+
+def load_in_place(live: dict[str, torch.Tensor], saved: dict[str, Any]) -> None:
+    missing = sorted(set(live) - set(saved))
+    if missing:
+        raise ValueError(f"optimiser state lacks {', '.join(missing)}")
+    for name, tensor in live.items():
+        value = saved[name]
+        if not isinstance(value, torch.Tensor) or value.shape != tensor.shape:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(f"optimiser state '{name}' is {shape}, expected {tuple(tensor.shape)}")
+        tensor.copy_(value)

@@ -84,7 +84,7 @@ class Objective(nn.Module):
     def accelerate(self, device: torch.device) -> Objective:
         """Memory format and compilation for speed; the numbers stay those of the fp32 network within tolerance."""
         cfg = self.config
-        self.channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+        self.channels_last = cfg.channels_last
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks it
         if cfg.compile:

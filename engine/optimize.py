@@ -1,23 +1,23 @@
 """The optimisation loop: an image tensor in, an image tensor out.
 
-It knows nothing of files or terminals: after every step it hands a ``Step`` event to a callback, which
-draws progress bars, writes traces or saves intermediate images. A stop request (Ctrl-C, SIGTERM) ends it
-between steps with a consistent state to checkpoint; a non-finite loss rolls back to the last good image
-and retries at half the learning rate.
+It knows nothing of files or terminals: for every step it hands a ``Step`` event to a callback, which
+draws progress bars, writes traces or saves intermediate images. A step is device work only (no host sync):
+events are read back in batches on CUDA. A stop request (Ctrl-C, SIGTERM) ends it between steps with a
+consistent state to checkpoint; a non-finite loss rolls back to the last good image with a halved step size.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
+from engine.adam import Adam
 from engine.errors import NumericalError
-from engine.lbfgs import DEFAULT_MAX_STEP, LBFGS
+from engine.lbfgs import DEFAULT_MAX_STEP, LBFGS, NON_FINITE, UNDONE
 
 Objective = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 Compose = Callable[[torch.Tensor], torch.Tensor]
@@ -55,32 +55,103 @@ class OptimizeResult:
     pixels: torch.Tensor | None = None
 
 
-class _Adam:
-    """torch's Adam behind the same step() call as our L-BFGS; pixels are clamped to [0, 1] after each step."""
+class Optimizer(Protocol):
+    """The contract of ``LBFGS`` and ``Adam``: ``step`` updates x in place from the loss and gradient at x and
+    returns an outcome code tensor; nothing in it waits on the host."""
 
-    def __init__(self, param: torch.Tensor, lr: float) -> None:
-        self.opt = torch.optim.Adam([param], lr=lr)
-
-    def step(self, x: torch.Tensor, loss: float, grad: torch.Tensor) -> bool:
-        self.opt.step()
-        x.clamp_(0.0, 1.0)
-        return True
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.opt.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.opt.load_state_dict(state)
+    def step(self, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor: ...
+    def last_good(self) -> torch.Tensor: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def _make_optimizer(name: str, param: torch.Tensor, lr: float, history: int) -> _Adam | LBFGS:
+def make_optimizer(name: str, param: torch.Tensor, lr: float, history: int) -> Optimizer:
     if name == "adam":
-        return _Adam(param, lr)
+        return Adam(param, lr)
     return LBFGS(param.detach(), history=history, max_step=DEFAULT_MAX_STEP * lr)
+
+
+class EagerStep:
+    """One whole optimisation step as device work: loss terms, gradient to the pixels, optimiser update.
+
+    Returns the loss terms stacked in one tensor and the outcome code, both left on the device: calling it
+    never waits on the host, so a CUDA host can queue many steps ahead, or capture one in a graph.
+    """
+
+    def __init__(self, objective: Objective, compose: Compose, param: torch.Tensor, opt: Optimizer) -> None:
+        self.objective, self.compose, self.param, self.opt = objective, compose, param, opt
+        self.names: tuple[str, ...] = ()
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        terms = self.objective(self.compose(self.param))
+        self.names = tuple(terms)
+        total = terms["total"]
+        (grad,) = torch.autograd.grad(total, self.param)
+        values = torch.stack([t.detach().float() for t in terms.values()])
+        with torch.no_grad():
+            code = self.opt.step(self.param, total.detach(), grad)
+        return values, code
+
+    def state(self) -> list[torch.Tensor]:
+        """Every tensor a step reads and writes: the pixels first, then the optimiser's state."""
+        return [self.param, *self.opt.state_dict().values()]
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+#: Outcome codes (engine.lbfgs) as the text of a Step's event.
+EVENTS = {
+    UNDONE: "undone: the loss blew up; step undone and trust region halved",
+    NON_FINITE: "recovered: non-finite loss or gradient; rolled back to the last good image and halved the step size",
+}
+
+
+class _Reporter:
+    """Holds the device results of queued steps and turns them into Step events, reading them all back in one
+    host sync. On CPU it flushes every step; on CUDA every ``sync_every`` steps, so the GPU never idles while
+    the host waits for a loss it only wants for a progress bar."""
+
+    def __init__(self, runner: EagerStep | Any, steps: int, callback: Callback | None, image: Callable[[], Any]):
+        self.runner, self.steps, self.callback, self.image = runner, steps, callback, image
+        self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        self.start = self.last_flush = time.perf_counter()
+        self.losses: dict[str, float] = {}
+        self.recoveries = 0
+        self.reported = 0  # steps whose events were delivered
+
+    def add(self, step: int, values: torch.Tensor, code: torch.Tensor) -> None:
+        self.pending.append((step, values, code))
+
+    def flush(self, size: tuple[int, int], names: tuple[str, ...], last_good: Callable[[], torch.Tensor]) -> None:
+        if not self.pending:
+            return
+        values = torch.stack([v for _, v, _ in self.pending]).tolist()  # the one host sync per flush
+        codes = torch.stack([c for _, _, c in self.pending]).tolist()
+        now = time.perf_counter()
+        span = (now - self.last_flush) / len(self.pending)  # queued steps took the same time each: spread it
+        base = self.last_flush - self.start
+        batch, self.pending, self.last_flush = self.pending, [], now
+        note = getattr(self.runner, "take_note", lambda: "")()
+        for i, ((step, _, _), row, code) in enumerate(zip(batch, values, codes, strict=True)):
+            self.losses = dict(zip(names, row, strict=True))
+            event = EVENTS.get(int(code), "")
+            if code == NON_FINITE:
+                self.recoveries += 1
+                if self.recoveries > MAX_RECOVERIES:
+                    raise NumericalError(
+                        f"the loss stayed non-finite after {MAX_RECOVERIES} rollbacks at step {step}; "
+                        "lower --style-weight or --lr, or use --precision fp32",
+                        image=last_good().detach().clamp(0, 1),
+                        step=step,
+                    )
+            if note and i == 0:
+                event = f"{event}; {note}" if event else note
+            self.reported = step
+            if self.callback is not None:
+                elapsed = base + span * (i + 1)
+                self.callback(Step(step, self.steps, self.losses, elapsed, size=size, event=event), self.image)
 
 
 def optimize(
@@ -96,6 +167,8 @@ def optimize(
     optimizer_state: dict[str, Any] | None = None,
     first_step: int = 1,
     should_stop: Callable[[], bool] | None = None,
+    sync_every: int = 1,
+    cuda_graph: str = "off",
 ) -> OptimizeResult:
     """Minimise ``objective(compose(x))["total"]`` over pixels x, starting from ``init`` (1, 3, H, W) in [0, 1].
 
@@ -103,55 +176,51 @@ def optimize(
     optimiser's curvature history; its image is clamped when read out, as in jcjohnson/neural-style.
     For L-BFGS, ``lr`` scales the trust region (the largest pixel change per step). ``init`` is not modified.
     ``optimizer_state`` and ``first_step`` continue a checkpoint. ``should_stop`` is polled between steps.
+
+    Steps never wait on the host; losses are read back (and ``callback`` called, in step order) every
+    ``sync_every`` steps and at the end; the image ``callback`` can ask for is the one after the latest step
+    queued. ``cuda_graph`` ("off", "auto" or "on", CUDA only) captures the whole step in a CUDA graph after a
+    few eager steps; "auto" falls back to eager steps with the reason in the next event, "on" raises instead.
+    A non-finite loss rolls back to the last good image (``MAX_RECOVERIES`` times at most).
     """
     param = init.detach().clone().requires_grad_(True)
-    rate = lr
-    opt = _make_optimizer(optimizer, param, rate, history)
+    opt = make_optimizer(optimizer, param, lr, history)
     if optimizer_state:
         opt.load_state_dict(optimizer_state)
-    good = param.detach().clone()
-    losses: dict[str, float] = {}
-    recoveries, done, start = 0, first_step - 1, time.perf_counter()
+    eager = EagerStep(objective, compose, param, opt)
+    runner: Callable[[], tuple[torch.Tensor, torch.Tensor]] = eager
+    if cuda_graph != "off":
+        from engine.graphs import CudaGraphStep
+
+        runner = CudaGraphStep(eager, required=cuda_graph == "on")
+    size = (int(param.shape[-2]), int(param.shape[-1]))
+    reporter = _Reporter(runner, steps, callback, lambda: compose(param.detach()).clamp(0.0, 1.0))
+
+    def last_good() -> torch.Tensor:
+        return compose(opt.last_good().view_as(param))
+
+    def flush() -> None:
+        reporter.flush(size, eager.names, last_good)
 
     def finish(interrupted: bool, image: torch.Tensor) -> OptimizeResult:
         out = compose(image.detach()).detach().clamp(0, 1)
-        return OptimizeResult(out, done, interrupted, recoveries, losses, opt.state_dict(), image.detach().clone())
+        return OptimizeResult(
+            out, done, interrupted, reporter.recoveries, reporter.losses, opt.state_dict(), image.detach().clone()
+        )
 
+    done = first_step - 1
     try:
         for step in range(first_step, steps + 1):
             if should_stop is not None and should_stop():
+                flush()
                 return finish(True, param)
-            param.grad = None
-            terms = objective(compose(param))
-            terms["total"].backward()
-            assert param.grad is not None
-            values = torch.stack([t.detach().float() for t in terms.values()]).tolist()  # one host sync
-            losses = dict(zip(terms.keys(), values, strict=True))
-            event = ""
-            if not all(math.isfinite(v) for v in values) or not bool(torch.isfinite(param.grad).all()):
-                recoveries += 1
-                if recoveries > MAX_RECOVERIES:
-                    raise NumericalError(
-                        f"the loss stayed non-finite after {MAX_RECOVERIES} rollbacks at step {step}; "
-                        "lower --style-weight or --lr, or use --precision fp32",
-                        image=compose(good).detach().clamp(0, 1),
-                        step=step,
-                    )
-                rate /= 2
-                with torch.no_grad():
-                    param.copy_(good)
-                opt = _make_optimizer(optimizer, param, rate, history)
-                event = f"recovered: non-finite loss, rolled back and halved the learning rate to {rate:g}"
-            else:
-                good = param.detach().clone()
-                with torch.no_grad():
-                    if not opt.step(param, losses["total"], param.grad):
-                        event = "undone: the loss blew up; step undone and trust region halved"
+            values, code = runner()
             done = step
-            if callback is not None:
-                size = (int(param.shape[-2]), int(param.shape[-1]))
-                event_step = Step(step, steps, losses, time.perf_counter() - start, size=size, event=event)
-                callback(event_step, lambda: compose(param.detach()).clamp(0.0, 1.0))
+            reporter.add(step, values, code)
+            if len(reporter.pending) >= sync_every:
+                flush()
+        flush()
     except KeyboardInterrupt:
-        return finish(True, param.detach() if bool(torch.isfinite(param).all()) else good)
+        ok = bool(torch.isfinite(param).all())
+        return finish(True, param.detach() if ok else opt.last_good().view_as(param))
     return finish(False, param)

@@ -35,6 +35,7 @@ class StepReporter:
         self.steps: list[dict[str, Any]] = []
         self.start = time.perf_counter()
         self._tasks: dict[int, TaskID] = {}
+        self._firsts: dict[int, tuple[int, float]] = {}
         self._count = 0
 
     def __call__(self, step: Step, image: Callable[[], torch.Tensor]) -> None:
@@ -73,9 +74,10 @@ class StepReporter:
             )
             self._tasks[step.scale] = self.progress.add_task(label, total=step.steps, losses="", rate="")
         task = self._tasks[step.scale]
-        scale_steps = [s for s in self.steps if s["scale"] == step.scale]
-        first = scale_steps[0]["elapsed_s"]
-        rate = (len(scale_steps) - 1) / (scale_steps[-1]["elapsed_s"] - first) if len(scale_steps) > 1 else 0.0
+        # The Step's own clock: on a GPU events arrive in batches, each step's time spread over its batch.
+        first_step, first_time = self._firsts.setdefault(step.scale, (step.step, step.elapsed_s))
+        span = step.elapsed_s - first_time
+        rate = (step.step - first_step) / span if span > 0 else 0.0
         self.progress.update(task, completed=step.step, losses=format_losses(step.losses), rate=f"{rate:.2f} it/s")
 
 

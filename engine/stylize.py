@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from engine import color
 from engine.config import StyleConfig
 from engine.device import configure_precision, resolve_device
-from engine.errors import ConfigError, ImageError
+from engine.errors import ConfigError, ImageError, ProviderError
 from engine.images import fit_long_side
 from engine.layers import min_input_size
 from engine.memory import check_fits, out_of_memory_error
@@ -21,6 +21,9 @@ from engine.objective import Objective
 from engine.optimize import Callback, OptimizeResult, Step, optimize
 from engine.targets import StyleRegion, TargetSource, blend, normalise_blend
 from engine.vgg import VGGFeatures
+
+#: Steps queued on a GPU between two reads of the losses (progress bars refresh at this rate).
+GPU_SYNC_EVERY = 10
 
 
 @dataclass
@@ -107,6 +110,7 @@ class _Run:
         targets: TargetSource,
         style_masks: Sequence[torch.Tensor] | None,
         content_mask: torch.Tensor | None,
+        sync_every: int | None = None,
     ) -> None:
         if content.ndim != 4 or content.shape[:2] != (1, 3):
             raise ConfigError(f"content must be a (1, 3, H, W) tensor, not {tuple(content.shape)}")
@@ -118,6 +122,10 @@ class _Run:
                 raise ImageError(f"the {what} image is empty")
         self.config = config
         self.device = resolve_device(config.device)
+        if config.cuda_graph == "on" and self.device.type != "cuda":
+            raise ProviderError("--cuda-graph on needs a CUDA device; use --cuda-graph auto or off on CPU")
+        #: Steps queued between reads of the losses: 1 on CPU (no cost), more on CUDA (the GPU never idles).
+        self.sync_every = sync_every or (GPU_SYNC_EVERY if self.device.type == "cuda" else 1)
         configure_precision(self.device, config.precision)
         self.content = content.float()
         self.styles = [s.float() for s in styles]
@@ -178,6 +186,7 @@ def stylize(
     content_mask: torch.Tensor | None = None,
     resume: dict[str, Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    sync_every: int | None = None,
 ) -> StylizeResult:
     """Stylize ``content`` (1, 3, H, W) float32 RGB in [0, 1] with ``styles`` (each (1, 3, h, w) in [0, 1]).
 
@@ -188,7 +197,7 @@ def stylize(
     ``checkpoint``; ``should_stop`` is polled between steps (signal handlers set it) to stop cleanly.
     """
     torch.manual_seed(config.seed)
-    run = _Run(content, styles, config, net, targets, style_masks, content_mask)
+    run = _Run(content, styles, config, net, targets, style_masks, content_mask, sync_every)
     sizes = config.scale_sizes()
     result = StylizeResult(image=content)
     image: torch.Tensor | None = None
@@ -260,6 +269,8 @@ def _optimize_scale(
         optimizer_state=state,
         first_step=first,
         should_stop=should_stop,
+        sync_every=run.sync_every,
+        cuda_graph=cfg.cuda_graph if run.device.type == "cuda" else "off",
     )
 
 
