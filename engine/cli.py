@@ -182,7 +182,7 @@ def bench(
     Cases: forward (images/s of the target pass per backend and size), step (ms/step and peak memory of the
     engine's configurations and of the PyTorch-tutorial baseline), ttq (time to the baseline's loss after 300
     L-BFGS evaluations), cache (target time per image, cold vs warm), multiscale (time to the single-scale loss).
-    Unavailable backends are listed with the reason. Needs matplotlib for charts (pip install 'nst-engine[bench]').
+    Unavailable backends are listed with the reason. Needs matplotlib for charts (pip install 'nst-engine\\[bench]').
     """
     from bench.runner import ALL_CASES, run
 
