@@ -119,7 +119,6 @@ class _Reporter:
         self.start = self.last_flush = time.perf_counter()
         self.losses: dict[str, float] = {}
         self.recoveries = 0
-        self.reported = 0  # steps whose events were delivered
 
     def add(self, step: int, values: torch.Tensor, code: torch.Tensor) -> None:
         self.pending.append((step, values, code))
@@ -127,8 +126,9 @@ class _Reporter:
     def flush(self, size: tuple[int, int], names: tuple[str, ...], last_good: Callable[[], torch.Tensor]) -> None:
         if not self.pending:
             return
-        values = torch.stack([v for _, v, _ in self.pending]).tolist()  # the one host sync per flush
-        codes = torch.stack([c for _, _, c in self.pending]).tolist()
+        rows = [torch.cat([v, c.to(v.dtype).view(1)]) for _, v, c in self.pending]
+        table = torch.stack(rows).tolist()  # the one host sync per flush: losses, then the outcome code
+        values, codes = [r[:-1] for r in table], [int(r[-1]) for r in table]
         now = time.perf_counter()
         span = (now - self.last_flush) / len(self.pending)  # queued steps took the same time each: spread it
         base = self.last_flush - self.start
@@ -136,7 +136,7 @@ class _Reporter:
         note = getattr(self.runner, "take_note", lambda: "")()
         for i, ((step, _, _), row, code) in enumerate(zip(batch, values, codes, strict=True)):
             self.losses = dict(zip(names, row, strict=True))
-            event = EVENTS.get(int(code), "")
+            event = EVENTS.get(code, "")
             if code == NON_FINITE:
                 self.recoveries += 1
                 if self.recoveries > MAX_RECOVERIES:
@@ -148,7 +148,6 @@ class _Reporter:
                     )
             if note and i == 0:
                 event = f"{event}; {note}" if event else note
-            self.reported = step
             if self.callback is not None:
                 elapsed = base + span * (i + 1)
                 self.callback(Step(step, self.steps, self.losses, elapsed, size=size, event=event), self.image)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -75,3 +75,15 @@ def gradient_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     coarse = torch.rand(1, 3, max(2, height // 8), max(2, width // 8), generator=gen)
     return torch.nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def poisoned_quadratic(target: torch.Tensor, poison_at: set[int]) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
+    """Objective |x - target|^2 whose loss is NaN on the calls numbered in ``poison_at`` (1-based)."""
+    calls = {"n": 0}
+
+    def objective(image: torch.Tensor) -> dict[str, torch.Tensor]:
+        calls["n"] += 1
+        loss = (image - target).pow(2).sum()
+        return {"total": loss * float("nan") if calls["n"] in poison_at else loss}
+
+    return objective

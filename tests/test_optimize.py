@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from engine.optimize import optimize
 from engine.stylize import stylize
 from engine.targets import DirectTargets, StyleRegion, content_target, style_target
 from export.runtime import OnnxEncoder
-from tests.conftest import gradient_image
+from tests.conftest import gradient_image, poisoned_quadratic
 
 
 def test_autograd_gradient_matches_finite_differences(model_info) -> None:  # type: ignore[no-untyped-def]
@@ -77,24 +76,11 @@ def test_same_seed_same_bytes_other_seed_differs(model_info, model_path, pair, t
     assert outputs[0] == outputs[1] and outputs[0] != outputs[2]
 
 
-def _quadratic(target: torch.Tensor, poison_at: set[int]):  # type: ignore[no-untyped-def]
-    calls = {"n": 0}
-
-    def objective(image: torch.Tensor) -> Mapping[str, torch.Tensor]:
-        calls["n"] += 1
-        loss = (image - target).pow(2).sum()
-        if calls["n"] in poison_at:
-            loss = loss * float("nan")
-        return {"total": loss}
-
-    return objective
-
-
 def test_non_finite_loss_rolls_back_and_recovers() -> None:
     target = torch.full((1, 3, 4, 4), 0.25)
     events = []
     result = optimize(
-        _quadratic(target, {4}),
+        poisoned_quadratic(target, {4}),
         torch.rand(1, 3, 4, 4),
         steps=12,
         optimizer="adam",
@@ -108,7 +94,7 @@ def test_non_finite_loss_rolls_back_and_recovers() -> None:
 def test_persistent_non_finite_loss_stops_with_last_good_image() -> None:
     target = torch.full((1, 3, 4, 4), 0.25)
     with pytest.raises(NumericalError, match="non-finite") as info:
-        optimize(_quadratic(target, set(range(4, 100))), torch.rand(1, 3, 4, 4), steps=20, optimizer="adam")
+        optimize(poisoned_quadratic(target, set(range(4, 100))), torch.rand(1, 3, 4, 4), steps=20, optimizer="adam")
     assert isinstance(info.value.image, torch.Tensor) and torch.isfinite(info.value.image).all()
 
 

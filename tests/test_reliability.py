@@ -28,7 +28,7 @@ from engine.errors import NumericalError
 from engine.optimize import optimize
 from engine.stylize import stylize
 from export.runtime import OnnxEncoder
-from tests.conftest import ROOT, gradient_image
+from tests.conftest import ROOT, gradient_image, poisoned_quadratic
 from tests.images_corpus import corpus
 
 START, END = "<!-- reliability:start -->", "<!-- reliability:end -->"
@@ -95,23 +95,13 @@ def _faults(model_info, model_path: Path, tmp: Path) -> list[Outcome]:  # type: 
 
     target = torch.full((1, 3, 8, 8), 0.3)
 
-    def nan_at(calls: set[int]):  # type: ignore[no-untyped-def]
-        count = {"n": 0}
-
-        def objective(x: torch.Tensor) -> dict[str, torch.Tensor]:
-            count["n"] += 1
-            loss = (x - target).pow(2).sum()
-            return {"total": loss * float("nan") if count["n"] in calls else loss}
-
-        return objective
-
     def nan_once() -> str:
-        r = optimize(nan_at({3}), torch.rand(1, 3, 8, 8), steps=10, optimizer="adam")
+        r = optimize(poisoned_quadratic(target, {3}), torch.rand(1, 3, 8, 8), steps=10, optimizer="adam")
         return "recovered" if r.recoveries == 1 and bool(torch.isfinite(r.image).all()) else "BROKEN"
 
     def nan_always() -> str:
         try:
-            optimize(nan_at(set(range(3, 99))), torch.rand(1, 3, 8, 8), steps=30, optimizer="adam")
+            optimize(poisoned_quadratic(target, set(range(3, 99))), torch.rand(1, 3, 8, 8), steps=30, optimizer="adam")
         except NumericalError as exc:
             good = isinstance(exc.image, torch.Tensor) and bool(torch.isfinite(exc.image).all())
             return "stopped with a message, last good image kept" if good else "BROKEN"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ from engine.objective import Objective
 from engine.optimize import EagerStep, make_optimizer, optimize
 from engine.stylize import stylize
 from engine.targets import DirectTargets, StyleRegion, content_target, style_target
-from tests.conftest import gradient_image
+from tests.conftest import gradient_image, poisoned_quadratic
 
 #: Tensor methods that copy a value to the host, so a CUDA host would wait for the GPU there.
 HOST_READS = {"item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy", "cpu"}
@@ -111,22 +110,16 @@ def test_batched_read_back_gives_the_same_run(model_info, optimizer: str) -> Non
     assert all(b.elapsed_s >= a.elapsed_s for a, b in itertools.pairwise(four_events))
 
 
-def _poisoned(calls_to_poison: set[int]) -> Callable[[torch.Tensor], dict[str, torch.Tensor]]:
-    target = torch.full((1, 3, 4, 4), 0.25)
-    count = {"n": 0}
-
-    def objective(image: torch.Tensor) -> dict[str, torch.Tensor]:
-        count["n"] += 1
-        loss = (image - target).pow(2).sum()
-        return {"total": loss * float("nan") if count["n"] in calls_to_poison else loss}
-
-    return objective
-
-
 def test_lbfgs_rolls_back_a_non_finite_step_and_goes_on() -> None:
     events: list[Any] = []
     start = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
-    result = optimize(_poisoned({3}), start, steps=15, callback=lambda s, img: events.append(s), sync_every=3)
+    result = optimize(
+        poisoned_quadratic(torch.full((1, 3, 4, 4), 0.25), {3}),
+        start,
+        steps=15,
+        callback=lambda s, img: events.append(s),
+        sync_every=3,
+    )
     assert result.recoveries == 1 and "recovered" in events[2].event
     assert events[-1].losses["total"] < events[0].losses["total"] / 100
     assert torch.isfinite(result.image).all()
