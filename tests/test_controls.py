@@ -56,6 +56,24 @@ def test_multiscale_runs_coarse_to_fine(model_info, targets, shared_images: Path
     assert result.steps[4].losses["total"] < cold.steps[0].losses["total"]
 
 
+def test_handoff_keeps_the_photo_detail_and_the_coarse_change() -> None:
+    from engine.stylize import handoff, resize_tensor
+
+    photo = gradient_image(64, 96, seed=3)
+    photo = (photo + 0.2 * torch.rand(photo.shape, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
+    coarse = resize_tensor(photo, 32, 48)
+    # A coarse result that changed nothing hands off the photo itself, detail and all (plain upsampling blurs it).
+    assert torch.allclose(handoff(coarse, photo), photo, atol=1e-5)
+    plain = resize_tensor(coarse, 64, 96)
+    assert (plain - photo).abs().mean() > 0.03
+    # What the coarse scale changed arrives at the fine scale: its downsized hand-off is the coarse result.
+    changed = (coarse + 0.15 * torch.linspace(-1, 1, 48).view(1, 1, 1, 48)).clamp(0, 1)
+    fine = handoff(changed, photo)
+    assert fine.shape == photo.shape
+    assert (resize_tensor(fine, 32, 48) - changed).abs().mean() < 0.01
+    assert (resize_tensor(fine, 32, 48) - coarse).abs().mean() > 0.05
+
+
 def test_luminance_preservation_keeps_the_content_chroma(model_info, targets) -> None:  # type: ignore[no-untyped-def]
     content = gradient_image(48, 64, seed=1)
     style = torch.zeros(1, 3, 64, 64)
