@@ -40,10 +40,20 @@ class LBFGS:
     """Minimises over a flat view of one tensor. Call ``step(x, loss, grad)`` with the loss and gradient at x;
     it updates x in place and returns the outcome code (OK, UNDONE or NON_FINITE, x restored) as a tensor."""
 
-    def __init__(self, param: torch.Tensor, history: int = 100, max_step: float = DEFAULT_MAX_STEP) -> None:
+    def __init__(
+        self,
+        param: torch.Tensor,
+        history: int = 100,
+        max_step: float = DEFAULT_MAX_STEP,
+        device_indexed: bool | None = None,
+    ) -> None:
         flat = param.detach().reshape(-1)
         n = flat.numel()
         self.history = history
+        #: Address the ring with device indices (no host read: CUDA graphs, a host that runs ahead) or, on the
+        #: CPU where reading the pair count costs nothing, with Python indices: views instead of index_select
+        #: copies, and empty slots skipped. Same numbers either way.
+        self.device_indexed = flat.device.type != "cpu" if device_indexed is None else device_indexed
         self.s = flat.new_zeros(history, n)
         self.y = flat.new_zeros(history, n)
         self.rho = flat.new_zeros(history)  # 0 marks an empty slot: it then changes nothing in the recursion
@@ -57,6 +67,8 @@ class LBFGS:
         self._ages = torch.arange(history, device=flat.device)
 
     def _direction(self, g: torch.Tensor) -> torch.Tensor:
+        if not self.device_indexed:
+            return self._direction_host(g)
         q = g.clone()
         slots = (self.count - 1 - self._ages) % self.history  # newest first; empty slots have rho 0
         alphas = []
@@ -70,6 +82,21 @@ class LBFGS:
             j = slots[i : i + 1]
             b = self.rho.index_select(0, j) * torch.dot(self.y.index_select(0, j).view(-1), r)
             r.add_(self.s.index_select(0, j).view(-1) * (alphas[i] - b))
+        return r.neg_()
+
+    def _direction_host(self, g: torch.Tensor) -> torch.Tensor:
+        count = int(self.count)
+        slots = [(count - 1 - age) % self.history for age in range(min(count, self.history))]
+        q = g.clone()
+        alphas = []
+        for j in slots:
+            a = self.rho[j] * torch.dot(self.s[j], q)
+            q.sub_(self.y[j] * a)
+            alphas.append(a)
+        r = q * self.gamma if float(self.gamma) > 0 else q
+        for j, a in zip(reversed(slots), reversed(alphas), strict=True):
+            b = self.rho[j] * torch.dot(self.y[j], r)
+            r.add_(self.s[j] * (a - b))
         return r.neg_()
 
     def _keep_pair(self, s: torch.Tensor, y: torch.Tensor, keep: torch.Tensor) -> None:

@@ -11,6 +11,7 @@ from torch.overrides import TorchFunctionMode
 
 from engine.config import StyleConfig
 from engine.errors import ProviderError
+from engine.lbfgs import LBFGS
 from engine.objective import Objective
 from engine.optimize import EagerStep, make_optimizer, optimize
 from engine.stylize import stylize
@@ -60,7 +61,13 @@ def test_a_step_never_reads_back_to_the_host(model_info, optimizer: str, setting
     config = StyleConfig(size=32, optimizer=optimizer, **settings)  # type: ignore[arg-type]
     objective, content = _objective(model_info, config)
     param = content.clone().requires_grad_(True)
-    step = EagerStep(objective, lambda x: x, param, make_optimizer(optimizer, param, config.learning_rate, 5))
+    # On the CPU the L-BFGS ring is addressed from the host by default (free there); on CUDA with device indices.
+    opt = (
+        LBFGS(param.detach(), history=5, device_indexed=True)
+        if optimizer == "lbfgs"
+        else make_optimizer(optimizer, param, config.learning_rate, 5)
+    )
+    step = EagerStep(objective, lambda x: x, param, opt)
     step()  # the first call may set up caches (masks, covariance roots) once
     with HostReads() as mode:
         for _ in range(8):  # past the 5-pair ring: wrap-around included
@@ -108,6 +115,22 @@ def test_batched_read_back_gives_the_same_run(model_info, optimizer: str) -> Non
     assert [e.losses for e in four_events] == [e.losses for e in one_events]
     assert torch.equal(one.image, four.image) and four.steps_done == 10
     assert all(b.elapsed_s >= a.elapsed_s for a, b in itertools.pairwise(four_events))
+
+
+def test_host_and_device_indexed_rings_take_the_same_steps(model_info) -> None:  # type: ignore[no-untyped-def]
+    config = StyleConfig(size=32)
+    objective, content = _objective(model_info, config)
+    runs = []
+    for device_indexed in (False, True):
+        param = content.clone().requires_grad_(True)
+        opt = LBFGS(param.detach(), history=4, device_indexed=device_indexed)
+        step = EagerStep(objective, lambda x: x, param, opt)
+        losses = [float(step()[0][-1]) for _ in range(9)]  # past the 4-pair ring: wrap-around included
+        runs.append((losses, param.detach().clone(), int(opt.count)))
+    (host_losses, host_x, host_count), (dev_losses, dev_x, dev_count) = runs
+    assert host_count == dev_count > 4
+    assert host_losses == dev_losses and host_losses[-1] < host_losses[0]
+    assert torch.equal(host_x, dev_x)
 
 
 def test_lbfgs_rolls_back_a_non_finite_step_and_goes_on() -> None:
