@@ -11,7 +11,7 @@ Gram matrices overflow fp16.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -45,12 +45,35 @@ class StyleStats:
         return self.moment - torch.outer(self.mean, self.mean)
 
 
+class _SelfOuter(torch.autograd.Function):
+    """f @ f.T with the gradient (g + g.T) @ f: one matrix product backward, where autograd, not knowing that
+    both operands are f, does two. The Gram products are most of the step's work outside the convolutions."""
+
+    @staticmethod
+    def forward(ctx: Any, f: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(f)
+        return f @ f.T
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (f,) = ctx.saved_tensors
+        return (grad + grad.T) @ f
+
+
+def self_outer(f: torch.Tensor) -> torch.Tensor:
+    """f @ f.T for a (C, M) matrix, with a single-product backward."""
+    out = _SelfOuter.apply(f)
+    assert isinstance(out, torch.Tensor)
+    return out
+
+
 def style_stats(features: torch.Tensor, mask: torch.Tensor | None = None) -> StyleStats:
     """Statistics of a (1, C, H, W) feature map, optionally over a (1, 1, H, W) weight mask in [0, 1]."""
-    f = _wide(features).flatten(2)[0]  # (C, M)
+    # reshape, not [0]: indexing's backward allocates and zero-fills the whole feature map.
+    f = _wide(features).reshape(features.shape[1], -1)  # (C, M)
     if mask is None:
         positions = float(f.shape[1])
-        return StyleStats(f @ f.T / positions, f.mean(dim=1))
+        return StyleStats(self_outer(f) / positions, f.mean(dim=1))
     m = mask.to(f.dtype).flatten()
     area = m.sum().clamp_min(1e-8)
     return StyleStats((f * m) @ f.T / area, (f * m).sum(dim=1) / area)

@@ -9,6 +9,7 @@ from engine.losses import (
     content_loss,
     gram,
     gram_loss,
+    self_outer,
     sqrtm_psd,
     style_stats,
     tv_loss,
@@ -30,6 +31,22 @@ def test_gram_matches_explicit_sum() -> None:
             expected[i, j] = sum(flat[i, k] * flat[j, k] for k in range(m)) / (c * m)
     torch.testing.assert_close(gram(f)[0], expected)
     torch.testing.assert_close(style_stats(f).gram, expected)
+
+
+def test_self_outer_gradient_is_exact() -> None:
+    f = _features(c=5, h=3, w=4)[0].reshape(5, 12).requires_grad_(True)
+    assert torch.autograd.gradcheck(self_outer, (f,))
+    # Against autograd's own two-product gradient, through a non-symmetric downstream weighting.
+    weight = torch.randn(5, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (ours,) = torch.autograd.grad((self_outer(f) * weight).sum(), f)
+    (plain,) = torch.autograd.grad(((f @ f.T) * weight).sum(), f)
+    torch.testing.assert_close(ours, plain)
+
+
+def test_style_stats_work_on_channels_last_features() -> None:
+    f = _features(c=4, h=3, w=5)
+    nhwc = f.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(style_stats(nhwc).gram, style_stats(f).gram)
 
 
 def test_content_loss_mean_and_gatys() -> None:
