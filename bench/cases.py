@@ -143,17 +143,21 @@ def _engine_step_samples(setup: Setup, size: int, config: StyleConfig, samples: 
 
 
 def _baseline_step_samples(setup: Setup, size: int, evaluations: int) -> list[float]:
+    """One sample per closure evaluation: the time from one evaluation's start to the next's, so torch's
+    L-BFGS update between them is included (one LBFGS.step call runs up to 20 evaluations)."""
     content, style = _pair(setup, size)
     run = baseline.Baseline(setup.weights.state, content, style, setup.device)
-    samples: list[float] = []
     run.run(2)  # warm-up
-    while len(samples) < evaluations:
-        before, start = run.evaluations, time.perf_counter()
-        run.optimizer.step(run.closure)
+    starts: list[float] = []
+
+    def timed_closure() -> torch.Tensor:
         sync(setup.device)
-        done = run.evaluations - before
-        samples += [(time.perf_counter() - start) / done] * done
-    return samples[:evaluations]
+        starts.append(time.perf_counter())
+        return run.closure()
+
+    while len(starts) <= evaluations:
+        run.optimizer.step(timed_closure)
+    return [b - a for a, b in itertools.pairwise(starts)][:evaluations]
 
 
 def step_configs(device: torch.device) -> dict[str, dict[str, Any]]:

@@ -20,7 +20,8 @@ def _header(env: dict[str, Any]) -> list[str]:
     )
     return [
         f"- date: {env['date']}; nst-engine {env['nst_engine']} at commit {env['git_commit']}",
-        f"- CPU: {env['cpu']}, {env['cores']} cores, torch threads {env['torch_threads']}",
+        f"- CPU: {env['cpu']}, {env['cores']} cores, vector ISA {env.get('cpu_isa', '?')}, "
+        f"torch threads {env['torch_threads']}",
         f"- GPU: {gpu_text}",
         f"- torch {env['torch']}, onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, Python {env['python']}",
         f"- ONNX Runtime providers: {', '.join(env['providers'])}",
