@@ -11,6 +11,8 @@ step that blows the loss up, or meets a non-finite loss or gradient, is undone w
 The step never waits on the host: every decision is a ``torch.where`` on device tensors, every piece of state
 is a tensor of fixed shape updated in place, and the ring is addressed with device indices. That is what lets
 a whole optimisation step be captured in a CUDA graph (``engine.graphs``) and lets the host run ahead of the GPU.
+On the CPU, where a read costs nothing and nothing runs ahead, the ring is addressed from the host instead
+(``device_indexed=False``): views rather than gathered copies, and empty slots skipped; the steps are the same.
 """
 
 from __future__ import annotations
