@@ -173,9 +173,9 @@ def bench(
     case: Annotated[
         list[str] | None, typer.Option(help="Run only these cases: forward, step, ttq, cache, multiscale (repeatable).")
     ] = None,
-    ttq_size: Annotated[int | None, typer.Option(help="Time-to-quality size [default: 512, quick CPU 128].")] = None,
-    ttq_evaluations: Annotated[int | None, typer.Option(help="Baseline L-BFGS evaluations [default: 300].")] = None,
-    multiscale_size: Annotated[int | None, typer.Option(help="Coarse-to-fine size [default: 512].")] = None,
+    ttq_size: Annotated[int | None, typer.Option(help="Time-to-quality size \\[default: 512, quick CPU 128].")] = None,
+    ttq_evaluations: Annotated[int | None, typer.Option(help="Baseline L-BFGS evaluations \\[default: 300].")] = None,
+    multiscale_size: Annotated[int | None, typer.Option(help="Coarse-to-fine size \\[default: 512].")] = None,
 ) -> None:
     """Benchmark backends and the optimisation step against a textbook baseline; write a report folder.
 

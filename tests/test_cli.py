@@ -237,6 +237,25 @@ def test_help_teaches(tmp_path: Path) -> None:
         assert option in result.output
 
 
+def _commands(command, path=()):  # type: ignore[no-untyped-def]
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_no_help_text_is_swallowed_as_rich_markup() -> None:
+    """With rich markup on, an unescaped '[default: ...]' in an option's help vanishes from --help."""
+    import typer.main
+
+    bad = [
+        f"{' '.join(path) or 'nst-engine'} {param.name}: {param.help!r}"
+        for path, command in _commands(typer.main.get_command(app))
+        for param in command.params
+        if re.search(r"(?<!\\)\[[a-z]", getattr(param, "help", None) or "")
+    ]
+    assert not bad, "escape '[' as '\\\\[' in these help texts: " + "; ".join(bad)
+
+
 def test_controls_through_the_cli(inputs: dict[str, Path], model_path: Path, tmp_path: Path, cache_dir: Path) -> None:
     import numpy as np
 
