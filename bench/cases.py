@@ -249,9 +249,11 @@ def ttq_case(setup: Setup, size: int, evaluations: int, config_name: str | None 
     setup.log(f"time to quality: engine until loss <= {target:.4g}")
     objective, content = _engine_objective(setup, size, config)
     reached: dict[str, float] = {}
+    seen = {"steps": 0, "best": float("inf")}
     start = time.perf_counter()
 
     def on_step(step: Any, image: Any) -> None:
+        seen.update(steps=step.step, best=min(seen["best"], step.losses["total"]))
         if "time" not in reached and step.losses["total"] <= target:
             sync(setup.device)
             reached.update(time=time.perf_counter() - start, step=step.step)
@@ -277,6 +279,9 @@ def ttq_case(setup: Setup, size: int, evaluations: int, config_name: str | None 
             "target_loss": target,
             "engine_seconds": reached.get("time"),
             "engine_steps": reached.get("step"),
+            "engine_steps_run": seen["steps"],
+            "engine_best_loss": seen["best"],
+            "engine_seconds_run": time.perf_counter() - start,
             "speedup": base_time / reached["time"] if "time" in reached else None,
         }
     ]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -47,8 +49,8 @@ def test_unavailable_backends_say_why() -> None:
         assert "no CUDA device" in str(reasons["torch CUDA bf16"])
 
 
-def test_report_lists_unavailable_backends_and_keeps_samples(tmp_path: Path) -> None:
-    env = {
+def _env() -> dict[str, Any]:
+    return {
         "date": "d",
         "nst_engine": "0",
         "git_commit": "abc",
@@ -63,6 +65,10 @@ def test_report_lists_unavailable_backends_and_keeps_samples(tmp_path: Path) -> 
         "providers": ["CPUExecutionProvider"],
         "weights": "random:0 (not pretrained)",
     }
+
+
+def test_report_lists_unavailable_backends_and_keeps_samples(tmp_path: Path) -> None:
+    env = _env()
     stats = {"median": 0.5, "p10": 0.4, "p90": 0.6, "min": 0.4, "max": 0.6, "n": 3, "samples": [0.4, 0.5, 0.6]}
     results = {
         "forward": [
@@ -92,6 +98,25 @@ def test_report_lists_unavailable_backends_and_keeps_samples(tmp_path: Path) -> 
         0.5,
         0.6,
     ]
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        ({"engine_seconds": 90.0, "engine_steps": 120, "speedup": 2.0}, "reached it in 90.0 s (120 steps, 2.00x)"),
+        (
+            {"engine_seconds": None, "engine_steps_run": 900, "engine_best_loss": 0.0213, "engine_seconds_run": 1800.0},
+            "did not reach it in 900 steps (3x the baseline's evaluations); its best loss was 0.0213, after 1800.0 s",
+        ),
+    ],
+)
+def test_time_to_quality_sentence_says_how_far_the_engine_got(
+    tmp_path: Path, row: dict[str, object], expected: str
+) -> None:
+    base = {"size": 512, "config": "engine default", "baseline_evaluations": 300, "baseline_seconds": 600.0}
+    report.write(tmp_path, _env(), {"ttq": [{**base, "target_loss": 0.019, **row}]}, quick=False)
+    text = (tmp_path / "report.md").read_text()
+    assert expected in text and "reached it in not" not in text
 
 
 def test_bench_command_writes_a_report(tmp_path: Path, shared_images: Path) -> None:
