@@ -133,6 +133,42 @@ def test_host_and_device_indexed_rings_take_the_same_steps(model_info) -> None: 
     assert torch.equal(host_x, dev_x)
 
 
+def _textbook_direction(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """-H g by Nocedal and Wright's two-loop recursion (Algorithm 7.4), oldest pair first in ``pairs``."""
+    q, alphas = g.clone(), []
+    for s, y in reversed(pairs):
+        alphas.append((s @ q) / (y @ s))
+        q = q - alphas[-1] * y
+    s, y = pairs[-1]
+    r = q * (s @ y) / (y @ y)
+    for (s, y), a in zip(pairs, reversed(alphas), strict=True):
+        r = r + s * (a - (y @ r) / (y @ s))
+    return -r
+
+
+@pytest.mark.parametrize("device_indexed", [False, True], ids=["host-ring", "device-ring"])
+def test_lbfgs_direction_is_the_textbook_two_loop_recursion(device_indexed: bool) -> None:
+    # A convex quadratic in float64: every pair is kept, so the ring must hold exactly the newest `history`.
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(40, 40, generator=gen, dtype=torch.float64)
+    hessian = a @ a.T + 40 * torch.eye(40, dtype=torch.float64)
+    x = torch.randn(40, generator=gen, dtype=torch.float64)
+    history = 4
+    opt = LBFGS(x, history=history, max_step=0.5, device_indexed=device_indexed)
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    previous: tuple[torch.Tensor, torch.Tensor] | None = None
+    for _ in range(10):  # past the 4-pair ring: wrap-around included
+        g = hessian @ x
+        if previous is not None:
+            pairs.append((x - previous[0], g - previous[1]))
+        previous = (x.clone(), g)
+        assert int(opt.step(x, 0.5 * x @ hessian @ x, g)) == 0
+        if pairs:
+            expected = _textbook_direction(g, pairs[-history:])
+            torch.testing.assert_close(opt._direction(g), expected, rtol=1e-10, atol=1e-12)
+    assert int(opt.count) == len(pairs) > history
+
+
 def test_lbfgs_rolls_back_a_non_finite_step_and_goes_on() -> None:
     events: list[Any] = []
     start = torch.rand(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
