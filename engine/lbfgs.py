@@ -8,6 +8,15 @@ capped in pixel units (no pixel moves by more than ``max_step`` per step), curva
 when they are positive relative to their own size (no absolute threshold, so any loss scale works), and a
 step that blows the loss up, or meets a non-finite loss or gradient, is undone with the trust region halved.
 
+With ``bounds`` (pixels: (0, 1)) every point stays in the box, as in L-BFGS-B without its Cauchy point: a
+coordinate at a bound whose gradient points out of the box is held (left out of the recursion and the step),
+the rest take the quasi-Newton step, and the new point is projected into the box; the curvature pair is the move
+actually made. Iterating freely and clamping when the image is read out (jcjohnson/neural-style) saves an image
+whose loss is well above the one the optimiser saw: 0.02123 against 0.02004 after 300 steps at 512 px on the
+benchmark's pair, where this reaches 0.02012 for the saved image itself. Recording the unclamped step, as
+torch.optim.LBFGS does under the PyTorch tutorial's clamp in its closure, stalls short of the minimum on a
+box-constrained quadratic (tests/test_step.py has one it must solve).
+
 The step never waits on the host: every decision is a ``torch.where`` on device tensors, every piece of state
 is a tensor of fixed shape updated in place, and the ring is addressed with device indices. That is what lets
 a whole optimisation step be captured in a CUDA graph (``engine.graphs``) and lets the host run ahead of the GPU.
@@ -48,6 +57,7 @@ class LBFGS:
         history: int = 100,
         max_step: float = DEFAULT_MAX_STEP,
         device_indexed: bool | None = None,
+        bounds: tuple[float, float] | None = None,
     ) -> None:
         flat = param.detach().reshape(-1)
         n = flat.numel()
@@ -61,6 +71,7 @@ class LBFGS:
         self.rho = flat.new_zeros(history)  # 0 marks an empty slot: it then changes nothing in the recursion
         self.count = torch.zeros((), dtype=torch.long, device=flat.device)  # pairs kept; ring slot = count % history
         self.max_step = flat.new_tensor(max_step)
+        self.bounds = bounds
         self.prev_x = flat.clone()  # the last point with a finite loss, where an undone step returns to
         self.prev_g = torch.zeros_like(flat)
         self.prev_loss = flat.new_tensor(float("inf"))
@@ -101,6 +112,17 @@ class LBFGS:
             r.add_(self.s[j] * (a - b))
         return r.neg_()
 
+    def _projected_direction(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The quasi-Newton direction over the free pixels: a pixel at a bound whose gradient pushes it further
+        out is held where it is (left out of the recursion and of the step), as in L-BFGS-B's active set. If
+        what is left is not a descent direction, the scaled gradient over the free pixels is taken instead."""
+        lo, hi = self.bounds  # type: ignore[misc]
+        free = ~(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)))
+        q = torch.where(free, g, 0.0)
+        direction = torch.where(free, self._direction(q), 0.0)
+        fallback = torch.where(self.gamma > 0, q * self.gamma, q).neg()
+        return torch.where(torch.dot(direction, q) < 0, direction, fallback)
+
     def _keep_pair(self, s: torch.Tensor, y: torch.Tensor, keep: torch.Tensor) -> None:
         ys, yy, ss = torch.dot(y, s), torch.dot(y, y), torch.dot(s, s)
         keep = keep & (yy > 0) & (ys > 1e-10 * (yy * ss).sqrt())
@@ -118,7 +140,7 @@ class LBFGS:
         blown = self.started & (loss > self.prev_loss * BLOWUP + 1e-12)
         ok = finite & ~blown
         self._keep_pair(flat_x - self.prev_x, g - self.prev_g, ok & self.started)
-        direction = self._direction(g)
+        direction = self._direction(g) if self.bounds is None else self._projected_direction(flat_x, g)
         size = direction.pow(2).mean().sqrt()  # RMS pixel change: spiky directions are not penalised
         ratio = torch.where(size > 0, self.max_step / size, 0.0)
         # Until positive curvature is seen (near the content image the loss is often concave along the
@@ -127,6 +149,8 @@ class LBFGS:
         grow = ok & (scale < 1.0) & (loss < self.prev_loss)  # the region held: try a larger one
         self.max_step.copy_(torch.where(ok, torch.where(grow, self.max_step * GROW, self.max_step), self.max_step / 2))
         new_x = torch.where(ok, flat_x + direction * scale, self.prev_x)  # undo: back to the last good point
+        if self.bounds is not None:
+            new_x = new_x.clamp(*self.bounds)
         self.prev_x.copy_(torch.where(ok, flat_x, self.prev_x))
         self.prev_g.copy_(torch.where(ok, g, self.prev_g))
         self.prev_loss.copy_(torch.where(ok, loss, self.prev_loss))

@@ -51,7 +51,7 @@ class OptimizeResult:
     recoveries: int = 0
     losses: dict[str, float] = field(default_factory=dict)
     optimizer_state: dict[str, Any] = field(default_factory=dict)
-    #: The raw variable being optimised (unclamped, before compose): what a checkpoint must hold.
+    #: The raw variable being optimised (before compose): what a checkpoint must hold.
     pixels: torch.Tensor | None = None
 
 
@@ -68,7 +68,7 @@ class Optimizer(Protocol):
 def make_optimizer(name: str, param: torch.Tensor, lr: float, history: int) -> Optimizer:
     if name == "adam":
         return Adam(param, lr)
-    return LBFGS(param.detach(), history=history, max_step=DEFAULT_MAX_STEP * lr)
+    return LBFGS(param.detach(), history=history, max_step=DEFAULT_MAX_STEP * lr, bounds=(0.0, 1.0))
 
 
 class EagerStep:
@@ -171,8 +171,10 @@ def optimize(
 ) -> OptimizeResult:
     """Minimise ``objective(compose(x))["total"]`` over pixels x, starting from ``init`` (1, 3, H, W) in [0, 1].
 
-    Adam's pixels are clamped to [0, 1] after each step. L-BFGS's are not: clamping moves the point under the
-    optimiser's curvature history; its image is clamped when read out, as in jcjohnson/neural-style.
+    Pixels stay in [0, 1], so every loss reported is the loss of the image that would be saved: Adam clamps
+    after each step; L-BFGS holds pixels at a bound that the gradient pushes outward and projects each step into
+    the box (engine.lbfgs). Iterating freely and clamping at read-out, as jcjohnson/neural-style does, saves an
+    image whose loss is higher than the one reported (0.01896 against 0.01867 after 300 steps at 256 px).
     For L-BFGS, ``lr`` scales the trust region (the largest pixel change per step). ``init`` is not modified.
     ``optimizer_state`` and ``first_step`` continue a checkpoint. ``should_stop`` is polled between steps.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,26 @@ def test_same_seed_same_bytes_other_seed_differs(model_info, model_path, pair, t
         images.save(result.image, path)
         outputs.append(path.read_bytes())
     assert outputs[0] == outputs[1] and outputs[0] != outputs[2]
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_pixels_stay_in_the_box_so_the_reported_loss_is_the_saved_images(optimizer: str) -> None:
+    # The loss pulls half the pixels towards values no image can hold: the best image clamps them.
+    target = torch.linspace(-0.5, 1.5, 48).reshape(1, 3, 4, 4)
+    seen: list[tuple[float, torch.Tensor]] = []  # (reported loss, the image after that step)
+    result = optimize(
+        poisoned_quadratic(target, set()),
+        torch.full((1, 3, 4, 4), 0.5),
+        steps=150,
+        optimizer=optimizer,
+        lr=0.05,
+        callback=lambda s, img: seen.append((s.losses["total"], img())),
+    )
+    assert result.pixels is not None and float(result.pixels.min()) >= 0.0 and float(result.pixels.max()) <= 1.0
+    torch.testing.assert_close(result.image, target.clamp(0, 1), rtol=0, atol=1e-3)
+    # A step reports the loss of the image it started from: the image the step before it left.
+    for (_, image), (loss, _) in itertools.pairwise(seen):
+        assert loss == pytest.approx(float((image - target).pow(2).sum()), rel=1e-5)
 
 
 def test_non_finite_loss_rolls_back_and_recovers() -> None:

@@ -63,7 +63,7 @@ def test_a_step_never_reads_back_to_the_host(model_info, optimizer: str, setting
     param = content.clone().requires_grad_(True)
     # On the CPU the L-BFGS ring is addressed from the host by default (free there); on CUDA with device indices.
     opt = (
-        LBFGS(param.detach(), history=5, device_indexed=True)
+        LBFGS(param.detach(), history=5, device_indexed=True, bounds=(0.0, 1.0))
         if optimizer == "lbfgs"
         else make_optimizer(optimizer, param, config.learning_rate, 5)
     )
@@ -123,7 +123,7 @@ def test_host_and_device_indexed_rings_take_the_same_steps(model_info) -> None: 
     runs = []
     for device_indexed in (False, True):
         param = content.clone().requires_grad_(True)
-        opt = LBFGS(param.detach(), history=4, device_indexed=device_indexed)
+        opt = LBFGS(param.detach(), history=4, device_indexed=device_indexed, bounds=(0.0, 1.0))
         step = EagerStep(objective, lambda x: x, param, opt)
         losses = [float(step()[0][-1]) for _ in range(9)]  # past the 4-pair ring: wrap-around included
         runs.append((losses, param.detach().clone(), int(opt.count)))
@@ -167,6 +167,37 @@ def test_lbfgs_direction_is_the_textbook_two_loop_recursion(device_indexed: bool
             expected = _textbook_direction(g, pairs[-history:])
             torch.testing.assert_close(opt._direction(g), expected, rtol=1e-10, atol=1e-12)
     assert int(opt.count) == len(pairs) > history
+
+
+def _box_quadratic() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A coupled convex quadratic whose unconstrained minimum lies partly outside [0, 1], and its minimum inside
+    the box, found by projected gradient descent run to convergence."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(48, 48, generator=gen, dtype=torch.float64)
+    hessian = a @ a.T / 48 + 0.1 * torch.eye(48, dtype=torch.float64)
+    centre = torch.rand(48, generator=gen, dtype=torch.float64) * 2 - 0.5
+    x, lipschitz = torch.full_like(centre, 0.5), torch.linalg.eigvalsh(hessian).max()
+    for _ in range(20000):
+        x = (x - hessian @ (x - centre) / lipschitz).clamp(0, 1)
+    return hessian, centre, x
+
+
+@pytest.mark.parametrize("device_indexed", [False, True], ids=["host-ring", "device-ring"])
+def test_bounded_lbfgs_finds_the_minimum_inside_the_box(device_indexed: bool) -> None:
+    hessian, centre, solution = _box_quadratic()
+    assert float((centre.clamp(0, 1) - solution).abs().max()) > 0.1  # coupled: clamping the free minimum is wrong
+    ends = {}
+    for bounds in ((0.0, 1.0), None):
+        x = torch.full_like(centre, 0.5)
+        opt = LBFGS(x, history=5, max_step=0.1, device_indexed=device_indexed, bounds=bounds)
+        for _ in range(150):
+            opt.step(x, 0.5 * (x - centre) @ hessian @ (x - centre), hessian @ (x - centre))
+            if bounds is not None:
+                assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0  # every point it visits is a valid image
+        ends[bounds] = x
+    torch.testing.assert_close(ends[(0.0, 1.0)], solution, rtol=0, atol=1e-8)
+    # Iterating freely and clamping at the end, as jcjohnson/neural-style does, lands elsewhere.
+    assert float((ends[None].clamp(0, 1) - solution).abs().max()) > 0.1
 
 
 def test_lbfgs_rolls_back_a_non_finite_step_and_goes_on() -> None:
