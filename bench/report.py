@@ -80,6 +80,8 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
     for r in results.get("ttq", []):
         if r.get("engine_seconds"):
             engine = f"reached it in {r['engine_seconds']:.1f} s ({r['engine_steps']} steps, {r['speedup']:.2f}x)"
+            if r.get("engine_loss") is not None:
+                engine += f", its image scoring {r['engine_loss']:.4g}"
         else:
             best = r.get("engine_best_loss")
             ran = r.get("engine_steps_run", 3 * r["baseline_evaluations"])

@@ -103,7 +103,10 @@ def test_report_lists_unavailable_backends_and_keeps_samples(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("row", "expected"),
     [
-        ({"engine_seconds": 90.0, "engine_steps": 120, "speedup": 2.0}, "reached it in 90.0 s (120 steps, 2.00x)"),
+        (
+            {"engine_seconds": 90.0, "engine_steps": 120, "speedup": 2.0, "engine_loss": 0.01897},
+            "reached it in 90.0 s (120 steps, 2.00x), its image scoring 0.01897",
+        ),
         (
             {"engine_seconds": None, "engine_steps_run": 900, "engine_best_loss": 0.0213, "engine_seconds_run": 1800.0},
             "did not reach it in 900 steps (3x the baseline's evaluations); its best loss was 0.0213, after 1800.0 s",
@@ -143,3 +146,22 @@ def test_bench_command_writes_a_report(tmp_path: Path, shared_images: Path) -> N
     data = json.loads((tmp_path / "r" / "results.json").read_text())
     cold, warm = data["results"]["cache"]
     assert cold["forward_passes"] == 9 and warm["forward_passes"] == 0
+
+
+def test_time_to_quality_scores_the_engine_image_like_the_baseline(weights, shared_images: Path) -> None:  # type: ignore[no-untyped-def]
+    from bench import cases
+
+    setup = cases.Setup(
+        weights=weights,
+        model_path=Path("unused"),
+        content=shared_images / "content_turtle.jpg",
+        style=shared_images / "style_great_wave.jpg",
+        quick=True,
+        device=torch.device("cpu"),
+        log=lambda *_: None,
+    )
+    (row,) = cases.ttq_case(setup, 48, 10)
+    assert row["baseline_evaluations"] >= 10 and row["engine_checks"] >= 1
+    # Reached means the image itself scored at or below the target in fp32, not only the engine's own loss.
+    assert row["engine_seconds"] is not None and row["engine_loss"] <= row["target_loss"]
+    assert row["engine_seconds"] <= row["engine_seconds_run"] and row["speedup"] > 0
