@@ -134,13 +134,14 @@ def test_host_and_device_indexed_rings_take_the_same_steps(model_info) -> None: 
 
 
 def _textbook_direction(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """-H g by Nocedal and Wright's two-loop recursion (Algorithm 7.4), oldest pair first in ``pairs``."""
+    """-H g by Nocedal and Wright's two-loop recursion (Algorithm 7.4), oldest pair first in ``pairs``, with the
+    engine's initial scale |s| / |y| of the newest pair in place of their y.s / y.y."""
     q, alphas = g.clone(), []
     for s, y in reversed(pairs):
         alphas.append((s @ q) / (y @ s))
         q = q - alphas[-1] * y
     s, y = pairs[-1]
-    r = q * (s @ y) / (y @ y)
+    r = q * s.norm() / y.norm()
     for (s, y), a in zip(pairs, reversed(alphas), strict=True):
         r = r + s * (a - (y @ r) / (y @ s))
     return -r
