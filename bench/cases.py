@@ -185,34 +185,48 @@ def step_configs(device: torch.device) -> dict[str, dict[str, Any]]:
     }
 
 
+#: Rounds per size in the step case (quick, full): every configuration is timed once per round and the order
+#: reverses each round, so drift on a shared machine (a neighbour's load, clock changes) lands on every
+#: configuration alike instead of on whichever was timed last.
+STEP_ROUNDS = (2, 3)
+#: Timed steps per configuration per round (quick, full).
+STEP_SAMPLES = (3, 4)
+
+
 def step_case(setup: Setup, sizes: list[int]) -> list[dict[str, Any]]:
-    """ms/step and peak memory for the engine's configurations and the textbook baseline."""
+    """ms/step and peak memory for the engine's configurations and the textbook baseline, interleaved in rounds."""
     rows: list[dict[str, Any]] = []
-    steps = 6 if setup.quick else 10
+    rounds = STEP_ROUNDS[0 if setup.quick else 1]
+    steps = STEP_SAMPLES[0 if setup.quick else 1]
+    base_name = "baseline (PyTorch tutorial, torch LBFGS)"
+    configs: dict[str, dict[str, Any] | None] = {base_name: None, **step_configs(setup.device)}
     for size in sizes:
-        reset_peak_memory(setup.device)
-        setup.log(f"step baseline @ {size}px")
-        base = summary(_baseline_step_samples(setup, size, steps))
-        rows.append(
-            {
-                "config": "baseline (PyTorch tutorial, torch LBFGS)",
-                "size": size,
-                "seconds": base,
-                "peak_mib": peak_memory_mib(setup.device),
-                "ratio": 1.0,
-            }
-        )
-        for name, settings in step_configs(setup.device).items():
-            reset_peak_memory(setup.device)
-            setup.log(f"step {name} @ {size}px")
-            config = StyleConfig(size=size, device=_device(setup), **{**SAME_LOSS, **settings})
-            stats = summary(_engine_step_samples(setup, size, config, steps))
+        samples: dict[str, list[float]] = {name: [] for name in configs}
+        peaks: dict[str, float | None] = dict.fromkeys(configs)
+        order = list(configs)
+        for r in range(rounds):
+            for name in order if r % 2 == 0 else order[::-1]:
+                settings = configs[name]
+                reset_peak_memory(setup.device)
+                setup.log(f"step {name} @ {size}px, round {r + 1}/{rounds}")
+                if settings is None:
+                    samples[name] += _baseline_step_samples(setup, size, steps)
+                else:
+                    config = StyleConfig(size=size, device=_device(setup), **{**SAME_LOSS, **settings})
+                    samples[name] += _engine_step_samples(setup, size, config, steps)
+                peak = peak_memory_mib(setup.device)
+                if peak is not None:
+                    peaks[name] = max(peaks[name] or 0.0, peak)
+        base = summary(samples[base_name])
+        for name in configs:
+            stats = summary(samples[name])
             rows.append(
                 {
                     "config": name,
                     "size": size,
                     "seconds": stats,
-                    "peak_mib": peak_memory_mib(setup.device),
+                    "rounds": rounds,
+                    "peak_mib": peaks[name],
                     "ratio": base["median"] / stats["median"],
                 }
             )

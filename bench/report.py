@@ -61,6 +61,7 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
             "",
             "Same loss on both sides (engine layers through relu5_1, Gram / CHW, "
             "style weight 1e6 per layer). Ratio: baseline ms/step divided by this configuration's.",
+            *_rounds_line(results["step"]),
             "",
             "| configuration | size | ms/step (p10-p90) | steps/s | peak memory MiB | speed vs baseline |",
             "| --- | --- | --- | --- | --- | --- |",
@@ -73,7 +74,8 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
             )
         lines += [
             "",
-            "Peak memory on CPU is the process's peak resident set (VmHWM, reset before each row)."
+            "Peak memory on CPU is the process's peak resident set (VmHWM, reset before each timed block; the"
+            " largest over the rounds)."
             " On CUDA it is torch.cuda.max_memory_allocated.",
             "",
         ]
@@ -169,3 +171,14 @@ def write(out: Path, env: dict[str, Any], results: dict[str, list[dict[str, Any]
     if images:
         text += "\n" + "\n".join(f"![{name}]({name})" for name in images) + "\n"
     (out / "report.md").write_text(text)
+
+
+def _rounds_line(rows: list[dict[str, Any]]) -> list[str]:
+    """How the step rows were sampled (reports written before rounds existed have no ``rounds`` field)."""
+    rounds = rows[0].get("rounds") if rows else None
+    if not rounds:
+        return []
+    return [
+        f"Every configuration was timed in {rounds} interleaved rounds, in reverse order on alternate rounds,"
+        " so that a shared machine's drift falls on all of them alike; the samples of all rounds are pooled."
+    ]

@@ -165,3 +165,30 @@ def test_time_to_quality_scores_the_engine_image_like_the_baseline(weights, shar
     # Reached means the image itself scored at or below the target in fp32, not only the engine's own loss.
     assert row["engine_seconds"] is not None and row["engine_loss"] <= row["target_loss"]
     assert row["engine_seconds"] <= row["engine_seconds_run"] and row["speedup"] > 0
+
+
+def test_step_case_interleaves_configurations_in_rounds(weights, shared_images: Path) -> None:  # type: ignore[no-untyped-def]
+    from bench import cases
+
+    logged: list[str] = []
+    setup = cases.Setup(
+        weights=weights,
+        model_path=Path("unused"),
+        content=shared_images / "content_turtle.jpg",
+        style=shared_images / "style_great_wave.jpg",
+        quick=True,
+        device=torch.device("cpu"),
+        log=logged.append,
+    )
+    rows = cases.step_case(setup, [48])
+    rounds, per_round = cases.STEP_ROUNDS[0], cases.STEP_SAMPLES[0]
+    names = [r["config"] for r in rows]
+    assert names[0].startswith("baseline") and names[1:] == list(cases.step_configs(torch.device("cpu")))
+    for row in rows:
+        assert row["seconds"]["n"] == rounds * per_round and row["rounds"] == rounds
+        assert all(s > 0 for s in row["seconds"]["samples"])
+    # The second round runs the configurations in reverse, so no configuration is always timed last.
+    order = [line.split(" @ ")[0].removeprefix("step ") for line in logged]
+    assert order[: len(names)] == names and order[len(names) : 2 * len(names)] == names[::-1]
+    assert rows[0]["ratio"] == 1.0
+    assert f"{rounds} interleaved rounds" in report._rounds_line(rows)[0]
