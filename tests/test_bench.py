@@ -148,18 +148,25 @@ def test_bench_command_writes_a_report(tmp_path: Path, shared_images: Path) -> N
     assert cold["forward_passes"] == 9 and warm["forward_passes"] == 0
 
 
-def test_time_to_quality_scores_the_engine_image_like_the_baseline(weights, shared_images: Path) -> None:  # type: ignore[no-untyped-def]
+def _quick_cpu_setup(weights, shared_images: Path, log=lambda *_: None):  # type: ignore[no-untyped-def]
+    """A quick CPU bench setup on the shared turtle + great wave pair."""
     from bench import cases
 
-    setup = cases.Setup(
+    return cases.Setup(
         weights=weights,
         model_path=Path("unused"),
         content=shared_images / "content_turtle.jpg",
         style=shared_images / "style_great_wave.jpg",
         quick=True,
         device=torch.device("cpu"),
-        log=lambda *_: None,
+        log=log,
     )
+
+
+def test_time_to_quality_scores_the_engine_image_like_the_baseline(weights, shared_images: Path) -> None:  # type: ignore[no-untyped-def]
+    from bench import cases
+
+    setup = _quick_cpu_setup(weights, shared_images)
     (row,) = cases.ttq_case(setup, 48, 10)
     assert row["baseline_evaluations"] >= 10 and row["engine_checks"] >= 1
     # Reached means the image itself scored at or below the target in fp32, not only the engine's own loss.
@@ -171,15 +178,7 @@ def test_step_case_interleaves_configurations_in_rounds(weights, shared_images: 
     from bench import cases
 
     logged: list[str] = []
-    setup = cases.Setup(
-        weights=weights,
-        model_path=Path("unused"),
-        content=shared_images / "content_turtle.jpg",
-        style=shared_images / "style_great_wave.jpg",
-        quick=True,
-        device=torch.device("cpu"),
-        log=logged.append,
-    )
+    setup = _quick_cpu_setup(weights, shared_images, logged.append)
     rows = cases.step_case(setup, [48])
     rounds, per_round = cases.STEP_ROUNDS[0], cases.STEP_SAMPLES[0]
     names = [r["config"] for r in rows]
