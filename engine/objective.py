@@ -87,6 +87,8 @@ class Objective(nn.Module):
         self.channels_last = cfg.channels_last
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks it
+            # Content targets in the features' layout, or the content gradient reaches the network as NCHW.
+            self.content = {k: v.contiguous(memory_format=torch.channels_last) for k, v in self.content.items()}
         if cfg.compile:
             self.forward_net = compiled(self.net)
         return self

@@ -49,6 +49,29 @@ def test_style_stats_work_on_channels_last_features() -> None:
     torch.testing.assert_close(style_stats(nhwc).gram, style_stats(f).gram)
 
 
+def test_channels_last_gradients_keep_the_layout_and_the_values() -> None:
+    # A gradient in the other layout still has the right values, but every ReLU backward and gradient sum it
+    # meets then runs a slow mixed-layout path: the losses must hand back channels_last gradients.
+    f = _features(c=4, h=3, w=5)
+    target, style = _features(c=4, h=3, w=5, seed=7), style_stats(_features(c=4, h=3, w=5, seed=8))
+    mask = torch.rand(1, 1, 3, 5, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    cov_sqrt = sqrtm_psd(style.covariance)
+    losses = {
+        "gram": lambda x: gram_loss(style_stats(x), style) + content_loss(x, target),
+        "masked gram": lambda x: gram_loss(style_stats(x, mask), style),
+        "wasserstein": lambda x: wasserstein_loss(style_stats(x), style, cov_sqrt),
+        "masked wasserstein": lambda x: wasserstein_loss(style_stats(x, mask), style, cov_sqrt),
+    }
+    for kind, loss in losses.items():
+        grads = {}
+        for name, layout in (("nchw", torch.contiguous_format), ("nhwc", torch.channels_last)):
+            x = f.contiguous(memory_format=layout).requires_grad_(True)
+            (grads[name],) = torch.autograd.grad(loss(x), x)
+        assert grads["nhwc"].is_contiguous(memory_format=torch.channels_last), kind
+        assert grads["nchw"].is_contiguous(), kind
+        torch.testing.assert_close(grads["nhwc"], grads["nchw"], msg=kind)
+
+
 def test_content_loss_mean_and_gatys() -> None:
     a, b = _features(seed=1), _features(seed=2)
     diff = (a - b).flatten()

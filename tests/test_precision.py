@@ -43,6 +43,24 @@ def test_channels_last_gives_the_same_loss(model_info) -> None:  # type: ignore[
     assert abs(plain - nhwc) <= 1e-4 * abs(plain)
 
 
+def test_channels_last_objective_sends_channels_last_gradients_into_the_network(model_info) -> None:  # type: ignore[no-untyped-def]
+    objective = _objective(model_info, channels_last=True)
+    seen: dict[str, bool] = {}
+    forward = objective.forward_net
+
+    def hooked(image: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = forward(image)
+        for name, f in features.items():
+            f.register_hook(
+                lambda g, name=name: seen.__setitem__(name, g.is_contiguous(memory_format=torch.channels_last))
+            )
+        return features
+
+    object.__setattr__(objective, "forward_net", hooked)
+    objective(gradient_image(48, 64, 5).requires_grad_(True))["total"].backward()
+    assert seen == dict.fromkeys(objective.config.layers, True)
+
+
 def test_device_and_precision_choices() -> None:
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
