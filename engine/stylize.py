@@ -170,18 +170,32 @@ def _start(config: StyleConfig, scale: _Scale, init: torch.Tensor | None) -> tor
     return scale.seen.detach().cpu()
 
 
-def handoff(previous: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-    """The next scale's first image: ``start``'s fine detail plus the coarse result's change to it.
+#: The coarse scale's change is handed on blurred to this fraction of the coarse scale's resolution: its layout
+#: and colours, not its texture (README, Quality controls; measured in the Benchmarks).
+HANDOFF_SMOOTHING = 8
+
+
+def handoff(previous: torch.Tensor, start: torch.Tensor, smoothing: float = HANDOFF_SMOOTHING) -> torch.Tensor:
+    """The next scale's first image: ``start``'s fine detail plus the coarse result's change to it, smoothed.
 
     Upsampling the coarse result alone gives a blurred image, and a deep content layer sees the photo's fine
     detail gone: at 512 px the content term jumped twentyfold at the hand-off and the fine scale needed more steps
-    than a cold start (189 against 100, tübingen + starry night). Carrying the start image's detail (the photo,
-    or an --init-image) and adding the coarse change, upsampled, keeps what the coarse scale found and loses
-    nothing the photo had: 83 fine steps there (README, Benchmarks). A Laplacian-pyramid step, in effect.
+    than a cold start (189 against 100, tübingen + starry night). So the start image's detail (the photo, or an
+    --init-image) is kept and the coarse change added to it, a Laplacian-pyramid step.
+
+    The change is first reduced to 1/``smoothing`` of the coarse resolution: what the coarse scale is for is the
+    arrangement of colour and shape, which the fine scale's receptive fields cannot see whole. Its texture is
+    tuned to the coarse sampling; upsampled, it is a texture twice too large that the fine scale has to unpick,
+    and the run settled higher: with the change handed on whole, three scales reached the single-scale loss after
+    100 steps at 512 px in 0.94x the single-scale time; smoothed by 8, in 1.32x (README, Benchmarks).
     """
     h, w = start.shape[-2:]
     start = start.to(previous.device)
-    change = previous - resize_tensor(start, int(previous.shape[-2]), int(previous.shape[-1]))
+    ph, pw = int(previous.shape[-2]), int(previous.shape[-1])
+    change = previous - resize_tensor(start, ph, pw)
+    if smoothing > 1:
+        small = (max(1, round(ph / smoothing)), max(1, round(pw / smoothing)))
+        change = F.interpolate(change, size=small, mode="bilinear", align_corners=False, antialias=True)
     up = F.interpolate(change, size=(int(h), int(w)), mode="bicubic", align_corners=False)
     return (start + up).clamp(0.0, 1.0)
 

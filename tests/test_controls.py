@@ -56,7 +56,7 @@ def test_multiscale_runs_coarse_to_fine(model_info, targets, shared_images: Path
     assert result.steps[4].losses["total"] < cold.steps[0].losses["total"]
 
 
-def test_handoff_keeps_the_photo_detail_and_the_coarse_change() -> None:
+def test_handoff_keeps_the_photo_detail_and_the_coarse_layout_not_its_texture() -> None:
     from engine.stylize import handoff, resize_tensor
 
     photo = gradient_image(64, 96, seed=3)
@@ -72,6 +72,12 @@ def test_handoff_keeps_the_photo_detail_and_the_coarse_change() -> None:
     assert fine.shape == photo.shape
     assert (resize_tensor(fine, 32, 48) - changed).abs().mean() < 0.01
     assert (resize_tensor(fine, 32, 48) - coarse).abs().mean() > 0.05
+    # The coarse scale's texture is not handed on (the fine scale makes its own): a pixel-sized checkerboard
+    # change arrives whole without the smoothing and all but vanishes with it.
+    checker = ((torch.arange(32).view(-1, 1) + torch.arange(48).view(1, -1)) % 2).float().view(1, 1, 32, 48)
+    textured = (coarse + 0.2 * checker - 0.1).clamp(0, 1)
+    assert (handoff(textured, photo, smoothing=1) - photo).abs().mean() > 0.03
+    assert (handoff(textured, photo) - photo).abs().mean() < 0.005
 
 
 def test_luminance_preservation_keeps_the_content_chroma(model_info, targets) -> None:  # type: ignore[no-untyped-def]
