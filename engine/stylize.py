@@ -187,7 +187,7 @@ def handoff(previous: torch.Tensor, start: torch.Tensor, smoothing: float = HAND
     arrangement of colour and shape, which the fine scale's receptive fields cannot see whole. Its texture is
     tuned to the coarse sampling; upsampled, it is a texture twice too large that the fine scale has to unpick,
     and the run settled higher: with the change handed on whole, three scales reached the single-scale loss after
-    100 steps at 512 px in 0.94x the single-scale time; smoothed by 8, in 1.32x (README, Benchmarks).
+    100 steps at 512 px in 0.94x the single-scale time; smoothed by 8, in 1.34x (bench/reports/cpu-2core-multiscale/).
     """
     h, w = start.shape[-2:]
     start = start.to(previous.device)
