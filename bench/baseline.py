@@ -1,6 +1,6 @@
 """A textbook baseline, written independently of the engine: the PyTorch tutorial "Neural Transfer Using PyTorch".
 
-VGG19 features in eager fp32 (same weights as the engine, torchvision layout), loss modules inserted after the
+VGG19 (or VGG16) features in eager fp32 (same weights as the engine, torchvision layout), loss modules after the
 chosen layers, the network cut after the last loss, ``torch.optim.LBFGS`` with its defaults (lr 1, max_iter 20,
 history 100), the input clamped to [0, 1] in the closure, style weight 1e6 per layer. The tutorial puts its losses
 after conv_1..conv_5; the benchmark uses the engine's layers (through relu5_1) so both do the same work.
@@ -16,7 +16,10 @@ from torch import nn
 
 CONTENT_LAYERS = ("relu4_2",)
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+_CFGS: dict[str, tuple[int | str, ...]] = {
+    "vgg19": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+}
 
 
 def gram_matrix(x: torch.Tensor) -> torch.Tensor:
@@ -48,20 +51,26 @@ class StyleLoss(nn.Module):
 
 
 class Normalization(nn.Module):
-    def __init__(self) -> None:
+    """torchvision: ImageNet mean and std on RGB in [0, 1]; caffe: BGR, 0-255, minus the mean pixel."""
+
+    def __init__(self, convention: str = "torchvision") -> None:
         super().__init__()
+        self.caffe = convention == "caffe"
         self.mean = torch.tensor([0.485, 0.456, 0.406]).view(-1, 1, 1)
         self.std = torch.tensor([0.229, 0.224, 0.225]).view(-1, 1, 1)
+        self.bgr_mean = torch.tensor([103.939, 116.779, 123.68]).view(-1, 1, 1)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
+        if self.caffe:
+            return img[:, [2, 1, 0]] * 255.0 - self.bgr_mean.to(img)
         return (img - self.mean.to(img)) / self.std.to(img)
 
 
-def vgg19_features(state: Mapping[str, torch.Tensor]) -> nn.Sequential:
-    """torchvision's vgg19().features built from its configuration list, loaded from ``state``."""
+def vgg_features(state: Mapping[str, torch.Tensor], network: str = "vgg19") -> nn.Sequential:
+    """torchvision's vgg19().features (or vgg16()'s) built from its configuration list, loaded from ``state``."""
     layers: list[nn.Module] = []
     channels = 3
-    for v in _CFG:
+    for v in _CFGS[network]:
         if v == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
@@ -86,10 +95,12 @@ def build(
     device: torch.device,
     content_layers: tuple[str, ...] = CONTENT_LAYERS,
     style_layers: tuple[str, ...] = STYLE_LAYERS,
+    network: str = "vgg19",
+    convention: str = "torchvision",
 ) -> tuple[nn.Sequential, list[StyleLoss], list[ContentLoss]]:
     style = same_size(style, content)
-    cnn = vgg19_features(state).to(device)
-    model = nn.Sequential(Normalization().to(device))
+    cnn = vgg_features(state, network).to(device)
+    model = nn.Sequential(Normalization(convention).to(device))
     content_losses, style_losses = [], []
     block, conv = 1, 0
     for i, layer in enumerate(cnn.children(), start=1):
@@ -127,8 +138,12 @@ class Baseline:
         device: torch.device,
         style_weight: float = 1e6,
         content_weight: float = 1.0,
+        network: str = "vgg19",
+        convention: str = "torchvision",
     ) -> None:
-        self.model, self.style_losses, self.content_losses = build(state, style.to(device), content.to(device), device)
+        self.model, self.style_losses, self.content_losses = build(
+            state, style.to(device), content.to(device), device, network=network, convention=convention
+        )
         self.image = content.to(device).clone().requires_grad_(True)
         self.optimizer = torch.optim.LBFGS([self.image])
         self.style_weight, self.content_weight = style_weight, content_weight

@@ -25,7 +25,8 @@ from engine.weights import Weights
 
 #: The engine objective that equals the baseline's loss exactly: same layers, Gram / (C*H*W) and mean squared
 #: errors, style weight 1e6 per layer (ours averages the layers, so 5e6), no total variation.
-SAME_LOSS: dict[str, Any] = {"style_weight": 5e6, "content_weight": 1.0, "tv_weight": 0.0}
+# The baseline's loss on the network's own (raw) features, so both sides minimise the same function.
+SAME_LOSS: dict[str, Any] = {"style_weight": 5e6, "content_weight": 1.0, "tv_weight": 0.0, "feature_units": "raw"}
 
 
 @dataclass
@@ -50,8 +51,12 @@ def _pair(setup: Setup, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return content, baseline.same_size(images.load(setup.style, size), content)
 
 
+def _baseline_net(setup: Setup) -> dict[str, Any]:
+    return {"network": setup.weights.network, "convention": setup.weights.convention}
+
+
 def _net(setup: Setup, layers: tuple[str, ...]) -> VGGFeatures:
-    net = VGGFeatures(layers)
+    net = VGGFeatures(layers, network=setup.weights.network, convention=setup.weights.convention)
     net.load_features(setup.weights.state)
     return net
 
@@ -148,7 +153,7 @@ def _baseline_step_samples(setup: Setup, size: int, evaluations: int) -> list[fl
     """One sample per closure evaluation: the time from one evaluation's start to the next's, so torch's
     L-BFGS update between them is included (one LBFGS.step call runs up to 20 evaluations)."""
     content, style = _pair(setup, size)
-    run = baseline.Baseline(setup.weights.state, content, style, setup.device)
+    run = baseline.Baseline(setup.weights.state, content, style, setup.device, **_baseline_net(setup))
     run.run(2)  # warm-up
     starts: list[float] = []
 
@@ -258,7 +263,7 @@ def ttq_case(setup: Setup, size: int, evaluations: int, config_name: str | None 
     c, s = _pair(setup, size)
     setup.log(f"time to quality: baseline, {evaluations} evaluations @ {size}px")
     start = time.perf_counter()
-    base = baseline.Baseline(setup.weights.state, c, s, setup.device)
+    base = baseline.Baseline(setup.weights.state, c, s, setup.device, **_baseline_net(setup))
     base_image = base.run(evaluations)
     sync(setup.device)
     base_time, target = time.perf_counter() - start, loss_of(base_image)

@@ -59,9 +59,18 @@ class Model:
         return net
 
 
-def model_path_for(cache_dir: Path, weights_sha256: str, layers: Sequence[str], pooling: str) -> Path:
-    tag = hashlib.sha256(",".join(layers).encode()).hexdigest()[:8]
-    return cache_dir / "models" / f"vgg19-{weights_sha256[:16]}-{pooling}-{tag}.onnx"
+def model_path_for(
+    cache_dir: Path,
+    weights_sha256: str,
+    layers: Sequence[str],
+    pooling: str,
+    network: str = "vgg19",
+    convention: str = "torchvision",
+) -> Path:
+    from export.onnx_export import FORMAT_VERSION
+
+    tag = hashlib.sha256(f"{','.join(layers)};{convention};format{FORMAT_VERSION}".encode()).hexdigest()[:8]
+    return cache_dir / "models" / f"{network}-{weights_sha256[:16]}-{pooling}-{tag}.onnx"
 
 
 def open_model(
@@ -72,8 +81,14 @@ def open_model(
     provider: str = "auto",
     cache_dir: Path | None = None,
     on_export: Callable[[str], None] | None = None,
+    network: str | None = None,
+    input_convention: str | None = None,
 ) -> Model:
-    """Open ``model``, or export one from ``weights`` into the cache (reused next time) and open that."""
+    """Open ``model``, or export one from ``weights`` into the cache (reused next time) and open that.
+
+    ``network`` (vgg16 / vgg19) and ``input_convention`` (torchvision / caffe) are checked against, or tell, what
+    the weights are: see ``engine.weights.resolve``.
+    """
     from engine.weights import resolve
     from export.model_file import inspect
     from export.onnx_export import export
@@ -82,14 +97,18 @@ def open_model(
     cache_dir = cache_dir or default_cache_dir()
     report = None
     if model is None:
-        loaded = resolve(weights)
-        path = model_path_for(cache_dir, loaded.sha256, config.layers, config.pooling)
+        loaded = resolve(weights, network, input_convention)
+        path = model_path_for(
+            cache_dir, loaded.sha256, config.layers, config.pooling, loaded.network, loaded.convention
+        )
         if not path.is_file():
             if on_export is not None:
                 on_export(f"exporting the feature network ({loaded.label}) to {path}")
             report = export(loaded, path, config.layers, config.pooling)
         model = path
     info = inspect(model)
+    if network is not None and info.network != network:
+        raise ConfigError(f"model '{model}' is {info.network.upper()}, not {network.upper()}; drop --network")
     info.require(config.layers)
     if info.pooling != config.pooling:
         raise ConfigError(
@@ -131,6 +150,8 @@ def stylize_file(
     *,
     model: str | Path | None = None,
     weights: str = "vgg19",
+    network: str | None = None,
+    input_convention: str | None = None,
     provider: str = "auto",
     cache_dir: Path | None = None,
     use_cache: bool = True,
@@ -145,7 +166,15 @@ def stylize_file(
     images.output_suffix(output)
     style_list = [styles] if isinstance(styles, (str, Path)) else list(styles)
     content_t, style_ts = load_content(content, config), load_styles(style_list, config)
-    opened = open_model(config, model=model, weights=weights, provider=provider, cache_dir=cache_dir)
+    opened = open_model(
+        config,
+        model=model,
+        weights=weights,
+        provider=provider,
+        cache_dir=cache_dir,
+        network=network,
+        input_convention=input_convention,
+    )
     result = stylize(
         content_t,
         style_ts,

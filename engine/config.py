@@ -17,6 +17,7 @@ ColorMode = Literal["none", "luminance", "histogram"]
 Device = Literal["auto", "cpu", "cuda"]
 Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
 CudaGraph = Literal["auto", "on", "off"]
+FeatureUnits = Literal["normalized", "raw"]
 
 #: Learning rates that suit each optimiser when --lr is not given (pixels are in [0, 1]).
 DEFAULT_LR: dict[str, float] = {"lbfgs": 1.0, "adam": 0.02}
@@ -44,6 +45,10 @@ class StyleConfig:
     normalization: Normalization = "mean"
     style_loss: StyleLossKind = "gram"
     normalize_gradients: bool = False
+    # "normalized": losses on features divided by the model's measured feature scale, so that one set of loss
+    # weights balances under torchvision (RGB, about -2..2) and caffe (BGR, 0-255) input; "raw": on the network's
+    # own features, as the reference implementations whose weights the presets copy.
+    feature_units: FeatureUnits = "normalized"
     style_blend_weights: tuple[float, ...] | None = None  # None: equal
     scales: int = 1  # coarse-to-fine levels; 1 = single scale
     scale_factor: float = 2.0  # size ratio between successive scales
@@ -76,6 +81,8 @@ class StyleConfig:
             )
         if self.steps < 0 or (self.scale_steps is not None and self.scale_steps < 0):
             raise ConfigError("--steps and --scale-steps must be 0 or more")
+        if self.feature_units not in ("normalized", "raw"):
+            raise ConfigError(f"--feature-units must be normalized or raw, not '{self.feature_units}'")
         if self.optimizer not in DEFAULT_LR:
             raise ConfigError(f"--optimizer must be 'lbfgs' or 'adam', not '{self.optimizer}'")
         if self.cuda_graph not in ("auto", "on", "off"):

@@ -80,6 +80,11 @@ class Objective(nn.Module):
         self._masks: dict[tuple[int, str], torch.Tensor] = {}
         self.channels_last = False
         self.forward_net: Callable[[torch.Tensor], dict[str, torch.Tensor]] = net
+        # Losses on features / s: content terms scale as s^2, Gram terms as s^4 and Wasserstein terms as s^2, so
+        # dividing the weights is the same as dividing the features, without touching the cached targets.
+        scale = net.feature_scale if config.feature_units == "normalized" else 1.0
+        self.content_factor = config.content_weight / scale**2
+        self.style_factor = config.style_weight / scale ** (2 if config.style_loss == "wasserstein" else 4)
 
     def accelerate(self, device: torch.device) -> Objective:
         """Memory format and compilation for speed; the numbers stay those of the fp32 network within tolerance."""
@@ -131,12 +136,12 @@ class Objective(nn.Module):
         style_sum = image.new_zeros((), dtype=torch.float32)
         for layer in cfg.content_layers:
             f = normalize_grad(features[layer]) if cfg.normalize_gradients else features[layer]
-            term = cfg.content_weight * content_loss(f, self.content[layer], cfg.normalization)
+            term = self.content_factor * content_loss(f, self.content[layer], cfg.normalization)
             terms[f"content.{layer}"] = term
             content_sum = content_sum + term
         for layer in cfg.style_layers:
             f = normalize_grad(features[layer]) if cfg.normalize_gradients else features[layer]
-            term = cfg.style_weight * self.layer_weights[layer] * self._style_term(f, layer)
+            term = self.style_factor * self.layer_weights[layer] * self._style_term(f, layer)
             terms[f"style.{layer}"] = term
             style_sum = style_sum + term
         tv = cfg.tv_weight * tv_loss(image)

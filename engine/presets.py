@@ -13,6 +13,7 @@ from engine.errors import ConfigError
 PRESETS: dict[str, dict[str, Any]] = {
     # Gatys, Ecker, Bethge (CVPR 2016), "Image Style Transfer Using Convolutional Neural Networks".
     "gatys": {
+        "feature_units": "raw",  # the source's weights are for its network's own features
         "content_layers": ("relu4_2",),
         "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
         "style_layer_weights": None,  # w_l = 1/5
@@ -28,6 +29,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # jcjohnson/neural-style defaults (neural_style.lua).
     "jcjohnson": {
+        "feature_units": "raw",  # the source's weights are for its network's own features
         "content_layers": ("relu4_2",),
         "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
         "style_layer_weights": None,
@@ -45,6 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # PyTorch tutorial "Neural Transfer Using PyTorch": losses after conv_1..conv_5 (the first five convolutions).
     "tutorial": {
+        "feature_units": "raw",  # the source's weights are for its network's own features
         "content_layers": ("conv2_2",),
         "style_layers": ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1"),
         "style_layer_weights": None,

