@@ -44,6 +44,10 @@ GROW = 1.25
 #: A step whose loss exceeds the previous loss by this factor is undone.
 BLOWUP = 2.0
 
+#: Default for new optimisers: retry from the last accepted point, shorter, after a step that raised the loss
+#: (measured on real features: bench/reports/cpu-2core-real-defaults). A switch for experiments, not an option.
+BACKTRACK = True
+
 #: Step outcomes, returned as a device tensor by ``step`` and read by the host only when it reports.
 OK, UNDONE, NON_FINITE = 0, 1, 2
 
@@ -65,6 +69,7 @@ class LBFGS:
         max_step: float = DEFAULT_MAX_STEP,
         device_indexed: bool | None = None,
         bounds: tuple[float, float] | None = None,
+        backtrack: bool | None = None,
     ) -> None:
         flat = param.detach().reshape(-1)
         n = flat.numel()
@@ -84,6 +89,10 @@ class LBFGS:
         self.prev_loss = flat.new_tensor(float("inf"))
         self.gamma = flat.new_zeros(())  # initial inverse-Hessian scale |s| / |y|; 0 until a pair is kept
         self.started = torch.zeros((), dtype=torch.bool, device=flat.device)
+        #: Backtracking: a step that raised the loss is not built on; the next one starts again from the last
+        #: accepted point, ``length`` times as long (halved after each rise, doubled back towards 1 after a success).
+        self.backtrack = BACKTRACK if backtrack is None else backtrack
+        self.length = flat.new_ones(())
         self._ages = torch.arange(history, device=flat.device)
 
     def _direction(self, g: torch.Tensor) -> torch.Tensor:
@@ -146,21 +155,29 @@ class LBFGS:
         finite = torch.isfinite(loss) & torch.isfinite(g).all()
         blown = self.started & (loss > self.prev_loss * BLOWUP + 1e-12)
         ok = finite & ~blown
+        # The secant pair of a step that raised the loss is still true curvature: keep it either way.
         self._keep_pair(flat_x - self.prev_x, g - self.prev_g, ok & self.started)
-        direction = self._direction(g) if self.bounds is None else self._projected_direction(flat_x, g)
+        rise = ok & self.started & (loss > self.prev_loss) if self.backtrack else torch.zeros_like(ok)
+        accept = ok & ~rise
+        base_x = torch.where(rise, self.prev_x, flat_x)
+        base_g = torch.where(rise, self.prev_g, g)
+        self.length.copy_(
+            torch.where(rise, self.length * 0.5, torch.where(accept, (self.length * 2).clamp(max=1.0), self.length))
+        )
+        direction = self._direction(base_g) if self.bounds is None else self._projected_direction(base_x, base_g)
         size = direction.pow(2).mean().sqrt()  # RMS pixel change: spiky directions are not penalised
         ratio = torch.where(size > 0, self.max_step / size, 0.0)
         # Until positive curvature is seen (near the content image the loss is often concave along the
         # gradient) take the whole trust region rather than a unit gradient step.
-        scale = torch.where(self.gamma == 0, ratio, ratio.clamp(max=1.0))
-        grow = ok & (scale < 1.0) & (loss < self.prev_loss)  # the region held: try a larger one
+        scale = torch.where(self.gamma == 0, ratio, ratio.clamp(max=1.0)) * self.length
+        grow = accept & (scale < 1.0) & (loss < self.prev_loss)  # the region held: try a larger one
         self.max_step.copy_(torch.where(ok, torch.where(grow, self.max_step * GROW, self.max_step), self.max_step / 2))
-        new_x = torch.where(ok, flat_x + direction * scale, self.prev_x)  # undo: back to the last good point
+        new_x = torch.where(ok, base_x + direction * scale, self.prev_x)  # undo: back to the last good point
         if self.bounds is not None:
             new_x = new_x.clamp(*self.bounds)
-        self.prev_x.copy_(torch.where(ok, flat_x, self.prev_x))
-        self.prev_g.copy_(torch.where(ok, g, self.prev_g))
-        self.prev_loss.copy_(torch.where(ok, loss, self.prev_loss))
+        self.prev_x.copy_(torch.where(accept, flat_x, self.prev_x))
+        self.prev_g.copy_(torch.where(accept, g, self.prev_g))
+        self.prev_loss.copy_(torch.where(accept, loss, self.prev_loss))
         self.started.logical_or_(ok)
         flat_x.copy_(new_x)
         return outcome(finite, blown)
@@ -181,6 +198,7 @@ class LBFGS:
             "prev_g": self.prev_g,
             "prev_loss": self.prev_loss,
             "gamma": self.gamma,
+            "length": self.length,
             "started": self.started,
         }
 
