@@ -52,6 +52,12 @@ def read_onnx_vgg(path: Path, convention: Convention | None = None) -> FoundVGG:
     producer = {out: node for node in graph.node for out in node.output}
     convs = [node for node in graph.node if node.op_type == "Conv"]
     network = network_with_convs(len(convs))
+    meta = {p.key[len(META_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
+    if network is None and "layers" in meta:
+        raise WeightsError(
+            f"'{path}' is an nst-engine export cut after {meta['layers'].split(',')[-1]} ({len(convs)} convolutions); "
+            "pass it as --model, or export one with --style-layers ...,relu5_3 to use it as --weights"
+        )
     if network is None:
         ops = sorted({n.op_type for n in graph.node})
         raise _fail(path, f"it has {len(convs)} Conv nodes (VGG16 has 13, VGG19 16); ops found: {', '.join(ops[:12])}")
@@ -83,13 +89,13 @@ def read_onnx_vgg(path: Path, convention: Convention | None = None) -> FoundVGG:
             bias = torch.zeros(cout)
         if tuple(bias.shape) != (cout,):
             raise _fail(path, f"{where} has bias shape {tuple(bias.shape)}, needs ({cout},)")
-        _check_input(path, where, node.input[0], previous, producer, pooled=names[index - 1].startswith("pool"))
+        if previous is not None or "input_convention" not in meta:  # an nst-engine export preprocesses itself
+            _check_input(path, where, node.input[0], previous, producer, pooled=names[index - 1].startswith("pool"))
         relu = [n for n in graph.node if n.op_type == "Relu" and node.output[0] in n.input]
         if not relu:
             raise _fail(path, f"{where} is not followed by a Relu")
         previous = relu[0].output[0]
         state[f"features.{index}.weight"], state[f"features.{index}.bias"] = weight.contiguous(), bias.contiguous()
-    meta = {p.key[len(META_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
     if convention is None:
         recorded = meta.get("input_convention")
         if recorded not in CONVENTIONS:

