@@ -51,6 +51,30 @@ def _pair(setup: Setup, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return content, baseline.same_size(images.load(setup.style, size), content)
 
 
+def same_loss(setup: Setup) -> dict[str, Any]:
+    """The loss both sides minimise, in raw feature units. Random weights keep the historic 5e6 : 1 (so reports stay
+    comparable); trained weights get the engine's default balance, converted from normalised units with the
+    weights' measured feature scale s (content / s^2, Gram style / s^4), which the baseline's weights then match."""
+    if not setup.weights.pretrained:
+        return dict(SAME_LOSS)
+    from engine.vgg import measure_feature_scale
+
+    w = setup.weights
+    scale = measure_feature_scale(w.state, w.network, w.convention)
+    defaults = StyleConfig()
+    return {
+        "style_weight": defaults.style_weight / scale**4,
+        "content_weight": defaults.content_weight / scale**2,
+        "tv_weight": 0.0,
+        "feature_units": "raw",
+    }
+
+
+def _baseline_weights(loss: dict[str, Any], layers: int = 5) -> dict[str, float]:
+    """The baseline sums its style layers; the engine averages them (equal layer weights summing to 1)."""
+    return {"style_weight": loss["style_weight"] / layers, "content_weight": loss["content_weight"]}
+
+
 def _baseline_net(setup: Setup) -> dict[str, Any]:
     return {"network": setup.weights.network, "convention": setup.weights.convention}
 
@@ -250,7 +274,8 @@ def ttq_case(setup: Setup, size: int, evaluations: int, config_name: str | None 
     baseline reaches after ``evaluations`` L-BFGS evaluations; both losses evaluated the same way in fp32."""
     name = config_name or next(iter(step_configs(setup.device)))
     settings = step_configs(setup.device)[name]
-    config = StyleConfig(size=size, device=_device(setup), **{**SAME_LOSS, **settings})
+    loss_settings = same_loss(setup)
+    config = StyleConfig(size=size, device=_device(setup), **{**loss_settings, **settings})
     gpu = setup.device.type == "cuda"
     evaluator, content = _engine_objective(
         setup, size, config.replace(channels_last=False, precision="fp32", compile=False)
@@ -263,7 +288,16 @@ def ttq_case(setup: Setup, size: int, evaluations: int, config_name: str | None 
     c, s = _pair(setup, size)
     setup.log(f"time to quality: baseline, {evaluations} evaluations @ {size}px")
     start = time.perf_counter()
-    base = baseline.Baseline(setup.weights.state, c, s, setup.device, **_baseline_net(setup))
+    weights = _baseline_weights(loss_settings)
+    base = baseline.Baseline(
+        setup.weights.state,
+        c,
+        s,
+        setup.device,
+        style_weight=weights["style_weight"],
+        content_weight=weights["content_weight"],
+        **_baseline_net(setup),
+    )
     base_image = base.run(evaluations)
     sync(setup.device)
     base_time, target = time.perf_counter() - start, loss_of(base_image)

