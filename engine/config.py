@@ -39,7 +39,8 @@ class StyleConfig:
     style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
     style_layer_weights: tuple[float, ...] | None = None  # None: equal, summing to 1
     content_weight: float = 1.0
-    style_weight: float = 1e5
+    # jcjohnson/neural-style's 100 : 5 on a Caffe VGG, in normalised units (bench/reports/cpu-2core-real-defaults).
+    style_weight: float = 3e6
     tv_weight: float = 1e-3
     pooling: Pooling = "max"
     normalization: Normalization = "mean"
