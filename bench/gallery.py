@@ -70,9 +70,9 @@ def _fit(rgb: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), np.uint8)
 
 
-def _tile(bgr: np.ndarray, label: str, side: int, height: int) -> np.ndarray:
+def _tile(bgr: np.ndarray, label: str, side: int, height: int = 0) -> np.ndarray:
     fitted = _fit(bgr, side)
-    tile = np.full((height + 26, side, 3), 255, np.uint8)
+    tile = np.full((max(height, fitted.shape[0]) + 26, side, 3), 255, np.uint8)
     tile[26 : 26 + fitted.shape[0], : fitted.shape[1]] = fitted
     cv2.putText(tile, label, (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return tile
@@ -134,7 +134,7 @@ def render(weights: str, size: int, steps: int, scales: int, out: Path, only: li
     info = model.info
     header = [
         *_wrap(f"weights: {info.weights_label}", 150),
-        f"nst-engine defaults except --size {size} --steps {steps} --scales {scales} (one tile: 1): "
+        f"nst-engine defaults except --size {size} --steps {steps} --scales {scales}: "
         f"style weight {base.style_weight:g}, content weight {base.content_weight:g}, "
         f"tv weight {base.tv_weight:g}, {base.optimizer}, init {base.init}",
     ]
@@ -145,11 +145,11 @@ def render(weights: str, size: int, steps: int, scales: int, out: Path, only: li
         tiles: list[np.ndarray] = []
         if sheet_name == "turtle_great_wave":
             tiles += [
-                _tile(_bgr(load_content(SAMPLES / "content_turtle.jpg", base)), "photo", TILE, TILE),
-                _tile(_bgr(load_content(SAMPLES / "style_great_wave.jpg", base)), "painting", TILE, TILE),
+                _tile(_bgr(load_content(SAMPLES / "content_turtle.jpg", base)), "photo", TILE),
+                _tile(_bgr(load_content(SAMPLES / "style_great_wave.jpg", base)), "painting", TILE),
             ]
         if sheet_name == "tubingen_paintings":
-            tiles.append(_tile(_bgr(load_content(SAMPLES / "content_tubingen.jpg", base)), "photo", TILE, TILE))
+            tiles.append(_tile(_bgr(load_content(SAMPLES / "content_tubingen.jpg", base)), "photo", TILE))
         for item in items:
             start = time.perf_counter()
             print(f"rendering {sheet_name}: {item.label}", file=sys.stderr, flush=True)
@@ -165,7 +165,7 @@ def render(weights: str, size: int, steps: int, scales: int, out: Path, only: li
                     h, w = inset.shape[:2]
                     x0 = 0 if k == 0 else bgr.shape[1] - w
                     bgr[bgr.shape[0] - h :, x0 : x0 + w] = inset
-            tiles.append(_tile(bgr, item.label, TILE, TILE))
+            tiles.append(_tile(bgr, item.label, TILE))
         columns = 3
         sheet = _sheet(tiles, columns, header, not info.pretrained)
         ok, data = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
