@@ -137,3 +137,17 @@ def test_cmyk_jpeg_really_has_four_components_and_reads_close_to_rgb(files: dict
     image = images.read_image(files["cmyk.jpg"])
     expected = photo()[:, :, ::-1].astype(np.float32) / 255
     assert np.abs(image - expected).mean() < 0.08  # inverted-CMYK conventions differ between writers
+
+
+def test_written_images_get_the_umask_permissions_not_mkstemps_0600(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from engine import images as image_io
+
+    old = os.umask(0o022)
+    try:
+        image_io.write_atomic(tmp_path / "a.png", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.png").stat().st_mode) == 0o644
