@@ -165,8 +165,79 @@ def pooling_check(weights: str) -> list[dict[str, Any]]:
     return rows
 
 
+def fragility_check(weights: str, size: int = 128, evaluations: int = 300) -> list[dict[str, Any]]:
+    """torch.optim.LBFGS (the PyTorch tutorial's loop, bench.baseline) against the engine's L-BFGS at a small size,
+    where the textbook loop is known to diverge on these features: the same loss (the engine's defaults, in raw
+    units), turtle + great wave, each run's losses scored the same way in fp32."""
+    from bench import baseline
+    from bench.cases import Setup, _baseline_weights, _engine_objective, same_loss
+
+    loaded = resolve(weights)
+    content_path, style_path = SAMPLES / "content_turtle.jpg", SAMPLES / "style_great_wave.jpg"
+    setup = Setup(loaded, Path(), content_path, style_path, False, torch.device("cpu"), lambda _m: None)
+    loss = same_loss(setup)
+    config = StyleConfig(size=size, channels_last=False, **loss)
+    evaluator, content = _engine_objective(setup, size, config)
+    photo = images.load(content_path, size)
+    style = baseline.same_size(images.load(style_path, size), photo)
+    weights_b = _baseline_weights(loss)
+    run = baseline.Baseline(
+        loaded.state,
+        photo,
+        style,
+        torch.device("cpu"),
+        style_weight=weights_b["style_weight"],
+        content_weight=weights_b["content_weight"],
+        network=loaded.network,
+        convention=loaded.convention,
+    )
+    seen: list[float] = []
+    original = run.closure
+
+    def closure() -> torch.Tensor:
+        value = original()
+        seen.append(float(value.detach()))
+        return value
+
+    run.closure = closure  # type: ignore[method-assign]
+    image = run.run(evaluations)
+    with torch.no_grad():
+        base_final = float(evaluator(image)["total"])
+    from engine.optimize import optimize
+
+    engine_seen: list[float] = []
+    result = optimize(
+        evaluator,
+        content,
+        steps=evaluations // 2,
+        history=config.lbfgs_history,
+        callback=lambda step, _image: engine_seen.append(step.losses["total"]),
+    )
+    with torch.no_grad():
+        engine_final = float(evaluator(result.image)["total"])
+    return [
+        {
+            "optimizer": f"torch.optim.LBFGS (tutorial loop), {evaluations} evaluations",
+            "start": seen[0],
+            "worst": max(seen),
+            "final": base_final,
+        },
+        {
+            "optimizer": f"engine L-BFGS, {evaluations // 2} steps",
+            "start": engine_seen[0],
+            "worst": max(engine_seen),
+            "final": engine_final,
+        },
+    ]
+
+
 def write_report(
-    out: Path, env: dict[str, Any], base: StyleConfig, done: list[Sweep], pooling: list[dict[str, Any]] | None = None
+    out: Path,
+    env: dict[str, Any],
+    base: StyleConfig,
+    done: list[Sweep],
+    pooling: list[dict[str, Any]] | None = None,
+    fragility: list[dict[str, Any]] | None = None,
 ) -> None:
     lines = [
         "# Defaults on real features",
@@ -174,13 +245,26 @@ def write_report(
         f"Weights: {env['weights']}. Size {base.size} px, {base.steps} steps, otherwise the defaults in force "
         "when this ran. Made by `python -m bench.tune`.",
         "",
-        f"Machine: {env.get('cpu', '?')}; torch {env.get('torch', '?')}; commit {env.get('git', '?')}.",
+        f"Machine: {env.get('cpu', '?')}, {env.get('cores', '?')} cores; torch {env.get('torch', '?')}; "
+        f"commit {env.get('git_commit', env.get('commit', '?'))}.",
         "",
         "style ratio: the painting's Gram distance from the photo over its distance from the result (higher: more "
         "style); content change: relu4_2 feature change relative to the photo's (lower: more of the photo kept); "
         "tail rises: steps in the last two thirds whose loss rose over the previous step's.",
         "",
     ]
+    if fragility:
+        lines += [
+            "## fragility: torch.optim.LBFGS against the engine's L-BFGS at 128 px",
+            "",
+            "Turtle + great wave, the engine's default loss in raw units (bench.cases.same_loss), both images scored "
+            "by the same fp32 objective.",
+            "",
+            "| optimiser | first loss | worst loss seen | final image's loss |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [f"| {r['optimizer']} | {r['start']:.5g} | {r['worst']:.5g} | {r['final']:.5g} |" for r in fragility]
+        lines.append("")
     if pooling:
         factors = pooling[-1]["factors"]
         lines += [
@@ -218,6 +302,7 @@ def write_report(
         "settings": base.to_dict(),
         "sweeps": {s.name: s.rows for s in done},
         "avg_pooling": pooling or [],
+        "fragility": fragility or [],
     }
     (out / "results.json").write_text(json.dumps(data, indent=1))
 
@@ -240,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
         earlier = json.loads((args.out / "results.json").read_text())
     pooling = pooling_check(args.weights) if not args.only or "avg_pooling" in args.only else None
     pooling = pooling or earlier.get("avg_pooling") or None
+    fragility = fragility_check(args.weights) if not args.only or "fragility" in args.only else None
+    fragility = fragility or earlier.get("fragility") or None
     done: list[Sweep] = []
     for sweep in sweeps(args.steps):
         chosen = not args.only or sweep.name in args.only
@@ -269,9 +356,9 @@ def main(argv: list[str] | None = None) -> None:
                 order = {f"{p[0]} + {p[1]}": i for i, p in enumerate(PAIRS)}
                 labels = list(sweep.variants)
                 sweep.rows.sort(key=lambda r: (order.get(r["pair"], 9), labels.index(r["variant"])))
-                write_report(args.out, env, base, [*done, sweep], pooling)
+                write_report(args.out, env, base, [*done, sweep], pooling, fragility)
         done.append(sweep)
-    write_report(args.out, env, base, done, pooling)
+    write_report(args.out, env, base, done, pooling, fragility)
 
 
 if __name__ == "__main__":

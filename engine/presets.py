@@ -92,6 +92,7 @@ TABLE_FIELDS = (
     "tv_weight",
     "pooling",
     "normalization",
+    "feature_units",
     "optimizer",
     "init",
     "steps",
