@@ -27,6 +27,7 @@ def run(
     ttq_size: int | None = None,
     ttq_evaluations: int | None = None,
     multiscale_size: int | None = None,
+    ttq_scales: int = 1,
     log: Callable[[str], None] = print,
 ) -> dict[str, list[dict[str, Any]]]:
     from engine.weights import resolve
@@ -41,7 +42,7 @@ def run(
         model = Path(tmp) / "model.onnx"
         log(f"exporting the feature network ({weights.label})")
         export(weights, model, DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS)
-        setup = cases.Setup(weights, model, content, style, quick, device, log)
+        setup = cases.Setup(weights, model, content, style, quick, device, log, {"ttq_scales": ttq_scales})
         selected = only or ALL_CASES
         if "forward" in selected:
             results["forward"] = cases.forward_case(setup, [256] if quick else [256, 512, 1024])

@@ -204,6 +204,9 @@ def bench(
     ttq_size: Annotated[int | None, typer.Option(help="Time-to-quality size \\[default: 512, quick CPU 128].")] = None,
     ttq_evaluations: Annotated[int | None, typer.Option(help="Baseline L-BFGS evaluations \\[default: 300].")] = None,
     multiscale_size: Annotated[int | None, typer.Option(help="Coarse-to-fine size \\[default: 512].")] = None,
+    ttq_scales: Annotated[
+        int, typer.Option(help="Also race coarse to fine with this many scales in the ttq case (1: not).")
+    ] = 1,
 ) -> None:
     """Benchmark backends and the optimisation step against a textbook baseline; write a report folder.
 
@@ -230,6 +233,7 @@ def bench(
         ttq_size=ttq_size,
         ttq_evaluations=ttq_evaluations,
         multiscale_size=multiscale_size,
+        ttq_scales=ttq_scales,
         log=lambda m: out_console.print(f"[dim]{escape(m)}[/]"),
     )
     out_console.print(f"[green]wrote[/] {out / 'report.md'}")
