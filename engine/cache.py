@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from engine.images import new_file_mode
 from engine.losses import StyleStats
 from engine.targets import Encoder, StyleTarget, TargetRecord, content_target, style_target
 
@@ -119,6 +120,7 @@ class TargetCache:
         blob = save_safetensors(cpu, metadata={"sha256": tensors_sha256(cpu), "kind": kind, "format": CACHE_FORMAT})
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}-", suffix=".tmp")  # never *.safetensors
         try:
+            os.fchmod(fd, new_file_mode())
             with os.fdopen(fd, "wb") as handle:
                 handle.write(blob)
             os.replace(tmp, path)

@@ -286,6 +286,8 @@ def stylize(
     config = build_config(preset, given)
     if min_size is not None:
         config = config.with_min_size(min_size)
+    if save_every < 0:
+        raise fail(f"--save-every must be 0 (off) or a positive number of steps, not {save_every}")
     if model is not None and weights is not None:
         raise fail("pass either --model (an exported file) or --weights (to export one), not both")
     if style:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,6 +73,9 @@ class StyleConfig:
 
     def validate(self) -> None:
         """Raise ConfigError for settings that cannot work."""
+        for name, value in self._floats():
+            if not math.isfinite(value):
+                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
         if self.size < 1:
             raise ConfigError(f"--size must be a positive number of pixels, not {self.size}")
         smallest = min_input_size(self.layers)
@@ -105,6 +109,17 @@ class StyleConfig:
         for name, value in (("content", self.content_weight), ("style", self.style_weight), ("tv", self.tv_weight)):
             if value < 0:
                 raise ConfigError(f"--{name}-weight must be 0 or more, not {value}")
+
+    def _floats(self) -> list[tuple[str, float]]:
+        """Every float setting (NaN and inf pass every range check, so they are refused first)."""
+        out = [
+            (f.name, float(getattr(self, f.name)))
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), float)
+        ]
+        for name in ("style_layer_weights", "style_blend_weights"):
+            out += [(name, float(v)) for v in getattr(self, name) or ()]
+        return out
 
     @property
     def layers(self) -> tuple[str, ...]:

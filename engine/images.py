@@ -188,10 +188,11 @@ def output_suffix(path: str | Path) -> str:
     return OUTPUT_SUFFIXES[suffix]
 
 
-def _umask() -> int:
+def new_file_mode() -> int:
+    """The mode a newly created file gets under the current umask (mkstemp's files are 0600 whatever the umask)."""
     mask = os.umask(0o022)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def write_atomic(path: str | Path, data: bytes) -> None:
@@ -201,7 +202,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         # mkstemp makes the file 0600; a written image gets the permissions any new file would (umask applied).
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -121,6 +121,11 @@ def resolve(spec: str, network: str | None = None, convention: str | None = None
     else:
         weights = load_file(Path(spec), convention)
         convention = None  # applied by load_file
+    bad = next((k for k, v in weights.state.items() if not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise WeightsError(
+            f"--weights {spec}: '{bad}' holds NaN or infinite values; the file is damaged, get a good copy"
+        )
     if network is not None and weights.network != network:
         raise WeightsError(
             f"--weights {spec} holds {weights.network.upper()} (read off its shapes), not {network.upper()}; "

@@ -18,6 +18,7 @@ from torch import nn
 
 import engine
 from engine.errors import ModelError
+from engine.images import new_file_mode
 from engine.layers import min_input_size, ordered
 from engine.vgg import Pooling, VGGFeatures, measure_feature_scale
 from engine.weights import Weights
@@ -157,6 +158,7 @@ def export(
         model.producer_version = engine.__version__
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
+        os.chmod(tmp, new_file_mode())  # mkstemp made it 0600
         comparisons = validate(tmp, net, tolerance=tolerance)
         os.replace(tmp, path)
     finally:
