@@ -68,8 +68,55 @@ def plan(contents: Sequence[Path], styles: Sequence[Path], output: str, pattern:
             raise ConfigError(f"bad --name pattern '{pattern}' ({exc}); use fields {{stem}} and {{style}}") from exc
         if Path(name).suffix.lower() not in OUTPUT_SUFFIXES:
             raise ConfigError(f"--name pattern '{pattern}' must end in .png or .jpg")
-        jobs.append(Job(content, out / name))
+        target = out / name
+        if Path(name).is_absolute() or not target.resolve().is_relative_to(out.resolve()):
+            raise ConfigError(
+                f"--name '{pattern}' would write '{target}', outside the -o folder; use a plain file name"
+            )
+        jobs.append(Job(content, target))
     names = [j.output for j in jobs]
     if len(set(names)) != len(names):
         raise ConfigError("two content images map to the same output name; add {stem} to --name")
     return jobs
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def check_writes(
+    jobs: Sequence[Job],
+    inputs: Sequence[Path],
+    trace: Path | None,
+    overwrite: bool,
+    save_every: int,
+    resume: Path | None = None,
+) -> None:
+    """Every path a run will write is checked here, once, before anything runs: none is an input of the run, and
+    the trace (like the outputs, checked by the caller) must not exist unless --overwrite says to replace it."""
+    writes: list[tuple[str, Path]] = [("-o", j.output) for j in jobs]
+    writes += [("the checkpoint", j.output.with_name(j.output.name + ".ckpt")) for j in jobs]
+    if trace is not None:
+        writes.append(("--trace", trace))
+        if trace.is_dir():
+            raise ConfigError(f"--trace '{trace}' is a folder; give a file name such as trace.json")
+        if trace.exists() and not overwrite:
+            raise ConfigError(f"--trace '{trace}' exists; pass --overwrite to replace it, or another name")
+    for what, path in writes:
+        if resume is not None and what != "the checkpoint" and _same(path, resume):
+            raise ConfigError(f"{what} '{path}' is the checkpoint being resumed; write somewhere else")
+        for source in inputs:
+            if _same(path, source):
+                raise ConfigError(f"{what} '{path}' is an input of this run ('{source}'); write somewhere else")
+    if save_every:
+        for job in jobs:
+            stem, suffix = job.output.with_suffix("").name, job.output.suffix
+            for source in inputs:
+                rest = source.name[len(stem) + len(".step") :] if source.name.startswith(f"{stem}.step") else ""
+                if rest.endswith(suffix) and rest[: -len(suffix)].isdigit() and _same(source.parent, job.output.parent):
+                    raise ConfigError(
+                        f"--save-every would write '{source}', an input of this run; write -o somewhere else"
+                    )

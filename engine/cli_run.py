@@ -15,7 +15,7 @@ from rich.progress import Progress
 import engine
 from engine import images
 from engine.api import Model, default_cache_dir, load_content, load_styles, open_model, target_source
-from engine.batch import Job
+from engine.batch import Job, check_writes
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.cli import out
 from engine.config import StyleConfig
@@ -66,6 +66,11 @@ def run_request(req: Request) -> int:
     """Run every job; returns the exit code (0 all good, 1 a job failed, 130 interrupted)."""
     if req.masks and len(req.masks) != len(req.styles):
         raise ConfigError(f"{len(req.masks)} --mask for {len(req.styles)} styles; give one --mask per --style")
+    inputs = [j.content for j in req.jobs] + list(req.styles) + list(req.masks)
+    inputs += [p for p in (req.content_mask, req.model) if p is not None]
+    if req.config.init not in ("content", "random"):
+        inputs.append(Path(req.config.init))
+    check_writes(req.jobs, inputs, req.trace, req.overwrite, req.save_every, req.resume)
     todo = [j for j in req.jobs if req.overwrite or req.resume or not j.output.exists()]
     skipped = [Outcome(j, "skipped", message="exists (use --overwrite)") for j in req.jobs if j not in todo]
     if len(req.jobs) == 1 and skipped:

@@ -85,3 +85,51 @@ def test_exported_models_and_cache_entries_honour_the_umask(tmp_path: Path) -> N
     assert stat.S_IMODE((tmp_path / "m.onnx").stat().st_mode) == 0o644
     entries = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
     assert entries and all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in entries)
+
+
+@pytest.mark.parametrize("name", ["../../escaped_{stem}.png", "/tmp/nst-engine-abs-{stem}.png"])
+def test_name_patterns_stay_inside_the_output_folder(shared_images: Path, tmp_path: Path, name: str) -> None:
+    folder = tmp_path / "a" / "b"
+    folder.mkdir(parents=True)
+    result = CliRunner().invoke(
+        app,
+        [
+            "stylize",
+            str(shared_images / "content_turtle.jpg"),
+            *("--style", str(shared_images / "style_great_wave.jpg"), "-o", str(folder), "--name", name),
+            *("--weights", "random", "--steps", "1", "--size", "32"),
+        ],
+    )
+    assert result.exit_code != 0 and "outside the -o folder" in result.output
+    assert not list(tmp_path.rglob("escaped_*")) and not Path("/tmp/nst-engine-abs-content_turtle.png").exists()
+
+
+def test_trace_never_replaces_an_input_or_an_existing_file(shared_images: Path, tmp_path: Path) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes((shared_images / "content_turtle.jpg").read_bytes())
+    before = photo.read_bytes()
+    args = ("stylize", str(photo), str(shared_images / "style_great_wave.jpg"), "-o", str(tmp_path / "o.png"))
+    as_input = CliRunner().invoke(app, [*args, "--trace", str(photo), "--overwrite", "--weights", "random"])
+    assert as_input.exit_code != 0 and "is an input of this run" in as_input.output
+    notes = tmp_path / "notes.json"
+    notes.write_text("mine")
+    existing = CliRunner().invoke(app, [*args, "--trace", str(notes), "--weights", "random"])
+    assert existing.exit_code != 0 and "pass --overwrite" in existing.output
+    assert photo.read_bytes() == before and notes.read_text() == "mine" and not (tmp_path / "o.png").exists()
+
+
+def test_step_files_never_replace_an_input(shared_images: Path, tmp_path: Path) -> None:
+    content = tmp_path / "out.step1.png"
+    content.write_bytes((shared_images / "content_turtle.jpg").read_bytes())
+    before = content.read_bytes()
+    result = CliRunner().invoke(
+        app,
+        [
+            "stylize",
+            str(content),
+            str(shared_images / "style_great_wave.jpg"),
+            *("-o", str(tmp_path / "out.png"), "--save-every", "1", "--weights", "random"),
+        ],
+    )
+    assert result.exit_code != 0 and "--save-every would write" in result.output
+    assert content.read_bytes() == before
