@@ -16,6 +16,7 @@ working, not what a trained network paints, and is not a result to commit.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -128,7 +129,16 @@ def render_one(model: Model, item: Render, base: StyleConfig) -> torch.Tensor:
     return result.image
 
 
-def render(weights: str, size: int, steps: int, scales: int, out: Path, only: list[str] | None = None) -> list[Path]:
+def render(
+    weights: str,
+    size: int,
+    steps: int,
+    scales: int,
+    out: Path,
+    only: list[str] | None = None,
+    reuse: bool = False,
+    tile: int = TILE,
+) -> list[Path]:
     base = StyleConfig(size=size, steps=steps, scales=scales)
     model = open_model(base, weights=weights, provider="auto")
     info = model.info
@@ -145,18 +155,22 @@ def render(weights: str, size: int, steps: int, scales: int, out: Path, only: li
         tiles: list[np.ndarray] = []
         if sheet_name == "turtle_great_wave":
             tiles += [
-                _tile(_bgr(load_content(SAMPLES / "content_turtle.jpg", base)), "photo", TILE),
-                _tile(_bgr(load_content(SAMPLES / "style_great_wave.jpg", base)), "painting", TILE),
+                _tile(_bgr(load_content(SAMPLES / "content_turtle.jpg", base)), "photo", tile),
+                _tile(_bgr(load_content(SAMPLES / "style_great_wave.jpg", base)), "painting", tile),
             ]
         if sheet_name == "tubingen_paintings":
-            tiles.append(_tile(_bgr(load_content(SAMPLES / "content_tubingen.jpg", base)), "photo", TILE))
+            tiles.append(_tile(_bgr(load_content(SAMPLES / "content_tubingen.jpg", base)), "photo", tile))
         for item in items:
-            start = time.perf_counter()
-            print(f"rendering {sheet_name}: {item.label}", file=sys.stderr, flush=True)
-            image = render_one(model, item, base)
-            print(f"  {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
-            stem = f"{sheet_name}-{item.label.split(':')[0].replace(' ', '_').replace('+', '')}"
-            images.save(image, out / "full" / f"{stem}.png")
+            stem = f"{sheet_name}-{re.sub(r'[^a-z0-9]+', '_', item.label.lower()).strip('_')}"
+            full = out / "full" / f"{stem}.png"
+            if reuse and full.is_file():
+                image = images.load(full, None)
+            else:
+                start = time.perf_counter()
+                print(f"rendering {sheet_name}: {item.label}", file=sys.stderr, flush=True)
+                image = render_one(model, item, base)
+                print(f"  {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+                images.save(image, full)
             bgr = _bgr(image)
             if sheet_name == "tubingen_paintings" or item.masks or len(item.styles) > 1:
                 # The painting(s) as an inset in the corner, so the sheet reads without the inputs beside it.
@@ -165,7 +179,7 @@ def render(weights: str, size: int, steps: int, scales: int, out: Path, only: li
                     h, w = inset.shape[:2]
                     x0 = 0 if k == 0 else bgr.shape[1] - w
                     bgr[bgr.shape[0] - h :, x0 : x0 + w] = inset
-            tiles.append(_tile(bgr, item.label, TILE))
+            tiles.append(_tile(bgr, item.label, tile))
         columns = 3
         sheet = _sheet(tiles, columns, header, not info.pretrained)
         ok, data = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
@@ -184,9 +198,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps at the final size (half at each coarser one)")
     parser.add_argument("--scales", type=int, default=3, help="coarse-to-fine levels (the controls sheet has one at 1)")
     parser.add_argument("--only", action="append", choices=list(plan()), help="render only these sheets")
+    parser.add_argument("--tile", type=int, default=TILE, help="long side of each picture in the sheets, px")
+    parser.add_argument("--reuse", action="store_true", help="lay out the results already in OUT/full/ again")
     parser.add_argument("-o", "--out", type=Path, default=Path("out/gallery"))
     args = parser.parse_args(argv)
-    for path in render(args.weights, args.size, args.steps, args.scales, args.out, args.only):
+    for path in render(args.weights, args.size, args.steps, args.scales, args.out, args.only, args.reuse, args.tile):
         print(path)
 
 
