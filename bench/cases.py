@@ -331,7 +331,7 @@ def ttq_case(setup: Setup, size: int, evaluations: int, config_name: str | None 
         lr=1.0,
         history=config.lbfgs_history,
         callback=on_step,
-        # Past twice the baseline's time the goal (2x less time) is long lost: stop rather than run 3x the steps.
+        # Past 1.5x the baseline's time the goal (2x less time) is long lost: stop rather than run 3x the steps.
         should_stop=lambda: "time" in reached or time.perf_counter() - start - seen["paused"] > TTQ_CAP * base_time,
         sync_every=GPU_CHUNK if gpu else 1,
         cuda_graph=config.cuda_graph if gpu else "off",
@@ -362,7 +362,7 @@ def ttq_case(setup: Setup, size: int, evaluations: int, config_name: str | None 
 
 
 #: The time-to-quality engine runs stop at this multiple of the baseline's time.
-TTQ_CAP = 2.0
+TTQ_CAP = 1.5
 
 
 def _ttq_coarse_to_fine(
