@@ -28,6 +28,8 @@ from engine.config import StyleConfig
 from engine.stylize import stylize
 from engine.weights import resolve
 
+#: The engine's research switches as imported: what a variant that does not set one runs with.
+_DEFAULTS = (engine.lbfgs.BACKTRACK, engine.lbfgs.GAMMA, engine.stylize.HANDOFF_SMOOTHING)
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 PAIRS = (
     ("turtle", "great_wave"),
@@ -91,9 +93,9 @@ def run_one(
     weights: str, pair: tuple[str, str], base: StyleConfig, changes: dict[str, Any], out: Path, label: str
 ) -> dict[str, Any]:
     changes = dict(changes)
-    engine.lbfgs.BACKTRACK = bool(changes.pop("_backtrack", True))
-    engine.lbfgs.GAMMA = str(changes.pop("_gamma", "geometric"))
-    engine.stylize.HANDOFF_SMOOTHING = int(changes.pop("_smoothing", 8))
+    engine.lbfgs.BACKTRACK = bool(changes.pop("_backtrack", _DEFAULTS[0]))
+    engine.lbfgs.GAMMA = str(changes.pop("_gamma", _DEFAULTS[1]))
+    engine.stylize.HANDOFF_SMOOTHING = int(changes.pop("_smoothing", _DEFAULTS[2]))
     config = base.replace(**changes)
     model = open_model(config, weights=weights)
     photo = load_content(SAMPLES / f"content_{pair[0]}.jpg", config)
@@ -109,7 +111,7 @@ def run_one(
         callback=lambda step, _image: totals.append(step.losses["total"]),
     )
     seconds = time.perf_counter() - start
-    engine.lbfgs.BACKTRACK, engine.lbfgs.GAMMA, engine.stylize.HANDOFF_SMOOTHING = True, "geometric", 8
+    engine.lbfgs.BACKTRACK, engine.lbfgs.GAMMA, engine.stylize.HANDOFF_SMOOTHING = _DEFAULTS
     loaded = resolve(weights)
     scorer = quality.scoring_net(loaded.state, loaded.network, loaded.convention)
     score = quality.scores(scorer, photo, result.image, style[0])

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
+import engine.lbfgs
 from engine.config import StyleConfig
 from engine.errors import ProviderError
 from engine.lbfgs import LBFGS
@@ -135,13 +136,13 @@ def test_host_and_device_indexed_rings_take_the_same_steps(model_info) -> None: 
 
 def _textbook_direction(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """-H g by Nocedal and Wright's two-loop recursion (Algorithm 7.4), oldest pair first in ``pairs``, with the
-    engine's initial scale |s| / |y| of the newest pair in place of their y.s / y.y."""
+    engine's initial scale of the newest pair (their y.s / y.y, or |s| / |y| when engine.lbfgs.GAMMA says so)."""
     q, alphas = g.clone(), []
     for s, y in reversed(pairs):
         alphas.append((s @ q) / (y @ s))
         q = q - alphas[-1] * y
     s, y = pairs[-1]
-    r = q * s.norm() / y.norm()
+    r = q * (s.norm() / y.norm() if engine.lbfgs.GAMMA == "geometric" else (y @ s) / (y @ y))
     for (s, y), a in zip(pairs, reversed(alphas), strict=True):
         r = r + s * (a - (y @ r) / (y @ s))
     return -r
