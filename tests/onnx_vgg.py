@@ -64,6 +64,24 @@ def keras_like_vgg(
     return relus
 
 
+def assert_relus_match(path: Path, relus: list[str], state: dict[str, torch.Tensor], image: torch.Tensor) -> None:
+    """The caffe-convention VGG16 torch module on ``image`` (RGB [0, 1]) against ``path``'s own ReLU outputs for the
+    same image preprocessed the Caffe way (BGR, 0-255, minus the mean) in NHWC, layer by layer, to 1e-4 relative."""
+    from engine.vgg import CAFFE_MEAN_BGR, VGGFeatures
+
+    caffe = image[:, [2, 1, 0]] * 255.0 - torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1)
+    expected = relu_outputs(path, relus, caffe.permute(0, 2, 3, 1).contiguous().numpy())
+    names = [n for n in layer_names("vgg16") if n.startswith("relu")]
+    net = VGGFeatures(names, network="vgg16", convention="caffe")
+    net.load_features(state)
+    with torch.no_grad():
+        ours = net(image)
+    for name, graph_name in zip(names, relus, strict=True):
+        ref = expected[graph_name]
+        rel = np.abs(ours[name].numpy() - ref).max() / np.abs(ref).max()
+        assert rel < 1e-4, f"{name}: relative difference {rel:.2e}"
+
+
 def relu_outputs(path: Path, relus: list[str], nhwc: np.ndarray) -> dict[str, np.ndarray]:
     """Run ``path`` in ONNX Runtime with its ReLU outputs exposed."""
     import onnxruntime as ort

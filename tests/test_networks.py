@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -21,7 +20,7 @@ from engine.weights import detect_network, random_weights, resolve
 from export.model_file import inspect
 from export.onnx_export import export
 from tests.conftest import LAYERS, gradient_image
-from tests.onnx_vgg import keras_like_vgg, relu_outputs
+from tests.onnx_vgg import assert_relus_match, keras_like_vgg
 
 
 def test_vgg16_layer_names_follow_torchvision_indices() -> None:
@@ -97,18 +96,7 @@ def test_onnx_graph_weights_are_read_and_reproduce_its_relu_outputs(tmp_path: Pa
     assert loaded.network == "vgg16" and loaded.convention == "caffe" and loaded.pretrained
     for key, value in source.state.items():
         torch.testing.assert_close(loaded.state[key], value, rtol=0, atol=0)
-    image = gradient_image(64, 64, seed=3)
-    caffe_nhwc = (image[:, [2, 1, 0]] * 255 - torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1)).permute(0, 2, 3, 1)
-    graph = relu_outputs(path, relus, caffe_nhwc.contiguous().numpy())
-    relu_names = [n for n in layer_names("vgg16") if n.startswith("relu")]
-    net = VGGFeatures(relu_names, network="vgg16", convention="caffe")
-    net.load_features(loaded.state)
-    with torch.no_grad():
-        ours = net(image)
-    for name, graph_name in zip(relu_names, relus, strict=True):
-        ref = graph[graph_name]
-        rel = np.abs(ours[name].numpy() - ref).max() / np.abs(ref).max()
-        assert rel < 1e-4, f"{name}: relative difference {rel:.2e}"
+    assert_relus_match(path, relus, loaded.state, gradient_image(64, 64, seed=3))
 
 
 def test_graphs_that_are_not_a_plain_vgg_are_refused_in_one_line(tmp_path: Path) -> None:

