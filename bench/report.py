@@ -87,7 +87,7 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
         else:
             best = r.get("engine_best_loss")
             ran = r.get("engine_steps_run", 3 * r["baseline_evaluations"])
-            engine = f"did not reach it in {ran} steps (3x the baseline's evaluations)"
+            engine = f"did not reach it in {ran} steps (runs stop at 3x the baseline's evaluations or 1.5x its time)"
             if best is not None:
                 engine += f"; its best loss was {best:.4g}, after {r['engine_seconds_run']:.1f} s"
         lines += [

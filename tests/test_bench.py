@@ -109,7 +109,8 @@ def test_report_lists_unavailable_backends_and_keeps_samples(tmp_path: Path) -> 
         ),
         (
             {"engine_seconds": None, "engine_steps_run": 900, "engine_best_loss": 0.0213, "engine_seconds_run": 1800.0},
-            "did not reach it in 900 steps (3x the baseline's evaluations); its best loss was 0.0213, after 1800.0 s",
+            "did not reach it in 900 steps (runs stop at 3x the baseline's evaluations or 1.5x its time); "
+            "its best loss was 0.0213, after 1800.0 s",
         ),
     ],
 )
