@@ -4,13 +4,14 @@
 
 Each run's saved image is scored by ``bench.quality`` (the painting's Gram statistics against the photo's, and
 the content kept) and its loss curve is kept; ``report.md`` tabulates them and ``results.json`` holds every
-number. Images go to OUT/images/ (look at them; they are not meant for the repository).
+number. Images go to OUT/images/ (look at them; git ignores them: they are not meant for the repository).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,7 @@ def run_one(
     loaded = resolve(weights)
     scorer = quality.scoring_net(loaded.state, loaded.network, loaded.convention)
     score = quality.scores(scorer, photo, result.image, style[0])
-    name = f"{pair[0]}-{pair[1]}-{label}.png"
+    name = f"{pair[0]}-{pair[1]}-{re.sub(r'[^A-Za-z0-9.+-]+', '_', label)}.png"
     images.save(result.image, out / "images" / name)
     rises, worst = _tail_rises(totals, len(totals) // 3)
     return {
