@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.checkpoint import checkpoint_path
 from engine.errors import ConfigError, ImageError
 from engine.images import OUTPUT_SUFFIXES
 
@@ -80,6 +81,17 @@ def plan(contents: Sequence[Path], styles: Sequence[Path], output: str, pattern:
     return jobs
 
 
+def step_path(output: Path, step: int) -> Path:
+    """Where --save-every writes ``output``'s image after ``step``: OUT.stepN.png beside OUT.png."""
+    return output.with_name(f"{output.stem}.step{step}{output.suffix}")
+
+
+def _is_step_file(candidate: Path, output: Path) -> bool:
+    prefix, suffix = f"{output.stem}.step", output.suffix
+    number = candidate.name[len(prefix) : len(candidate.name) - len(suffix)]
+    return candidate.name.startswith(prefix) and candidate.name.endswith(suffix) and number.isdigit()
+
+
 def _same(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
@@ -98,7 +110,7 @@ def check_writes(
     """Every path a run will write is checked here, once, before anything runs: none is an input of the run, and
     the trace (like the outputs, checked by the caller) must not exist unless --overwrite says to replace it."""
     writes: list[tuple[str, Path]] = [("-o", j.output) for j in jobs]
-    writes += [("the checkpoint", j.output.with_name(j.output.name + ".ckpt")) for j in jobs]
+    writes += [("the checkpoint", checkpoint_path(j.output)) for j in jobs]
     if trace is not None:
         writes.append(("--trace", trace))
         if trace.is_dir():
@@ -113,10 +125,8 @@ def check_writes(
                 raise ConfigError(f"{what} '{path}' is an input of this run ('{source}'); write somewhere else")
     if save_every:
         for job in jobs:
-            stem, suffix = job.output.with_suffix("").name, job.output.suffix
             for source in inputs:
-                rest = source.name[len(stem) + len(".step") :] if source.name.startswith(f"{stem}.step") else ""
-                if rest.endswith(suffix) and rest[: -len(suffix)].isdigit() and _same(source.parent, job.output.parent):
+                if _is_step_file(source, job.output) and _same(source.parent, job.output.parent):
                     raise ConfigError(
                         f"--save-every would write '{source}', an input of this run; write -o somewhere else"
                     )

@@ -15,7 +15,7 @@ from rich.progress import Progress
 import engine
 from engine import images
 from engine.api import Model, default_cache_dir, load_content, load_styles, open_model, target_source
-from engine.batch import Job, check_writes
+from engine.batch import Job, check_writes, step_path
 from engine.checkpoint import load_checkpoint, save_checkpoint
 from engine.cli import out
 from engine.config import StyleConfig
@@ -125,10 +125,7 @@ class _Batch:
     def run(self, job: Job, stop: StopFlag, progress: Progress | None) -> Outcome:
         req, cfg = self.req, self.config
         start, first_record = time.perf_counter(), len(self.targets.records)
-        stem = job.output.with_suffix("")
-        reporter = StepReporter(
-            progress, req.save_every, lambda n: stem.with_name(f"{stem.name}.step{n}{job.output.suffix}")
-        )
+        reporter = StepReporter(progress, req.save_every, lambda n: step_path(job.output, n))
         try:
             content = self.preloaded.pop(job.content, None)
             content = content if content is not None else load_content(job.content, cfg)

@@ -180,8 +180,10 @@ class LBFGS:
         ratio = torch.where(size > 0, self.max_step / size, 0.0)
         # Until positive curvature is seen (near the content image the loss is often concave along the
         # gradient) take the whole trust region rather than a unit gradient step.
-        scale = torch.where(self.gamma == 0, ratio, ratio.clamp(max=1.0)) * self.length
-        grow = accept & (scale < 1.0) & (loss < self.prev_loss)  # the region held: try a larger one
+        capped = torch.where(self.gamma == 0, ratio, ratio.clamp(max=1.0))
+        scale = capped * self.length
+        # The region bound the step and held: try a larger one (a step shortened by backtracking is not bound).
+        grow = accept & (capped < 1.0) & (loss < self.prev_loss)
         self.max_step.copy_(torch.where(ok, torch.where(grow, self.max_step * GROW, self.max_step), self.max_step / 2))
         new_x = torch.where(ok, base_x + direction * scale, self.prev_x)  # undo: back to the last good point
         if self.bounds is not None:

@@ -19,6 +19,7 @@ from engine.vgg import CONVENTIONS, Convention
 
 #: Ops allowed between the graph's input and the first convolution (a layout change, nothing that changes values).
 _PASS_THROUGH = {"Transpose", "Identity"}
+#: Metadata keys of nst-engine's exports start with this (export/onnx_export.py writes them).
 META_PREFIX = "nst_engine."
 
 
@@ -50,6 +51,7 @@ def read_onnx_vgg(path: Path, convention: Convention | None = None) -> FoundVGG:
     if any(i.data_location == onnx.TensorProto.EXTERNAL for i in graph.initializer):
         raise _fail(path, "it keeps tensors in external files; save it as a single file")
     producer = {out: node for node in graph.node for out in node.output}
+    relu_of = {n.input[0]: n for n in graph.node if n.op_type == "Relu"}
     convs = [node for node in graph.node if node.op_type == "Conv"]
     network = network_with_convs(len(convs))
     meta = {p.key[len(META_PREFIX) :]: p.value for p in model.metadata_props if p.key.startswith(META_PREFIX)}
@@ -91,10 +93,10 @@ def read_onnx_vgg(path: Path, convention: Convention | None = None) -> FoundVGG:
             raise _fail(path, f"{where} has bias shape {tuple(bias.shape)}, needs ({cout},)")
         if previous is not None or "input_convention" not in meta:  # an nst-engine export preprocesses itself
             _check_input(path, where, node.input[0], previous, producer, pooled=names[index - 1].startswith("pool"))
-        relu = [n for n in graph.node if n.op_type == "Relu" and node.output[0] in n.input]
-        if not relu:
+        relu = relu_of.get(node.output[0])
+        if relu is None:
             raise _fail(path, f"{where} is not followed by a Relu")
-        previous = relu[0].output[0]
+        previous = relu.output[0]
         state[f"features.{index}.weight"], state[f"features.{index}.bias"] = weight.contiguous(), bias.contiguous()
     if convention is None:
         recorded = meta.get("input_convention")

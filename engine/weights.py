@@ -177,12 +177,8 @@ def file_sha256(path: Path) -> str:
 def detect_network(state: State) -> Network:
     """VGG16 or VGG19, by which network's convolution indices the file's ``features.N.weight`` keys match best."""
     present = {int(m.group(1)) for k in state if (m := re.fullmatch(r"features\.(\d+)\.weight", k))}
-    best: Network = "vgg19"
-    best_overlap = len(present & set(conv_indices("vgg19")))
-    overlap16 = len(present & set(conv_indices("vgg16")))
-    if overlap16 > best_overlap or (present and present == set(conv_indices("vgg16"))):
-        best = "vgg16"
-    return best
+    overlap = {n: len(present & set(conv_indices(n))) for n in ("vgg19", "vgg16")}
+    return "vgg16" if overlap["vgg16"] > overlap["vgg19"] else "vgg19"
 
 
 def _known_caffe_file(path: Path) -> bool:

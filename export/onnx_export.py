@@ -20,13 +20,14 @@ import engine
 from engine.errors import ModelError
 from engine.images import new_file_mode
 from engine.layers import min_input_size, ordered
+from engine.onnx_weights import META_PREFIX as ONNX_META_PREFIX
 from engine.vgg import Pooling, VGGFeatures, measure_feature_scale
 from engine.weights import Weights
 from export.validate import Comparison, validate
 
 OPSET = 18
 INPUT_NAME = "image"
-META_PREFIX = "nst_engine."
+META_PREFIX = ONNX_META_PREFIX
 FORMAT_VERSION = "2"  # 2: network, input_convention and feature_scale recorded
 MAX_SIDE = 16384
 
