@@ -17,7 +17,7 @@ from bench.timing import measure, peak_memory_mib, reset_peak_memory, summary, s
 from engine import images
 from engine.config import StyleConfig
 from engine.objective import Objective
-from engine.optimize import optimize
+from engine.optim.loop import optimize
 from engine.stylize import resize_tensor
 from engine.targets import StyleRegion, content_target, style_target
 from engine.vgg import VGGFeatures
@@ -144,7 +144,7 @@ CHECK_MARGIN = 0.02
 def _engine_step_samples(setup: Setup, size: int, config: StyleConfig, samples: int) -> list[float]:
     """Seconds per step: each sample is one chunk of steps timed between two synchronisations, divided by its
     steps. The first chunks (warm-up: cuDNN autotuning, compilation, CUDA-graph capture) are excluded."""
-    from engine.graphs import VERIFY_STEPS, WARMUP_STEPS
+    from engine.optim.graphs import VERIFY_STEPS, WARMUP_STEPS
 
     objective, content = _engine_objective(setup, size, config)
     gpu = setup.device.type == "cuda"

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-import engine.lbfgs
+import engine.optim.lbfgs
 import engine.stylize
 from bench import quality
 from bench.env import environment
@@ -30,7 +30,7 @@ from engine.stylize import stylize
 from engine.weights import resolve
 
 #: The engine's research switches as imported: what a variant that does not set one runs with.
-_DEFAULTS = (engine.lbfgs.BACKTRACK, engine.lbfgs.GAMMA, engine.stylize.HANDOFF_SMOOTHING)
+_DEFAULTS = (engine.optim.lbfgs.BACKTRACK, engine.optim.lbfgs.GAMMA, engine.stylize.HANDOFF_SMOOTHING)
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 PAIRS = (
     ("turtle", "great_wave"),
@@ -94,8 +94,8 @@ def run_one(
     weights: str, pair: tuple[str, str], base: StyleConfig, changes: dict[str, Any], out: Path, label: str
 ) -> dict[str, Any]:
     changes = dict(changes)
-    engine.lbfgs.BACKTRACK = bool(changes.pop("_backtrack", _DEFAULTS[0]))
-    engine.lbfgs.GAMMA = str(changes.pop("_gamma", _DEFAULTS[1]))
+    engine.optim.lbfgs.BACKTRACK = bool(changes.pop("_backtrack", _DEFAULTS[0]))
+    engine.optim.lbfgs.GAMMA = str(changes.pop("_gamma", _DEFAULTS[1]))
     engine.stylize.HANDOFF_SMOOTHING = int(changes.pop("_smoothing", _DEFAULTS[2]))
     config = base.replace(**changes)
     model = open_model(config, weights=weights)
@@ -112,7 +112,7 @@ def run_one(
         callback=lambda step, _image: totals.append(step.losses["total"]),
     )
     seconds = time.perf_counter() - start
-    engine.lbfgs.BACKTRACK, engine.lbfgs.GAMMA, engine.stylize.HANDOFF_SMOOTHING = _DEFAULTS
+    engine.optim.lbfgs.BACKTRACK, engine.optim.lbfgs.GAMMA, engine.stylize.HANDOFF_SMOOTHING = _DEFAULTS
     loaded = resolve(weights)
     scorer = quality.scoring_net(loaded.state, loaded.network, loaded.convention)
     score = quality.scores(scorer, photo, result.image, style[0])
@@ -206,7 +206,7 @@ def fragility_check(weights: str, size: int = 128, evaluations: int = 300) -> li
     image = run.run(evaluations)
     with torch.no_grad():
         base_final = float(evaluator(image)["total"])
-    from engine.optimize import optimize
+    from engine.optim.loop import optimize
 
     engine_seen: list[float] = []
     result = optimize(

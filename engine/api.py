@@ -21,7 +21,7 @@ import torch
 from engine import images
 from engine.config import StyleConfig
 from engine.errors import ConfigError
-from engine.optimize import Callback
+from engine.optim.loop import Callback
 from engine.stylize import StylizeResult, stylize
 from engine.targets import DirectTargets, TargetSource
 from engine.vgg import VGGFeatures

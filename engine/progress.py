@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from engine import images
-from engine.optimize import Step
+from engine.optim.loop import Step
 from engine.targets import TargetRecord
 
 SHOWN_TERMS = ("content", "style", "tv", "total")

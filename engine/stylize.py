@@ -18,7 +18,7 @@ from engine.images import fit_long_side
 from engine.layers import min_input_size
 from engine.memory import check_fits, out_of_memory_error
 from engine.objective import Objective
-from engine.optimize import Callback, OptimizeResult, Step, optimize
+from engine.optim.loop import Callback, OptimizeResult, Step, optimize
 from engine.targets import StyleRegion, TargetSource, blend, normalise_blend
 from engine.vgg import VGGFeatures
 

@@ -12,7 +12,7 @@ from engine import images
 from engine.config import StyleConfig
 from engine.errors import NumericalError
 from engine.objective import Objective
-from engine.optimize import optimize
+from engine.optim.loop import optimize
 from engine.stylize import stylize
 from engine.targets import DirectTargets, StyleRegion, content_target, style_target
 from export.runtime import OnnxEncoder

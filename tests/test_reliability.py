@@ -25,7 +25,7 @@ from engine.cache import CachedTargets, TargetCache
 from engine.cli import app
 from engine.config import StyleConfig
 from engine.errors import NumericalError
-from engine.optimize import optimize
+from engine.optim.loop import optimize
 from engine.stylize import stylize
 from export.runtime import OnnxEncoder
 from tests.conftest import ROOT, gradient_image, poisoned_quadratic

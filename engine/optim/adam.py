@@ -1,4 +1,4 @@
-"""Adam on image pixels, clamped to [0, 1] after each step, with the same contract as ``engine.lbfgs.LBFGS``.
+"""Adam on image pixels, clamped to [0, 1] after each step, with the same contract as ``engine.optim.lbfgs.LBFGS``.
 
 Written out rather than wrapping ``torch.optim.Adam`` so that a step never waits on the host: a non-finite
 loss or gradient is detected on the device and rolls the pixels back to the last good point with the
@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from engine.lbfgs import load_in_place, outcome
+from engine.optim.lbfgs import load_in_place, outcome
 
 
 class Adam:

@@ -9,18 +9,17 @@ consistent state to checkpoint; a non-finite loss rolls back to the last good im
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
-from engine.adam import Adam
 from engine.errors import NumericalError
-from engine.lbfgs import DEFAULT_MAX_STEP, LBFGS, NON_FINITE, UNDONE
+from engine.optim.graphs import CudaGraphStep
+from engine.optim.lbfgs import NON_FINITE, UNDONE
+from engine.optim.step import Compose, EagerStep, Objective, StepRunner, make_optimizer
 
-Objective = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
-Compose = Callable[[torch.Tensor], torch.Tensor]
 #: Rollbacks allowed before the loop gives up on a non-finite loss.
 MAX_RECOVERIES = 4
 
@@ -55,53 +54,11 @@ class OptimizeResult:
     pixels: torch.Tensor | None = None
 
 
-class Optimizer(Protocol):
-    """The contract of ``LBFGS`` and ``Adam``: ``step`` updates x in place from the loss and gradient at x and
-    returns an outcome code tensor; nothing in it waits on the host."""
-
-    def step(self, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor: ...
-    def last_good(self) -> torch.Tensor: ...
-    def state_dict(self) -> dict[str, Any]: ...
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-def make_optimizer(name: str, param: torch.Tensor, lr: float, history: int) -> Optimizer:
-    if name == "adam":
-        return Adam(param, lr)
-    return LBFGS(param.detach(), history=history, max_step=DEFAULT_MAX_STEP * lr, bounds=(0.0, 1.0))
-
-
-class EagerStep:
-    """One whole optimisation step as device work: loss terms, gradient to the pixels, optimiser update.
-
-    Returns the loss terms stacked in one tensor and the outcome code, both left on the device: calling it
-    never waits on the host, so a CUDA host can queue many steps ahead, or capture one in a graph.
-    """
-
-    def __init__(self, objective: Objective, compose: Compose, param: torch.Tensor, opt: Optimizer) -> None:
-        self.objective, self.compose, self.param, self.opt = objective, compose, param, opt
-        self.names: tuple[str, ...] = ()
-
-    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
-        terms = self.objective(self.compose(self.param))
-        self.names = tuple(terms)
-        total = terms["total"]
-        (grad,) = torch.autograd.grad(total, self.param)
-        values = torch.stack([t.detach().float() for t in terms.values()])
-        with torch.no_grad():
-            code = self.opt.step(self.param, total.detach(), grad)
-        return values, code
-
-    def state(self) -> list[torch.Tensor]:
-        """Every tensor a step reads and writes: the pixels first, then the optimiser's state."""
-        return [self.param, *self.opt.state_dict().values()]
-
-
 def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-#: Outcome codes (engine.lbfgs) as the text of a Step's event.
+#: Outcome codes (engine.optim.lbfgs) as the text of a Step's event.
 EVENTS = {
     UNDONE: "undone: the loss blew up; step undone and trust region halved",
     NON_FINITE: "recovered: non-finite loss or gradient; rolled back to the last good image and halved the step size",
@@ -113,7 +70,7 @@ class _Reporter:
     host sync. On CPU it flushes every step; on CUDA every ``sync_every`` steps, so the GPU never idles while
     the host waits for a loss it only wants for a progress bar."""
 
-    def __init__(self, runner: EagerStep | Any, steps: int, callback: Callback | None, image: Callable[[], Any]):
+    def __init__(self, runner: StepRunner, steps: int, callback: Callback | None, image: Callable[[], Any]):
         self.runner, self.steps, self.callback, self.image = runner, steps, callback, image
         self.pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         self.start = self.last_flush = time.perf_counter()
@@ -133,7 +90,7 @@ class _Reporter:
         span = (now - self.last_flush) / len(self.pending)  # queued steps took the same time each: spread it
         base = self.last_flush - self.start
         batch, self.pending, self.last_flush = self.pending, [], now
-        note = getattr(self.runner, "take_note", lambda: "")()
+        note = self.runner.take_note()
         for i, ((step, _, _), row, code) in enumerate(zip(batch, values, codes, strict=True)):
             self.losses = dict(zip(names, row, strict=True))
             event = EVENTS.get(code, "")
@@ -173,7 +130,7 @@ def optimize(
 
     Pixels stay in [0, 1], so every loss reported is the loss of the image that would be saved: Adam clamps
     after each step; L-BFGS holds pixels at a bound that the gradient pushes outward and projects each step into
-    the box (engine.lbfgs). Iterating freely and clamping at read-out, as jcjohnson/neural-style does, saves an
+    the box (engine.optim.lbfgs). Iterating freely and clamping at read-out, as jcjohnson/neural-style does, saves an
     image whose loss is higher than the one reported (0.01896 against 0.01867 after 300 steps at 256 px).
     For L-BFGS, ``lr`` scales the trust region (the largest pixel change per step). ``init`` is not modified.
     ``optimizer_state`` and ``first_step`` continue a checkpoint. ``should_stop`` is polled between steps.
@@ -189,11 +146,7 @@ def optimize(
     if optimizer_state:
         opt.load_state_dict(optimizer_state)
     eager = EagerStep(objective, compose, param, opt)
-    runner: Callable[[], tuple[torch.Tensor, torch.Tensor]] = eager
-    if cuda_graph != "off":
-        from engine.graphs import CudaGraphStep
-
-        runner = CudaGraphStep(eager, required=cuda_graph == "on")
+    runner: StepRunner = eager if cuda_graph == "off" else CudaGraphStep(eager, required=cuda_graph == "on")
     size = (int(param.shape[-2]), int(param.shape[-1]))
     reporter = _Reporter(runner, steps, callback, lambda: compose(param.detach()).clamp(0.0, 1.0))
 

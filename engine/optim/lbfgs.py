@@ -33,7 +33,7 @@ it the final loss after 150 steps at 256 px was 0.7-3% lower on three pairs (ben
 
 The step never waits on the host: every decision is a ``torch.where`` on device tensors, every piece of state
 is a tensor of fixed shape updated in place, and the ring is addressed with device indices. That is what lets
-a whole optimisation step be captured in a CUDA graph (``engine.graphs``) and lets the host run ahead of the GPU.
+a whole optimisation step be captured in a CUDA graph (``engine.optim.graphs``) and lets the host run ahead of the GPU.
 On the CPU, where a read costs nothing and nothing runs ahead, the ring is addressed from the host instead
 (``device_indexed=False``): views rather than gathered copies, and empty slots skipped; the steps are the same.
 """

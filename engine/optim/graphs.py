@@ -3,7 +3,7 @@
 At 512 px on a fast GPU a step is a few milliseconds of kernels; launching them one by one from Python, and
 L-BFGS's hundreds of small vector kernels, costs about as much again. A graph replays all of them with one
 launch. What makes it possible is in the step itself: no host syncs and state updated in place
-(``engine.lbfgs``, ``engine.adam``), so one capture is valid for every later step at that size.
+(``engine.optim.lbfgs``, ``engine.optim.adam``), so one capture is valid for every later step at that size.
 
 The capture is checked before it is trusted: from one snapshot of the state, two eager steps and two replays
 must give the same losses and pixels (two, so that state a replay fails to carry forward shows up). If the
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from engine.errors import ProviderError
-from engine.optimize import EagerStep
+from engine.optim.step import EagerStep
 
 #: Eager steps (on a side stream, as CUDA graph capture wants) before the capture: cuDNN autotuning and
 #: autograd's lazy set-up happen here, not in the graph.
@@ -44,6 +44,10 @@ class CudaGraphStep:
         self.note = ""
         self.calls = 0
         self.stream = torch.cuda.Stream(device=eager.param.device)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.eager.names
 
     def take_note(self) -> str:
         """What happened to the capture, once (the reporter puts it in a step's event)."""
