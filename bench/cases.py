@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from bench import baseline
@@ -18,7 +17,7 @@ from engine import images
 from engine.config import StyleConfig
 from engine.objective import Objective
 from engine.optim.loop import optimize
-from engine.stylize import resize_tensor
+from engine.resize import resize_long
 from engine.targets import StyleRegion, content_target, style_target
 from engine.vgg import VGGFeatures
 from engine.weights import Weights
@@ -428,7 +427,7 @@ def _batch_images(setup: Setup, count: int, size: int) -> list[torch.Tensor]:
         top, left = (i * 37) % (h // 3), (i * 53) % (w // 3)
         crop = photo[..., top : top + 2 * h // 3, left : left + 2 * w // 3]
         crop = torch.flip(crop, dims=[-1]) if i % 2 else crop
-        out.append(resize_tensor(crop, *(int(v) for v in np.array(crop.shape[-2:]) * size // max(crop.shape[-2:]))))
+        out.append(resize_long(crop, size))
     return out
 
 

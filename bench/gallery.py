@@ -29,6 +29,7 @@ import torch
 from engine import images
 from engine.api import Model, load_content, load_styles, open_model, target_source
 from engine.config import StyleConfig
+from engine.files import write_atomic
 from engine.stylize import stylize
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
@@ -185,7 +186,7 @@ def render(
         ok, data = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
         assert ok
         path = out / f"{sheet_name}.png"
-        images.write_atomic(path, data.tobytes())
+        write_atomic(path, data.tobytes())
         print(f"wrote {path} ({len(data) / 1e6:.2f} MB)", file=sys.stderr, flush=True)
         written.append(path)
     return written

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from engine.images import new_file_mode
+from engine.files import write_atomic
 from engine.losses import StyleStats
 from engine.targets import Encoder, StyleTarget, TargetRecord, content_target, style_target
 
@@ -118,15 +116,7 @@ class TargetCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         cpu = {k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}
         blob = save_safetensors(cpu, metadata={"sha256": tensors_sha256(cpu), "kind": kind, "format": CACHE_FORMAT})
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}-", suffix=".tmp")  # never *.safetensors
-        try:
-            os.fchmod(fd, new_file_mode())
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(blob)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, blob)  # its temporary file ends in .tmp, never .safetensors
 
     def info(self) -> CacheInfo:
         # Temporary files of writes in progress (or killed mid-write) end in .tmp and are not entries.

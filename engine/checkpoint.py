@@ -13,7 +13,7 @@ import torch
 import engine
 from engine.config import StyleConfig
 from engine.errors import ConfigError
-from engine.images import write_atomic
+from engine.files import write_atomic
 from engine.stylize import StylizeResult
 
 FORMAT = 2  # 2: the optimiser state is device tensors only

@@ -6,16 +6,19 @@ ends in one ImageError that names the file and the fix.
 
 from __future__ import annotations
 
-import os
-import struct
-import tempfile
+import io
+import threading
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from engine.errors import ConfigError, ImageError
+from engine.files import write_atomic
+from engine.resize import resize_long
 
 # OpenCV prints decoder warnings ("PNG input buffer is incomplete") on stderr; our errors say it better.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
@@ -27,52 +30,31 @@ _ALPHA_FORMATS = (b"\x89PNG", b"RIFF", b"GIF8", b"II*\x00", b"MM\x00*")
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) read from a PNG, GIF, BMP, WebP or JPEG header without decoding; None if unknown."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
-        return struct.unpack(">II", data[16:24])
-    if data[:4] == b"GIF8" and len(data) >= 10:
-        return struct.unpack("<HH", data[6:10])
-    if data[:2] == b"BM" and len(data) >= 26:
-        width, height = struct.unpack("<ii", data[18:26])
-        return abs(width), abs(height)
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and len(data) >= 30:
-        return _webp_size(data)
-    if data[:2] == b"\xff\xd8":
-        return _jpeg_size(data)
-    return None
+    """(width, height) from the file's header, read by Pillow without decoding any pixel; None if Pillow does not
+    know the format (OpenCV may still) or cannot parse the header (the decoder then says what is wrong)."""
+    try:
+        return _pillow_size(data)
+    except Image.DecompressionBombError:
+        # Pillow refuses to say how large a huge image is; ours is the limit that counts, so ask again without its.
+        with _PILLOW_LIMIT:
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                return _pillow_size(data)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except Exception:  # noqa: BLE001 - any parse failure: no size from the header
+        return None
 
 
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8X":
-        width = int.from_bytes(data[24:27], "little") + 1
-        height = int.from_bytes(data[27:30], "little") + 1
-        return width, height
-    if chunk == b"VP8 " and len(data) >= 30:
-        width, height = struct.unpack("<HH", data[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8L" and len(data) >= 25:
-        bits = int.from_bytes(data[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    return None
+_PILLOW_LIMIT = threading.Lock()
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    pos = 2
-    while pos + 9 < len(data):
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
-        # Start-of-frame markers carry the size; C4 (DHT), C8 and CC are not frames.
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[pos + 5 : pos + 9])
-            return width, height
-        pos += 2 + length
-    return None
+def _pillow_size(data: bytes) -> tuple[int, int]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    return int(width), int(height)
 
 
 def _to_rgb_float(image: np.ndarray, path: Path) -> np.ndarray:
@@ -141,24 +123,6 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     return _to_rgb_float(image, path)
 
 
-def fit_long_side(height: int, width: int, long_side: int) -> tuple[int, int]:
-    """(height, width) scaled so the longer side is ``long_side``, aspect ratio kept, each side at least 1."""
-    scale = long_side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize (H, W, C) float32 with area averaging when shrinking, bicubic when enlarging."""
-    if image.shape[:2] == (height, width):
-        return image
-    shrinking = height * width < image.shape[0] * image.shape[1]
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    out = cv2.resize(image, (width, height), interpolation=interpolation)
-    if out.ndim == 2:
-        out = out[:, :, None]
-    return np.clip(out, 0.0, 1.0)
-
-
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """(H, W, 3) float32 -> (1, 3, H, W) float32."""
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].float()
@@ -174,10 +138,8 @@ def to_array(tensor: torch.Tensor) -> np.ndarray:
 
 def load(path: str | Path, long_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Read ``path`` as a (1, 3, H, W) float32 tensor in [0, 1], the long side resized to ``long_side``."""
-    image = read_image(path, max_pixels)
-    if long_side is not None:
-        image = resize(image, *fit_long_side(image.shape[0], image.shape[1], long_side))
-    return to_tensor(image)
+    image = to_tensor(read_image(path, max_pixels))
+    return image if long_side is None else resize_long(image, long_side)
 
 
 def output_suffix(path: str | Path) -> str:
@@ -186,31 +148,6 @@ def output_suffix(path: str | Path) -> str:
     if suffix not in OUTPUT_SUFFIXES:
         raise ConfigError(f"cannot write '{path}': the output must end in .png, .jpg or .jpeg")
     return OUTPUT_SUFFIXES[suffix]
-
-
-def new_file_mode() -> int:
-    """The mode a newly created file gets under the current umask (mkstemp's files are 0600 whatever the umask)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file 0600; a written image gets the permissions any new file would (umask applied).
-        os.fchmod(fd, new_file_mode())
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save(tensor: torch.Tensor, path: str | Path, jpeg_quality: int = 95) -> None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 
 Normalization = Literal["mean", "gatys"]
 StyleLossKind = Literal["gram", "wasserstein"]
@@ -154,14 +153,3 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     dy = image[:, :, 1:, :] - image[:, :, :-1, :]
     dx = image[:, :, :, 1:] - image[:, :, :, :-1]
     return _wide(dy).pow(2).mean() + _wide(dx).pow(2).mean()
-
-
-def resize_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(1, 1, H, W) mask in [0, 1] resized to a layer's resolution by area averaging."""
-    if mask.shape[-2:] == (height, width):
-        return mask
-    return (
-        F.interpolate(mask, size=(height, width), mode="area")
-        if mask.shape[-1] >= width
-        else F.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False)
-    )

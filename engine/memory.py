@@ -14,8 +14,8 @@ import torch
 
 from engine.config import StyleConfig
 from engine.errors import ResourceError
-from engine.images import fit_long_side
 from engine.layers import LAYER_INDEX, LAYER_NAMES, deepest
+from engine.resize import fit_long_side
 from engine.vgg import CONV_SHAPES
 
 #: Libraries, the network's weights and ONNX Runtime's session, before any image. Measured on CPU: a CLI run at

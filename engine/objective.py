@@ -19,12 +19,12 @@ from engine.losses import (
     StyleStats,
     content_loss,
     gram_loss,
-    resize_mask,
     sqrtm_psd,
     style_stats,
     tv_loss,
     wasserstein_loss,
 )
+from engine.resize import resize
 from engine.targets import StyleRegion
 from engine.vgg import VGGFeatures
 
@@ -111,7 +111,9 @@ class Objective(nn.Module):
             return None
         key = (index, layer)
         if key not in self._masks or self._masks[key].shape[-2:] != feature.shape[-2:]:
-            self._masks[key] = resize_mask(mask.to(feature.device), *feature.shape[-2:])
+            self._masks[key] = resize(
+                mask.to(feature.device), int(feature.shape[-2]), int(feature.shape[-1]), kind="mask"
+            )
         return self._masks[key]
 
     def _style_term(self, feature: torch.Tensor, layer: str) -> torch.Tensor:

@@ -14,11 +14,11 @@ from engine import color
 from engine.config import StyleConfig
 from engine.device import configure_precision, resolve_device
 from engine.errors import ConfigError, ImageError, ProviderError
-from engine.images import fit_long_side
 from engine.layers import min_input_size
 from engine.memory import check_fits, out_of_memory_error
 from engine.objective import Objective
 from engine.optim.loop import Callback, OptimizeResult, Step, optimize
+from engine.resize import fit_long_side, resize, resize_long
 from engine.targets import StyleRegion, TargetSource, blend, normalise_blend
 from engine.vgg import VGGFeatures
 
@@ -34,19 +34,6 @@ class StylizeResult:
     recoveries: int = 0
     #: Where the run stopped: scale index, step, optimiser state and the image being optimised.
     checkpoint: dict[str, Any] = field(default_factory=dict)
-
-
-def resize_tensor(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Resize a (N, C, H, W) tensor: antialiased when shrinking, bicubic when enlarging; clamped to [0, 1]."""
-    if tuple(image.shape[-2:]) == (height, width):
-        return image
-    shrinking = height * width < image.shape[-2] * image.shape[-1]
-    out = F.interpolate(image, size=(height, width), mode="bicubic", align_corners=False, antialias=shrinking)
-    return out.clamp(0.0, 1.0)
-
-
-def _resize_long(image: torch.Tensor, long_side: int) -> torch.Tensor:
-    return resize_tensor(image, *fit_long_side(int(image.shape[-2]), int(image.shape[-1]), long_side))
 
 
 def _check_mask(mask: torch.Tensor, content: torch.Tensor, what: str) -> torch.Tensor:
@@ -70,10 +57,10 @@ class _Scale:
     def __init__(self, owner: _Run, index: int, long_side: int) -> None:
         cfg = owner.config
         h, w = fit_long_side(int(owner.content.shape[-2]), int(owner.content.shape[-1]), long_side)
-        self.content = resize_tensor(owner.content, h, w)
+        self.content = resize(owner.content, h, w)
         seen = color.luminance(self.content) if cfg.preserve_colors == "luminance" else self.content
         style_side = max(min_input_size(cfg.style_layers), round(long_side * cfg.style_scale))
-        styles = [owner.prepare_style(_resize_long(s, style_side), self.content) for s in owner.styles]
+        styles = [owner.prepare_style(resize_long(s, style_side), self.content) for s in owner.styles]
         content_t = owner.targets.content(seen, cfg.content_layers)
         style_ts = [owner.targets.style(s, cfg.style_layers) for s in styles]
         device = owner.device
@@ -86,12 +73,12 @@ class _Scale:
             regions = [StyleRegion(blend(style_ts, owner.blend_weights))]
         else:
             regions = [
-                StyleRegion(t, resize_tensor(m, h, w).to(device))
+                StyleRegion(t, resize(m, h, w, kind="mask").to(device))
                 for t, m in zip(style_ts, owner.style_masks, strict=True)
             ]
         self.objective = Objective(owner.net, content_t, regions, cfg).accelerate(device)
         self.seen = seen.to(device)
-        self.keep = None if owner.content_mask is None else resize_tensor(owner.content_mask, h, w).to(device)
+        self.keep = None if owner.content_mask is None else resize(owner.content_mask, h, w, kind="mask").to(device)
 
     def compose(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels where the content mask keeps the photo stay the photo's; the optimiser owns the rest."""
@@ -163,7 +150,7 @@ def _start(config: StyleConfig, scale: _Scale, init: torch.Tensor | None) -> tor
     """What a single-scale run starts from at this scale's size."""
     h, w = scale.content.shape[-2:]
     if init is not None:
-        return resize_tensor(init.float(), int(h), int(w))
+        return resize(init.float(), int(h), int(w))
     if config.init == "random":
         gen = torch.Generator().manual_seed(config.seed)
         return torch.rand(1, 3, int(h), int(w), generator=gen)
@@ -193,7 +180,7 @@ def handoff(previous: torch.Tensor, start: torch.Tensor, smoothing: float | None
     h, w = start.shape[-2:]
     start = start.to(previous.device)
     ph, pw = int(previous.shape[-2]), int(previous.shape[-1])
-    change = previous - resize_tensor(start, ph, pw)
+    change = previous - resize(start, ph, pw)
     if smoothing > 1:
         small = (max(1, round(ph / smoothing)), max(1, round(pw / smoothing)))
         change = F.interpolate(change, size=small, mode="bilinear", align_corners=False, antialias=True)
@@ -208,7 +195,7 @@ def _initial(
         return _start(config, scale, init)
     if init is None and config.init == "random":
         # White noise has no detail worth keeping: the coarse result, upsampled, is the better start.
-        return resize_tensor(previous, *_hw(scale.content))
+        return resize(previous, *_hw(scale.content))
     return handoff(previous, _start(config, scale, init))
 
 
@@ -315,7 +302,7 @@ def _optimize_scale(
 
 def _finish(run: _Run, image: torch.Tensor) -> torch.Tensor:
     if run.config.preserve_colors == "luminance":
-        content = resize_tensor(run.content, *image.shape[-2:]).to(image.device)
+        content = resize(run.content, *image.shape[-2:]).to(image.device)
         return color.recombine(image, content)
     return image
 

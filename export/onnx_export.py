@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from torch import nn
 
 import engine
 from engine.errors import ModelError
-from engine.images import new_file_mode
+from engine.files import atomic_path
 from engine.layers import min_input_size, ordered
 from engine.onnx_weights import META_PREFIX as ONNX_META_PREFIX
 from engine.vgg import Pooling, VGGFeatures, measure_feature_scale
@@ -145,11 +143,7 @@ def export(
     if opset < 17:
         raise ModelError(f"opset {opset} is too old; use 17 or newer")
     net = build_net(weights, ordered(layers), pooling)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         _trace(net, tmp, opset)
         model = onnx.load(str(tmp))
         for key, value in metadata(net, weights).items():
@@ -159,11 +153,7 @@ def export(
         model.producer_version = engine.__version__
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
-        os.chmod(tmp, new_file_mode())  # mkstemp made it 0600
         comparisons = validate(tmp, net, tolerance=tolerance)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return ExportReport(
         path, net.layers, pooling, weights.label, comparisons, net.network, net.convention, net.feature_scale
     )

@@ -57,7 +57,8 @@ def test_multiscale_runs_coarse_to_fine(model_info, targets, shared_images: Path
 
 
 def test_handoff_keeps_the_photo_detail_and_the_coarse_layout_not_its_texture() -> None:
-    from engine.stylize import handoff, resize_tensor
+    from engine.resize import resize as resize_tensor
+    from engine.stylize import handoff
 
     photo = gradient_image(64, 96, seed=3)
     photo = (photo + 0.2 * torch.rand(photo.shape, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
