@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from engine import images
-from engine.api import Model, load_content, load_styles, open_model, target_source
 from engine.config import StyleConfig
 from engine.files import write_atomic
+from engine.model import Model, ModelSpec, open_model, target_source
 from engine.stylize import stylize
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
@@ -117,14 +117,17 @@ def _halves(height: int, width: int) -> list[torch.Tensor]:
 
 def render_one(model: Model, item: Render, base: StyleConfig) -> torch.Tensor:
     config = base.replace(**item.changes)
-    photo = load_content(SAMPLES / f"content_{item.content}.jpg", config)
-    styles = load_styles([SAMPLES / f"style_{s}.jpg" for s in item.styles], config)
+    photo = images.load(SAMPLES / f"content_{item.content}.jpg", config.size)
+    styles = [
+        images.load(p, round(config.size * config.style_scale))
+        for p in [SAMPLES / f"style_{s}.jpg" for s in item.styles]
+    ]
     result = stylize(
         photo,
         styles,
         config=config,
         net=model.torch_module(config.layers),
-        targets=target_source(model, None),
+        targets=target_source(model, ModelSpec()),
         style_masks=_halves(*photo.shape[-2:]) if item.masks else None,
     )
     return result.image
@@ -141,7 +144,7 @@ def render(
     tile: int = TILE,
 ) -> list[Path]:
     base = StyleConfig(size=size, steps=steps, scales=scales)
-    model = open_model(base, weights=weights, provider="auto")
+    model = open_model(base, ModelSpec(weights=weights))
     info = model.info
     header = [
         *_wrap(f"weights: {info.weights_label}", 150),
@@ -156,11 +159,11 @@ def render(
         tiles: list[np.ndarray] = []
         if sheet_name == "turtle_great_wave":
             tiles += [
-                _tile(_bgr(load_content(SAMPLES / "content_turtle.jpg", base)), "photo", tile),
-                _tile(_bgr(load_content(SAMPLES / "style_great_wave.jpg", base)), "painting", tile),
+                _tile(_bgr(images.load(SAMPLES / "content_turtle.jpg", base.size)), "photo", tile),
+                _tile(_bgr(images.load(SAMPLES / "style_great_wave.jpg", base.size)), "painting", tile),
             ]
         if sheet_name == "tubingen_paintings":
-            tiles.append(_tile(_bgr(load_content(SAMPLES / "content_tubingen.jpg", base)), "photo", tile))
+            tiles.append(_tile(_bgr(images.load(SAMPLES / "content_tubingen.jpg", base.size)), "photo", tile))
         for item in items:
             stem = f"{sheet_name}-{re.sub(r'[^a-z0-9]+', '_', item.label.lower()).strip('_')}"
             full = out / "full" / f"{stem}.png"
@@ -176,7 +179,7 @@ def render(
             if sheet_name == "tubingen_paintings" or item.masks or len(item.styles) > 1:
                 # The painting(s) as an inset in the corner, so the sheet reads without the inputs beside it.
                 for k, s in enumerate(item.styles):
-                    inset = _fit(_bgr(load_content(SAMPLES / f"style_{s}.jpg", base)), size // 5)
+                    inset = _fit(_bgr(images.load(SAMPLES / f"style_{s}.jpg", base.size)), size // 5)
                     h, w = inset.shape[:2]
                     x0 = 0 if k == 0 else bgr.shape[1] - w
                     bgr[bgr.shape[0] - h :, x0 : x0 + w] = inset

@@ -24,8 +24,8 @@ import engine.stylize
 from bench import quality
 from bench.env import environment
 from engine import images
-from engine.api import load_content, load_styles, open_model, target_source
 from engine.config import StyleConfig
+from engine.model import ModelSpec, open_model, target_source
 from engine.stylize import stylize
 from engine.weights import resolve
 
@@ -98,9 +98,9 @@ def run_one(
     engine.optim.lbfgs.GAMMA = str(changes.pop("_gamma", _DEFAULTS[1]))
     engine.stylize.HANDOFF_SMOOTHING = int(changes.pop("_smoothing", _DEFAULTS[2]))
     config = base.replace(**changes)
-    model = open_model(config, weights=weights)
-    photo = load_content(SAMPLES / f"content_{pair[0]}.jpg", config)
-    style = load_styles([SAMPLES / f"style_{pair[1]}.jpg"], config)
+    model = open_model(config, ModelSpec(weights=weights))
+    photo = images.load(SAMPLES / f"content_{pair[0]}.jpg", config.size)
+    style = [images.load(SAMPLES / f"style_{pair[1]}.jpg", round(config.size * config.style_scale))]
     totals: list[float] = []
     start = time.perf_counter()
     result = stylize(
@@ -108,7 +108,7 @@ def run_one(
         style,
         config=config,
         net=model.torch_module(config.layers),
-        targets=target_source(model, None),
+        targets=target_source(model, ModelSpec()),
         callback=lambda step, _image: totals.append(step.losses["total"]),
     )
     seconds = time.perf_counter() - start

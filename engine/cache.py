@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from platformdirs import user_cache_dir
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
@@ -29,6 +31,16 @@ from engine.losses import StyleStats
 from engine.targets import Encoder, StyleTarget, TargetRecord, content_target, style_target
 
 CACHE_FORMAT = "1"
+CACHE_ENV = "NST_ENGINE_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """``$NST_ENGINE_CACHE``, else the platform's user cache directory (``~/.cache/nst-engine`` on Linux)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return Path(user_cache_dir("nst-engine", appauthor=False))
+
+
 Tensors = dict[str, torch.Tensor]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ import engine
 from engine.config import StyleConfig
 from engine.errors import ConfigError
 from engine.files import write_atomic
-from engine.stylize import StylizeResult
 
 FORMAT = 2  # 2: the optimiser state is device tensors only
 #: Settings that may differ between the interrupted run and its continuation.
@@ -22,42 +22,52 @@ MAY_CHANGE = {"steps", "device"}
 
 
 def checkpoint_path(output: Path) -> Path:
+    """Where an interrupted run writing ``output`` leaves its checkpoint: OUT.png.ckpt."""
     return output.with_name(output.name + ".ckpt")
 
 
-def save_checkpoint(output: Path, result: StylizeResult, config: StyleConfig) -> Path:
-    state = result.checkpoint
-    data = {
-        "format": FORMAT,
-        "engine_version": engine.__version__,
-        "settings": json.dumps(config.to_dict()),
-        "scale": int(state["scale"]),
-        "step": int(state["step"]),
-        "image": state["image"].detach().cpu(),
-        "optimizer": state["optimizer"],
-    }
-    buffer = io.BytesIO()
-    torch.save(data, buffer)
-    path = checkpoint_path(output)
-    write_atomic(path, buffer.getvalue())
-    return path
+@dataclass
+class Checkpoint:
+    """Where a run stopped: the scale and the last step done there, the optimiser's state and the raw pixels
+    being optimised (before any content mask is composed in), with the settings it ran under."""
 
+    scale: int
+    step: int
+    image: torch.Tensor  # (1, 3, H, W) float32, on the CPU
+    optimizer: dict[str, torch.Tensor] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
-def load_checkpoint(path: Path, config: StyleConfig) -> dict[str, Any]:
-    """Read a checkpoint and check it was made with the same settings as this run."""
-    if not path.is_file():
-        raise ConfigError(f"checkpoint '{path}' not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"'{path}' is not a readable nst-engine checkpoint ({type(exc).__name__})") from exc
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ConfigError(f"'{path}' is not an nst-engine checkpoint of format {FORMAT}")
-    saved = json.loads(data["settings"])
-    now = config.to_dict()
-    differ = sorted(k for k in now if k not in MAY_CHANGE and json.dumps(saved.get(k)) != json.dumps(now[k]))
-    if differ:
-        raise ConfigError(
-            f"checkpoint '{path}' was made with other settings ({', '.join(differ)}); resume with the same options"
-        )
-    return {"scale": data["scale"], "step": data["step"], "image": data["image"], "optimizer": data["optimizer"]}
+    def save(self, path: Path) -> Path:
+        data = {
+            "format": FORMAT,
+            "engine_version": engine.__version__,
+            "settings": json.dumps(self.settings),
+            "scale": int(self.scale),
+            "step": int(self.step),
+            "image": self.image.detach().cpu(),
+            "optimizer": {k: v.detach() for k, v in self.optimizer.items()},
+        }
+        buffer = io.BytesIO()
+        torch.save(data, buffer)
+        write_atomic(path, buffer.getvalue())
+        return path
+
+    @classmethod
+    def load(cls, path: Path, config: StyleConfig) -> Checkpoint:
+        """Read a checkpoint and check it was made with the same settings as this run."""
+        if not path.is_file():
+            raise ConfigError(f"checkpoint '{path}' not found; give the .ckpt file an interrupted run wrote")
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ConfigError(f"'{path}' is not a readable nst-engine checkpoint ({type(exc).__name__})") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ConfigError(f"'{path}' is not an nst-engine checkpoint of format {FORMAT}")
+        saved = json.loads(data["settings"])
+        now = config.to_dict()
+        differ = sorted(k for k in now if k not in MAY_CHANGE and json.dumps(saved.get(k)) != json.dumps(now[k]))
+        if differ:
+            raise ConfigError(
+                f"checkpoint '{path}' was made with other settings ({', '.join(differ)}); resume with the same options"
+            )
+        return cls(int(data["scale"]), int(data["step"]), data["image"], dict(data["optimizer"]), saved)

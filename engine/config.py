@@ -1,9 +1,18 @@
-"""Every setting of a stylization run in one frozen dataclass: its field defaults are the only copy of each default."""
+"""Every setting of a stylization run in one frozen dataclass, each declared once.
+
+A field's declaration holds its default, its help text, its ``--help`` group and its range; its choices are its
+``Literal`` type. ``validate`` checks every field from those declarations, then what fields must agree on, with
+one message per problem. The CLI builds its options from the same declarations (``engine.cli.options``), so a
+new setting is one field here.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -16,54 +25,139 @@ Optimizer = Literal["lbfgs", "adam"]
 Precision = Literal["fp32", "tf32", "bf16", "fp16"]
 ColorMode = Literal["none", "luminance", "histogram"]
 Device = Literal["auto", "cpu", "cuda"]
-Provider = Literal["auto", "cpu", "cuda", "tensorrt"]
 CudaGraph = Literal["auto", "on", "off"]
 FeatureUnits = Literal["normalized", "raw"]
+Init = str  # "content", "random" or an image path
 
 #: Learning rates that suit each optimiser when --lr is not given (pixels are in [0, 1]).
 DEFAULT_LR: dict[str, float] = {"lbfgs": 1.0, "adam": 0.02}
+
+#: ``--help`` groups of the stylize command.
+LOSS, OPTIMISATION, IO, CONTROLS, RUNTIME = "Loss", "Optimisation", "Inputs and outputs", "Quality controls", "Runtime"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one field is shown and checked: help text, group, and an inclusive ``low`` / exclusive ``above``
+    lower bound and inclusive ``high`` upper bound (None: no bound)."""
+
+    help: str
+    group: str
+    low: float | None = None
+    above: float | None = None
+    high: float | None = None
+    shown_default: str | None = None  # what --help shows when the field's default is not the value used
+
+
+def setting(default: Any, help: str, group: str, **bounds: Any) -> Any:
+    """A StyleConfig field declared with its default, help text, group and bounds (see ``Setting``)."""
+    return field(default=default, metadata={"setting": Setting(help, group, **bounds)})
+
+
+@functools.cache
+def settings() -> dict[str, tuple[dataclasses.Field[Any], Setting, Any]]:
+    """Every declared setting: name -> (field, declaration, resolved type)."""
+    hints = typing.get_type_hints(StyleConfig)
+    return {
+        f.name: (f, f.metadata["setting"], hints[f.name])
+        for f in dataclasses.fields(StyleConfig)
+        if "setting" in f.metadata
+    }
+
+
+def choices(kind: Any) -> tuple[str, ...]:
+    """The allowed values of a ``Literal`` type (or of ``Literal | None``); () for any other type."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return next((c for c in map(choices, typing.get_args(kind)) if c), ())
+    return tuple(typing.get_args(kind)) if typing.get_origin(kind) is Literal else ()
+
+
+def option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_value(name: str, value: Any) -> None:
+    """One setting's value against its declaration: finite, one of its choices, inside its bounds."""
+    _, spec, kind = settings()[name]
+    flag = option_name(name)
+    values = value if isinstance(value, tuple) else (value,)
+    for v in values:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ConfigError(f"{flag} must be a finite number, not {v}")
+    allowed = choices(kind)
+    if allowed and value is not None and value not in allowed:
+        raise ConfigError(f"{flag} must be one of {', '.join(allowed)}, not '{value}'")
+    for v in values:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            continue
+        if spec.low is not None and v < spec.low:
+            raise ConfigError(f"{flag} must be {spec.low:g} or more, not {v}")
+        if spec.above is not None and v <= spec.above:
+            raise ConfigError(f"{flag} must be above {spec.above:g}, not {v}")
+        if spec.high is not None and v > spec.high:
+            raise ConfigError(f"{flag} must be {spec.high:g} or less, not {v}")
 
 
 @dataclass(frozen=True)
 class StyleConfig:
     """Settings of one stylization. Tensors never live here: this is what a trace records."""
 
-    size: int = 512  # output long side, pixels
-    style_scale: float = 1.0  # style image long side = size * style_scale
-    steps: int = 500  # optimisation steps at the final scale
-    optimizer: Optimizer = "lbfgs"
-    lr: float | None = None  # None: DEFAULT_LR[optimizer]
-    lbfgs_history: int = 30  # curvature pairs; each costs 2 * 3 * H * W floats (100 at 512 px: 630 MB)
-    init: str = "content"  # "content", "random" or an image path
-    seed: int = 0
-    content_layers: tuple[str, ...] = DEFAULT_CONTENT_LAYERS
-    style_layers: tuple[str, ...] = DEFAULT_STYLE_LAYERS
-    style_layer_weights: tuple[float, ...] | None = None  # None: equal, summing to 1
-    content_weight: float = 1.0
+    size: int = setting(512, "Output long side in px.", IO, low=1)
+    style_scale: float = setting(1.0, "Style image size relative to --size.", IO, above=0)
+    max_input_pixels: int = setting(8192 * 8192, "Refuse larger inputs (read from the file header).", IO, low=1)
+    content_layers: tuple[str, ...] = setting(DEFAULT_CONTENT_LAYERS, "Content layers, comma-separated.", LOSS)
+    style_layers: tuple[str, ...] = setting(DEFAULT_STYLE_LAYERS, "Style layers, comma-separated.", LOSS)
+    style_layer_weights: tuple[float, ...] | None = setting(
+        None, "One weight per style layer, e.g. 1,1,2,2,1 (normalised).", LOSS, low=0, shown_default="equal"
+    )
+    content_weight: float = setting(1.0, "Weight of the content loss.", LOSS, low=0)
     # jcjohnson/neural-style's 100 : 5 on a Caffe VGG, in normalised units (bench/reports/cpu-2core-real-defaults).
-    style_weight: float = 3e6
-    tv_weight: float = 1e-3
-    pooling: Pooling = "max"
-    normalization: Normalization = "mean"
-    style_loss: StyleLossKind = "gram"
-    normalize_gradients: bool = False
+    style_weight: float = setting(3e6, "Weight of the style loss.", LOSS, low=0)
+    tv_weight: float = setting(1e-3, "Total variation (smoothness) weight.", LOSS, low=0)
+    style_blend_weights: tuple[float, ...] | None = setting(
+        None, "One weight per --style, e.g. 3,7 (normalised).", LOSS, low=0, shown_default="equal"
+    )
+    style_loss: StyleLossKind = setting("gram", "gram, or wasserstein (mean + covariance W2).", LOSS)
+    pooling: Pooling = setting("max", "max, or avg (scaled to keep activation magnitudes).", LOSS)
+    normalization: Normalization = setting("mean", "How Gram terms are scaled: mean, or gatys (the paper's).", LOSS)
+    normalize_gradients: bool = setting(False, "Divide each term's gradient by its L1 norm.", LOSS)
     # "normalized": losses on features divided by the model's measured feature scale, so that one set of loss
     # weights balances under torchvision (RGB, about -2..2) and caffe (BGR, 0-255) input; "raw": on the network's
     # own features, as the reference implementations whose weights the presets copy.
-    feature_units: FeatureUnits = "normalized"
-    style_blend_weights: tuple[float, ...] | None = None  # None: equal
-    scales: int = 1  # coarse-to-fine levels; 1 = single scale
-    scale_factor: float = 2.0  # size ratio between successive scales
-    scale_steps: int | None = None  # steps at each coarser scale; None: steps // 2
-    preserve_colors: ColorMode = "none"
-    device: Device = "auto"
-    precision: Precision = "fp32"
-    compile: bool = False  # torch.compile the network (slow first step; pays off on long GPU runs)
-    # NHWC memory format. Measured on a 2-core CPU: 512 px step 1.12x the baseline's speed vs 0.90x for NCHW,
-    # equal within noise at 256 px; cuDNN's NHWC kernels are the fast ones on CUDA.
-    channels_last: bool = True
-    cuda_graph: CudaGraph = "auto"  # capture the whole step in a CUDA graph (auto: on CUDA, checked, else eager)
-    max_input_pixels: int = 8192 * 8192
+    feature_units: FeatureUnits = setting(
+        "normalized",
+        "normalized: losses on features divided by the model's measured feature scale, so the default weights "
+        "suit torchvision and caffe weights alike; raw: on the network's own features, as the presets' sources.",
+        LOSS,
+    )
+    optimizer: Optimizer = setting("lbfgs", "lbfgs or adam.", OPTIMISATION)
+    lr: float | None = setting(
+        None,
+        "Learning rate (L-BFGS: scales the trust region).",
+        OPTIMISATION,
+        above=0,
+        shown_default="1 for lbfgs, 0.02 for adam",
+    )
+    # Each curvature pair costs 2 * 3 * H * W floats.
+    lbfgs_history: int = setting(30, "L-BFGS curvature pairs kept.", OPTIMISATION, low=1)
+    steps: int = setting(500, "Steps at the final scale.", OPTIMISATION, low=0)
+    init: Init = setting("content", "content, random or an image path.", OPTIMISATION)
+    seed: int = setting(0, "Same seed + device = same output bytes on CPU.", OPTIMISATION)
+    scales: int = setting(1, "Coarse-to-fine levels, each --scale-factor the last, ending at --size.", CONTROLS, low=1)
+    scale_factor: float = setting(2.0, "Size ratio between successive scales.", CONTROLS, above=1)
+    scale_steps: int | None = setting(None, "Steps at each coarser scale.", CONTROLS, low=0, shown_default="steps/2")
+    preserve_colors: ColorMode = setting("none", "none, luminance or histogram.", CONTROLS)
+    device: Device = setting("auto", "Torch device for the optimisation: auto, cpu, cuda.", RUNTIME)
+    precision: Precision = setting("fp32", "fp32, tf32 (CUDA), bf16 or fp16 (CUDA).", RUNTIME)
+    compile: bool = setting(False, "torch.compile the network (slow start, faster steps on long GPU runs).", RUNTIME)
+    # cuDNN's NHWC kernels are the fast ones on CUDA; on CPU it was faster at 512 px in the step benchmark.
+    channels_last: bool = setting(True, "NHWC memory format (faster on CPU and CUDA).", RUNTIME)
+    cuda_graph: CudaGraph = setting(
+        "auto",
+        "Capture each whole step in a CUDA graph: auto (on CUDA, checked against eager steps, falls back with the "
+        "reason), on (fail if it cannot), off.",
+        RUNTIME,
+    )
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -72,54 +166,24 @@ class StyleConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ConfigError for settings that cannot work."""
-        for name, value in self._floats():
-            if not math.isfinite(value):
-                raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, not {value}")
-        if self.size < 1:
-            raise ConfigError(f"--size must be a positive number of pixels, not {self.size}")
+        """Raise ConfigError for the first setting that cannot work: each field against its declaration, then
+        what fields must agree on."""
+        for name in settings():
+            check_value(name, getattr(self, name))
         smallest = min_input_size(self.layers)
         if self.size < smallest:
             raise ConfigError(
                 f"--size {self.size} is below the network's minimum of {smallest} px for layer "
                 f"'{deepest(self.layers)}'; use --size {smallest} or more"
             )
-        if self.steps < 0 or (self.scale_steps is not None and self.scale_steps < 0):
-            raise ConfigError("--steps and --scale-steps must be 0 or more")
-        if self.feature_units not in ("normalized", "raw"):
-            raise ConfigError(f"--feature-units must be normalized or raw, not '{self.feature_units}'")
-        if self.optimizer not in DEFAULT_LR:
-            raise ConfigError(f"--optimizer must be 'lbfgs' or 'adam', not '{self.optimizer}'")
-        if self.cuda_graph not in ("auto", "on", "off"):
-            raise ConfigError(f"--cuda-graph must be auto, on or off, not '{self.cuda_graph}'")
-        if self.lr is not None and self.lr <= 0:
-            raise ConfigError(f"--lr must be positive, not {self.lr}")
-        if self.style_scale <= 0:
-            raise ConfigError(f"--style-scale must be positive, not {self.style_scale}")
-        if self.scales < 1:
-            raise ConfigError(f"--scales must be 1 or more, not {self.scales}")
-        if self.scale_factor <= 1:
-            raise ConfigError(f"the scale factor must be above 1, not {self.scale_factor}")
         weights = self.style_layer_weights
         if weights is not None and len(weights) != len(self.style_layers):
             raise ConfigError(
                 f"--style-layer-weights has {len(weights)} values for {len(self.style_layers)} style layers; "
                 "give one each"
             )
-        for name, value in (("content", self.content_weight), ("style", self.style_weight), ("tv", self.tv_weight)):
-            if value < 0:
-                raise ConfigError(f"--{name}-weight must be 0 or more, not {value}")
-
-    def _floats(self) -> list[tuple[str, float]]:
-        """Every float setting (NaN and inf pass every range check, so they are refused first)."""
-        out = [
-            (f.name, float(getattr(self, f.name)))
-            for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), float)
-        ]
-        for name in ("style_layer_weights", "style_blend_weights"):
-            out += [(name, float(v)) for v in getattr(self, name) or ()]
-        return out
+        if weights is not None and sum(weights) <= 0:
+            raise ConfigError("--style-layer-weights must have a positive sum")
 
     @property
     def layers(self) -> tuple[str, ...]:
@@ -137,6 +201,11 @@ class StyleConfig:
         if total <= 0:
             raise ConfigError("--style-layer-weights must have a positive sum")
         return {layer: w / total for layer, w in zip(self.style_layers, raw, strict=True)}
+
+    @property
+    def scale_steps_or_default(self) -> int:
+        """Steps at each coarser scale: ``scale_steps``, else half the final scale's."""
+        return self.scale_steps if self.scale_steps is not None else self.steps // 2
 
     def scale_sizes(self) -> list[int]:
         """Long side of each scale, coarse to fine, the last being ``size``; none below the network minimum."""

@@ -1,29 +1,51 @@
-"""Wiring: images and a target source in, a stylized image out. No files, no terminal, no ONNX here."""
+"""The tensor pipeline: images and a target source in, a stylized image out. No files, no terminal, no ONNX.
+
+``Pipeline`` holds what every content image of a run shares (settings, network, targets, styles, masks, an init
+image) and checks it once; ``Pipeline.run`` stylizes one content image, coarse to fine, reporting each scale and
+step to its listeners. ``engine.session`` wraps it with files, events and stop requests for every front door.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from engine import color
+from engine.checkpoint import Checkpoint
 from engine.config import StyleConfig
 from engine.device import configure_precision, resolve_device
 from engine.errors import ConfigError, ImageError, ProviderError
-from engine.layers import min_input_size
+from engine.layers import deepest, min_input_size
 from engine.memory import check_fits, out_of_memory_error
 from engine.objective import Objective
 from engine.optim.loop import Callback, OptimizeResult, Step, optimize
 from engine.resize import fit_long_side, resize, resize_long
-from engine.targets import StyleRegion, TargetSource, blend, normalise_blend
+from engine.targets import StyleRegion, StyleTarget, TargetSource, blend, normalise_blend
 from engine.vgg import VGGFeatures
 
 #: Steps queued on a GPU between two reads of the losses (progress bars refresh at this rate).
 GPU_SYNC_EVERY = 10
+#: The coarse scale's change is handed on blurred to this fraction of the coarse scale's resolution: its layout
+#: and colours, not its texture (see ``handoff``).
+HANDOFF_SMOOTHING = 8
+
+
+@dataclass(frozen=True)
+class ScaleInfo:
+    """One scale of a run, announced before its first step."""
+
+    index: int
+    count: int
+    size: tuple[int, int]  # (height, width)
+    steps: int
+
+
+#: Called when a scale starts.
+ScaleListener = Callable[[ScaleInfo], None]
 
 
 @dataclass
@@ -32,15 +54,19 @@ class StylizeResult:
     steps: list[Step] = field(default_factory=list)
     interrupted: bool = False
     recoveries: int = 0
-    #: Where the run stopped: scale index, step, optimiser state and the image being optimised.
-    checkpoint: dict[str, Any] = field(default_factory=dict)
+    #: Where the run stopped, to continue it with ``resume=``.
+    checkpoint: Checkpoint | None = None
 
 
-def _check_mask(mask: torch.Tensor, content: torch.Tensor, what: str) -> torch.Tensor:
+def _hw(image: torch.Tensor) -> tuple[int, int]:
+    return int(image.shape[-2]), int(image.shape[-1])
+
+
+def check_mask(mask: torch.Tensor, content: torch.Tensor, what: str) -> torch.Tensor:
+    """A (1, 1, H, W) mask in [0, 1] of the content's aspect ratio that covers something, else ConfigError."""
     if mask.ndim != 4 or mask.shape[:2] != (1, 1):
         raise ConfigError(f"{what} must be a (1, 1, H, W) tensor, not {tuple(mask.shape)}")
-    ch, cw = content.shape[-2:]
-    mh, mw = mask.shape[-2:]
+    (ch, cw), (mh, mw) = _hw(content), _hw(mask)
     if abs(mh / mw - ch / cw) > 0.02 * ch / cw:
         raise ConfigError(
             f"{what} is {mw}x{mh} but the content image is {cw}x{ch}: different aspect ratios; "
@@ -51,34 +77,38 @@ def _check_mask(mask: torch.Tensor, content: torch.Tensor, what: str) -> torch.T
     return mask.clamp(0.0, 1.0)
 
 
-class _Scale:
-    """Everything fixed for one scale of a run: sized inputs, targets, objective."""
+def handoff(previous: torch.Tensor, start: torch.Tensor, smoothing: float | None = None) -> torch.Tensor:
+    """The next scale's first image: ``start``'s fine detail plus the coarse result's change to it, smoothed.
 
-    def __init__(self, owner: _Run, index: int, long_side: int) -> None:
-        cfg = owner.config
-        h, w = fit_long_side(int(owner.content.shape[-2]), int(owner.content.shape[-1]), long_side)
-        self.content = resize(owner.content, h, w)
-        seen = color.luminance(self.content) if cfg.preserve_colors == "luminance" else self.content
-        style_side = max(min_input_size(cfg.style_layers), round(long_side * cfg.style_scale))
-        styles = [owner.prepare_style(resize_long(s, style_side), self.content) for s in owner.styles]
-        content_t = owner.targets.content(seen, cfg.content_layers)
-        style_ts = [owner.targets.style(s, cfg.style_layers) for s in styles]
-        device = owner.device
-        content_t = {k: v.to(device) for k, v in content_t.items()}
-        style_ts = [
-            {k: dataclasses.replace(v, moment=v.moment.to(device), mean=v.mean.to(device)) for k, v in t.items()}
-            for t in style_ts
-        ]
-        if owner.style_masks is None:
-            regions = [StyleRegion(blend(style_ts, owner.blend_weights))]
-        else:
-            regions = [
-                StyleRegion(t, resize(m, h, w, kind="mask").to(device))
-                for t, m in zip(style_ts, owner.style_masks, strict=True)
-            ]
-        self.objective = Objective(owner.net, content_t, regions, cfg).accelerate(device)
-        self.seen = seen.to(device)
-        self.keep = None if owner.content_mask is None else resize(owner.content_mask, h, w, kind="mask").to(device)
+    Upsampling the coarse result alone gives a blurred image, and a deep content layer sees the photo's fine
+    detail gone, so the fine scale spends its first steps putting it back. So the start image's detail (the
+    photo, or an --init-image) is kept and the coarse change added to it, a Laplacian-pyramid step.
+
+    The change is first reduced to 1/``smoothing`` of the coarse resolution: the coarse scale is for the
+    arrangement of colour and shape, which the fine scale's receptive fields cannot see whole. Its texture is
+    tuned to the coarse sampling; upsampled, it is a texture twice too large that the fine scale has to unpick
+    (measured in bench/reports/cpu-2core-multiscale/).
+    """
+    smoothing = HANDOFF_SMOOTHING if smoothing is None else smoothing
+    h, w = _hw(start)
+    start = start.to(previous.device)
+    ph, pw = _hw(previous)
+    change = previous - resize(start, ph, pw)
+    if smoothing > 1:
+        small = (max(1, round(ph / smoothing)), max(1, round(pw / smoothing)))
+        change = F.interpolate(change, size=small, mode="bilinear", align_corners=False, antialias=True)
+    up = F.interpolate(change, size=(h, w), mode="bicubic", align_corners=False)
+    return (start + up).clamp(0.0, 1.0)
+
+
+@dataclass
+class _Scale:
+    """What is fixed for one scale of one content image: its sized content, objective and content mask."""
+
+    info: ScaleInfo
+    seen: torch.Tensor  # the content as the loss sees it (luminance when preserving colours), on the device
+    objective: Objective
+    keep: torch.Tensor | None  # the content mask at this size, on the device
 
     def compose(self, pixels: torch.Tensor) -> torch.Tensor:
         """Pixels where the content mask keeps the photo stay the photo's; the optimiser owns the rest."""
@@ -87,26 +117,39 @@ class _Scale:
         return self.seen * self.keep + pixels * (1 - self.keep)
 
 
-class _Run:
+@dataclass
+class _Start:
+    """Where a scale's optimisation begins: an image, and for a resumed run the optimiser's state and step."""
+
+    image: torch.Tensor
+    state: dict[str, torch.Tensor] | None = None
+    first_step: int = 1
+
+
+class Pipeline:
+    """Settings, network, targets, styles, masks and an init image, checked once; ``run`` per content image."""
+
     def __init__(
         self,
-        content: torch.Tensor,
-        styles: Sequence[torch.Tensor],
         config: StyleConfig,
         net: VGGFeatures,
         targets: TargetSource,
-        style_masks: Sequence[torch.Tensor] | None,
-        content_mask: torch.Tensor | None,
+        styles: Sequence[torch.Tensor],
+        *,
+        style_masks: Sequence[torch.Tensor] | None = None,
+        content_mask: torch.Tensor | None = None,
+        init_image: torch.Tensor | None = None,
         sync_every: int | None = None,
     ) -> None:
-        if content.ndim != 4 or content.shape[:2] != (1, 3):
-            raise ConfigError(f"content must be a (1, 3, H, W) tensor, not {tuple(content.shape)}")
         if not styles:
             raise ConfigError("at least one style image is needed")
-        smallest = min_input_size(config.layers)
-        for what, image in (("content", content), *(("style", s) for s in styles)):
+        for image in styles:
+            if image.ndim != 4 or image.shape[:2] != (1, 3):
+                raise ConfigError(f"a style must be a (1, 3, H, W) tensor, not {tuple(image.shape)}")
             if min(image.shape[-2:]) < 1:
-                raise ImageError(f"the {what} image is empty")
+                raise ImageError("a style image is empty")
+        if style_masks is not None and len(style_masks) != len(styles):
+            raise ConfigError(f"{len(style_masks)} masks for {len(styles)} styles; give one --mask per --style")
         self.config = config
         self.device = resolve_device(config.device)
         if config.cuda_graph == "on" and self.device.type != "cuda":
@@ -114,30 +157,86 @@ class _Run:
         #: Steps queued between reads of the losses: 1 on CPU (no cost), more on CUDA (the GPU never idles).
         self.sync_every = sync_every or (GPU_SYNC_EVERY if self.device.type == "cuda" else 1)
         configure_precision(self.device, config.precision)
-        self.content = content.float()
-        self.styles = [s.float() for s in styles]
         self.net = net.to(self.device)
         self.targets = targets
+        self.styles = [s.float() for s in styles]
         self.blend_weights = normalise_blend(config.style_blend_weights, len(styles))
-        if style_masks is not None and len(style_masks) != len(styles):
-            raise ConfigError(f"{len(style_masks)} masks for {len(styles)} styles; give one --mask per --style")
-        self.style_masks = (
+        self.style_masks = None if style_masks is None else [m.float() for m in style_masks]
+        self.content_mask = None if content_mask is None else content_mask.float()
+        self.init_image = None if init_image is None else init_image.float()
+
+    # -- one content image --------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        content: torch.Tensor,
+        *,
+        on_step: Callback | None = None,
+        on_scale: ScaleListener | None = None,
+        resume: Checkpoint | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        sync_every: int | None = None,
+    ) -> StylizeResult:
+        """Stylize ``content`` (1, 3, H, W) float32 RGB in [0, 1]; the output's long side is ``config.size``.
+
+        ``on_step`` gets every Step (with its scale) and a function returning the image so far; ``on_scale`` each
+        scale before its first step. ``resume`` continues a result's checkpoint; ``should_stop`` is polled between
+        steps and ends the run cleanly, with a checkpoint. ``sync_every`` overrides how many steps are queued
+        between reads of the losses (1: every step's image is that step's, as ``--save-every`` needs).
+        """
+        self._check_content(content)
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        content = content.float()
+        masks = (
             None
-            if style_masks is None
-            else [_check_mask(m, content, f"mask {i + 1}") for i, m in enumerate(style_masks)]
+            if self.style_masks is None
+            else [check_mask(m, content, f"mask {i + 1}") for i, m in enumerate(self.style_masks)]
         )
-        self.content_mask = None if content_mask is None else _check_mask(content_mask, content, "content mask")
-        h, w = fit_long_side(int(content.shape[-2]), int(content.shape[-1]), config.scale_sizes()[0])
-        self.final_size = fit_long_side(int(content.shape[-2]), int(content.shape[-1]), config.size)
-        check_fits(*self.final_size, config, self.device)
+        keep = None if self.content_mask is None else check_mask(self.content_mask, content, "content mask")
+        sizes = cfg.scale_sizes()
+        if resume is not None and resume.scale >= len(sizes):
+            raise ConfigError("nothing to do: the checkpoint is already past the last scale")
+        result = StylizeResult(image=content)
+        image: torch.Tensor | None = None
+        for index in range(len(sizes)):
+            if resume is not None and index < resume.scale:
+                continue
+            scale = self._scale(content, index, masks, keep)
+            if on_scale is not None:
+                on_scale(scale.info)
+            if resume is not None and index == resume.scale:
+                start = _Start(resume.image, resume.optimizer, resume.step + 1)
+            else:
+                start = _Start(self._initial(scale, image))
+            out = self._optimize(scale, start, on_step, result, should_stop, sync_every or self.sync_every)
+            image = out.image
+            result.recoveries += out.recoveries
+            pixels = out.pixels if out.pixels is not None else out.image
+            result.checkpoint = Checkpoint(index, out.steps_done, pixels.cpu(), out.optimizer_state, cfg.to_dict())
+            if out.interrupted:
+                result.interrupted = True
+                break
+        assert image is not None
+        result.image = self._finish(content, image).cpu()
+        return result
+
+    def _check_content(self, content: torch.Tensor) -> None:
+        cfg = self.config
+        if content.ndim != 4 or content.shape[:2] != (1, 3):
+            raise ConfigError(f"content must be a (1, 3, H, W) tensor, not {tuple(content.shape)}")
+        if min(content.shape[-2:]) < 1:
+            raise ImageError("the content image is empty")
+        h, w = fit_long_side(*_hw(content), cfg.scale_sizes()[0])
+        check_fits(*fit_long_side(*_hw(content), cfg.size), cfg, self.device)
+        smallest = min_input_size(cfg.layers)
         if min(h, w) < smallest:
             raise ImageError(
                 f"the content image would be {w}x{h} px, below the network's minimum of {smallest} px a side "
-                f"for layer {max(config.layers, key=lambda n: min_input_size([n]))}; use a larger --size "
-                "or a less elongated image"
+                f"for layer {deepest(cfg.layers)}; use a larger --size or a less elongated image"
             )
 
-    def prepare_style(self, style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    def _style(self, style: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         mode = self.config.preserve_colors
         if mode == "histogram":
             return color.match_histogram(style, content)
@@ -145,58 +244,95 @@ class _Run:
             return color.luminance(style)
         return style
 
+    def _scale(
+        self, content: torch.Tensor, index: int, masks: list[torch.Tensor] | None, keep: torch.Tensor | None
+    ) -> _Scale:
+        cfg, device = self.config, self.device
+        sizes = cfg.scale_sizes()
+        long_side = sizes[index]
+        h, w = fit_long_side(*_hw(content), long_side)
+        steps = cfg.steps if index == len(sizes) - 1 else cfg.scale_steps_or_default
+        sized = resize(content, h, w)
+        seen = color.luminance(sized) if cfg.preserve_colors == "luminance" else sized
+        style_side = max(min_input_size(cfg.style_layers), round(long_side * cfg.style_scale))
+        styles = [self._style(resize_long(s, style_side), sized) for s in self.styles]
+        content_t = {k: v.to(device) for k, v in self.targets.content(seen, cfg.content_layers).items()}
+        style_ts = [_to_device(self.targets.style(s, cfg.style_layers), device) for s in styles]
+        if masks is None:
+            regions = [StyleRegion(blend(style_ts, self.blend_weights))]
+        else:
+            regions = [
+                StyleRegion(t, resize(m, h, w, kind="mask").to(device)) for t, m in zip(style_ts, masks, strict=True)
+            ]
+        objective = Objective(self.net, content_t, regions, cfg).accelerate(device)
+        kept = None if keep is None else resize(keep, h, w, kind="mask").to(device)
+        return _Scale(ScaleInfo(index, len(sizes), (h, w), steps), seen.to(device), objective, kept)
 
-def _start(config: StyleConfig, scale: _Scale, init: torch.Tensor | None) -> torch.Tensor:
-    """What a single-scale run starts from at this scale's size."""
-    h, w = scale.content.shape[-2:]
-    if init is not None:
-        return resize(init.float(), int(h), int(w))
-    if config.init == "random":
-        gen = torch.Generator().manual_seed(config.seed)
-        return torch.rand(1, 3, int(h), int(w), generator=gen)
-    return scale.seen.detach().cpu()
+    def _start(self, scale: _Scale) -> torch.Tensor:
+        """What a run starts from at this scale's size when there is no coarser result."""
+        h, w = _hw(scale.seen)
+        if self.init_image is not None:
+            return resize(self.init_image, h, w)
+        if self.config.init == "random":
+            return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(self.config.seed))
+        return scale.seen.detach().cpu()
+
+    def _initial(self, scale: _Scale, previous: torch.Tensor | None) -> torch.Tensor:
+        if previous is None:
+            return self._start(scale)
+        if self.init_image is None and self.config.init == "random":
+            # White noise has no detail worth keeping: the coarse result, upsampled, is the better start.
+            return resize(previous, *_hw(scale.seen))
+        return handoff(previous, self._start(scale))
+
+    def _optimize(
+        self,
+        scale: _Scale,
+        start: _Start,
+        on_step: Callback | None,
+        result: StylizeResult,
+        should_stop: Callable[[], bool] | None,
+        sync_every: int,
+    ) -> OptimizeResult:
+        cfg = self.config
+
+        def step_done(step: Step, image: Callable[[], torch.Tensor]) -> None:
+            event = dataclasses.replace(step, scale=scale.info.index, scales=scale.info.count)
+            result.steps.append(event)
+            if on_step is not None:
+                on_step(event, lambda: self._finish(scale.seen, image()).cpu())
+
+        try:
+            return optimize(
+                scale.objective,
+                start.image.to(self.device),
+                steps=scale.info.steps,
+                optimizer=cfg.optimizer,
+                lr=cfg.learning_rate,
+                history=cfg.lbfgs_history,
+                callback=step_done,
+                compose=scale.compose,
+                optimizer_state=start.state,
+                first_step=start.first_step,
+                should_stop=should_stop,
+                sync_every=sync_every,
+                cuda_graph=cfg.cuda_graph if self.device.type == "cuda" else "off",
+            )
+        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
+            raise out_of_memory_error(*_hw(scale.seen), cfg, self.device) from exc
+        except RuntimeError as exc:
+            if "can't allocate memory" in str(exc) or "out of memory" in str(exc):
+                raise out_of_memory_error(*_hw(scale.seen), cfg, self.device) from exc
+            raise
+
+    def _finish(self, content: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        if self.config.preserve_colors == "luminance":
+            return color.recombine(image, resize(content, *_hw(image)).to(image.device))
+        return image
 
 
-#: The coarse scale's change is handed on blurred to this fraction of the coarse scale's resolution: its layout
-#: and colours, not its texture (README, Quality controls; measured in the Benchmarks).
-HANDOFF_SMOOTHING = 8
-
-
-def handoff(previous: torch.Tensor, start: torch.Tensor, smoothing: float | None = None) -> torch.Tensor:
-    """The next scale's first image: ``start``'s fine detail plus the coarse result's change to it, smoothed.
-
-    Upsampling the coarse result alone gives a blurred image, and a deep content layer sees the photo's fine
-    detail gone: at 512 px the content term jumped twentyfold at the hand-off and the fine scale needed more steps
-    than a cold start (189 against 100, tübingen + starry night). So the start image's detail (the photo, or an
-    --init-image) is kept and the coarse change added to it, a Laplacian-pyramid step.
-
-    The change is first reduced to 1/``smoothing`` of the coarse resolution: what the coarse scale is for is the
-    arrangement of colour and shape, which the fine scale's receptive fields cannot see whole. Its texture is
-    tuned to the coarse sampling; upsampled, it is a texture twice too large that the fine scale has to unpick,
-    and the run settled higher: with the change handed on whole, three scales reached the single-scale loss after
-    100 steps at 512 px in 0.94x the single-scale time; smoothed by 8, in 1.34x (bench/reports/cpu-2core-multiscale/).
-    """
-    smoothing = HANDOFF_SMOOTHING if smoothing is None else smoothing
-    h, w = start.shape[-2:]
-    start = start.to(previous.device)
-    ph, pw = int(previous.shape[-2]), int(previous.shape[-1])
-    change = previous - resize(start, ph, pw)
-    if smoothing > 1:
-        small = (max(1, round(ph / smoothing)), max(1, round(pw / smoothing)))
-        change = F.interpolate(change, size=small, mode="bilinear", align_corners=False, antialias=True)
-    up = F.interpolate(change, size=(int(h), int(w)), mode="bicubic", align_corners=False)
-    return (start + up).clamp(0.0, 1.0)
-
-
-def _initial(
-    config: StyleConfig, scale: _Scale, previous: torch.Tensor | None, init: torch.Tensor | None
-) -> torch.Tensor:
-    if previous is None:
-        return _start(config, scale, init)
-    if init is None and config.init == "random":
-        # White noise has no detail worth keeping: the coarse result, upsampled, is the better start.
-        return resize(previous, *_hw(scale.content))
-    return handoff(previous, _start(config, scale, init))
+def _to_device(target: StyleTarget, device: torch.device) -> StyleTarget:
+    return {k: dataclasses.replace(v, moment=v.moment.to(device), mean=v.mean.to(device)) for k, v in target.items()}
 
 
 def stylize(
@@ -210,108 +346,18 @@ def stylize(
     init_image: torch.Tensor | None = None,
     style_masks: Sequence[torch.Tensor] | None = None,
     content_mask: torch.Tensor | None = None,
-    resume: dict[str, Any] | None = None,
+    resume: Checkpoint | None = None,
     should_stop: Callable[[], bool] | None = None,
     sync_every: int | None = None,
 ) -> StylizeResult:
-    """Stylize ``content`` (1, 3, H, W) float32 RGB in [0, 1] with ``styles`` (each (1, 3, h, w) in [0, 1]).
-
-    The output's long side is ``config.size`` and its aspect ratio the content's. ``net`` is the torch
-    VGG the gradients flow through; ``targets`` supplies the fixed targets (ONNX Runtime, maybe cached).
-    ``style_masks`` ((1, 1, H, W) each, one per style) confine each style to its region;
-    ``content_mask`` marks where the photo is kept unstylized. ``resume`` continues from a result's
-    ``checkpoint``; ``should_stop`` is polled between steps (signal handlers set it) to stop cleanly.
-    """
-    torch.manual_seed(config.seed)
-    run = _Run(content, styles, config, net, targets, style_masks, content_mask, sync_every)
-    sizes = config.scale_sizes()
-    result = StylizeResult(image=content)
-    image: torch.Tensor | None = None
-    for index, long_side in enumerate(sizes):
-        if resume is not None and index < int(resume["scale"]):
-            continue
-        scale = _Scale(run, index, long_side)
-        last = index == len(sizes) - 1
-        steps = config.steps if last else (config.scale_steps if config.scale_steps is not None else config.steps // 2)
-        state, first = None, 1
-        if resume is not None and index == int(resume["scale"]):
-            start, state, first = resume["image"], resume["optimizer"], int(resume["step"]) + 1
-        else:
-            start = _initial(config, scale, image, init_image)
-        try:
-            out = _optimize_scale(
-                run, scale, start, steps, state, first, callback, result, index, len(sizes), should_stop
-            )
-        except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-            raise out_of_memory_error(*_hw(scale.content), config, run.device) from exc
-        except RuntimeError as exc:
-            if "can't allocate memory" in str(exc) or "out of memory" in str(exc):
-                raise out_of_memory_error(*_hw(scale.content), config, run.device) from exc
-            raise
-        image = out.image
-        result.recoveries += out.recoveries
-        result.checkpoint = {
-            "scale": index,
-            "step": out.steps_done,
-            "optimizer": out.optimizer_state,
-            "image": (out.pixels if out.pixels is not None else out.image).cpu(),
-        }
-        if out.interrupted:
-            result.interrupted = True
-            break
-    if image is None:
-        raise ConfigError("nothing to do: the checkpoint is already past the last scale")
-    result.image = _finish(run, image).cpu()
-    return result
-
-
-def _hw(image: torch.Tensor) -> tuple[int, int]:
-    return int(image.shape[-2]), int(image.shape[-1])
-
-
-def _optimize_scale(
-    run: _Run,
-    scale: _Scale,
-    start: torch.Tensor,
-    steps: int,
-    state: dict[str, Any] | None,
-    first: int,
-    callback: Callback | None,
-    result: StylizeResult,
-    index: int,
-    count: int,
-    should_stop: Callable[[], bool] | None,
-) -> OptimizeResult:
-    cfg = run.config
-    return optimize(
-        scale.objective,
-        start.to(run.device),
-        steps=steps,
-        optimizer=cfg.optimizer,
-        lr=cfg.learning_rate,
-        history=cfg.lbfgs_history,
-        callback=_scale_callback(callback, result, index, count, run),
-        compose=scale.compose,
-        optimizer_state=state,
-        first_step=first,
-        should_stop=should_stop,
-        sync_every=run.sync_every,
-        cuda_graph=cfg.cuda_graph if run.device.type == "cuda" else "off",
+    """One content image through a one-off ``Pipeline`` (see ``Pipeline.run``): for tests and benchmarks."""
+    pipeline = Pipeline(
+        config,
+        net,
+        targets,
+        styles,
+        style_masks=style_masks,
+        content_mask=content_mask,
+        init_image=init_image,
     )
-
-
-def _finish(run: _Run, image: torch.Tensor) -> torch.Tensor:
-    if run.config.preserve_colors == "luminance":
-        content = resize(run.content, *image.shape[-2:]).to(image.device)
-        return color.recombine(image, content)
-    return image
-
-
-def _scale_callback(callback: Callback | None, result: StylizeResult, index: int, count: int, run: _Run) -> Callback:
-    def on_step(step: Step, image: Callable[[], torch.Tensor]) -> None:
-        event = dataclasses.replace(step, scale=index, scales=count)
-        result.steps.append(event)
-        if callback is not None:
-            callback(event, lambda: _finish(run, image()).cpu())
-
-    return on_step
+    return pipeline.run(content, on_step=callback, resume=resume, should_stop=should_stop, sync_every=sync_every)

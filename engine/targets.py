@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -108,6 +108,23 @@ class DirectTargets:
         out = self._styles[key] = style_target(self.encoder, image, layers)
         self.records.append(TargetRecord("style", _hw(image), time.perf_counter() - start, "off", True))
         return out
+
+
+def target_summary(records: Sequence[TargetRecord]) -> dict[str, Any]:
+    """What a list of records adds up to, as the trace records it."""
+    return {
+        "records": [
+            {"kind": r.kind, "size": list(r.size), "seconds": round(r.seconds, 5), "cache": r.cache}
+            | {"forward": r.forward}
+            for r in records
+        ],
+        "seconds": round(sum(r.seconds for r in records), 5),
+        "hits": sum(r.cache == "hit" for r in records),
+        "memory_hits": sum(r.cache == "memory" for r in records),
+        "misses": sum(r.cache == "miss" for r in records),
+        "content_forward_passes": sum(r.forward for r in records if r.kind == "content"),
+        "style_forward_passes": sum(r.forward for r in records if r.kind == "style"),
+    }
 
 
 def _hw(image: torch.Tensor) -> tuple[int, int]:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine import color
-from engine.cli_stylize import build_config
+from engine.cli.stylize import build_config
 from engine.config import StyleConfig
 from engine.errors import ConfigError
 from engine.objective import normalize_grad

@@ -68,7 +68,7 @@ def test_out_of_memory_in_mid_run_is_reported_the_same_way(
     def boom(*args: object, **kwargs: object) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(stylize_module, "_optimize_scale", boom)
+    monkeypatch.setattr(stylize_module, "optimize", boom)
     config = StyleConfig(size=64, steps=3)
     with pytest.raises(ResourceError, match=r"ran out of cpu memory at 64x48; try --size \d+ or less"):
         stylize(

@@ -138,7 +138,7 @@ def test_resume_reaches_the_same_image_as_an_uninterrupted_run(model_info, model
         targets=DirectTargets(encoder),
         should_stop=stop_after_four,
     )
-    assert first.interrupted and first.checkpoint["step"] == 4
+    assert first.interrupted and first.checkpoint is not None and first.checkpoint.step == 4
     second = stylize(
         pair[0],
         [pair[1]],

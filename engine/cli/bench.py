@@ -1,0 +1,65 @@
+"""``nst-engine bench``: the benchmark suite (the ``bench`` package, which only the CLI imports)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from bench.runner import ALL_CASES, run
+from engine.cli.app import app, fail, handled
+from engine.cli.app import out as console
+from engine.cli.export import WeightsOpt
+
+SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
+
+
+@app.command()
+@handled
+def bench(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.md, results.json, charts).")] = Path(
+        "bench/reports/latest"
+    ),
+    quick: Annotated[bool, typer.Option(help="About a minute on a CPU: small sizes, fewer repeats.")] = False,
+    weights: WeightsOpt = "random",
+    content: Annotated[Path, typer.Option(help="Content image.")] = SAMPLES / "content_tubingen.jpg",
+    style: Annotated[Path, typer.Option(help="Style image.")] = SAMPLES / "style_starry_night.jpg",
+    case: Annotated[
+        list[str] | None, typer.Option(help="Run only these cases: forward, step, ttq, cache, multiscale (repeatable).")
+    ] = None,
+    ttq_size: Annotated[int | None, typer.Option(help="Time-to-quality size \\[default: 512, quick CPU 128].")] = None,
+    ttq_evaluations: Annotated[int | None, typer.Option(help="Baseline L-BFGS evaluations \\[default: 300].")] = None,
+    multiscale_size: Annotated[int | None, typer.Option(help="Coarse-to-fine size \\[default: 512].")] = None,
+    ttq_scales: Annotated[
+        int, typer.Option(help="Also race coarse to fine with this many scales in the ttq case (1: not).")
+    ] = 1,
+) -> None:
+    """Benchmark backends and the optimisation step against a textbook baseline; write a report folder.
+
+    Cases: forward (images/s of the target pass per backend and size), step (ms/step and peak memory of the
+    engine's configurations and of the PyTorch-tutorial baseline), ttq (time to the baseline's loss after 300
+    L-BFGS evaluations), cache (target time per image, cold vs warm), multiscale (time to the single-scale loss).
+    Unavailable backends are listed with the reason. Needs matplotlib for charts (pip install 'nst-engine\\[bench]').
+    """
+    unknown = [c for c in case or () if c not in ALL_CASES]
+    if unknown:
+        raise fail(f"unknown case {unknown[0]!r}; choose from {', '.join(ALL_CASES)}")
+    for path in (content, style):
+        if not path.is_file():
+            raise fail(f"benchmark image '{path}' not found; pass --content / --style")
+    run(
+        out,
+        quick=quick,
+        content=content,
+        style=style,
+        weights_spec=weights,
+        only=tuple(case or ()),
+        ttq_size=ttq_size,
+        ttq_evaluations=ttq_evaluations,
+        multiscale_size=multiscale_size,
+        ttq_scales=ttq_scales,
+        log=lambda m: console.print(f"[dim]{escape(m)}[/]"),
+    )
+    console.print(f"[green]wrote[/] {out / 'report.md'}")

