@@ -42,11 +42,20 @@ def test_baseline_loss_equals_the_engine_loss_it_is_compared_with(weights) -> No
     assert len(style_losses) == 5 and len(content_losses) == 1
 
 
-def test_unavailable_backends_say_why() -> None:
+def test_unavailable_backends_say_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
     reasons = {b.name: b.needs() for b in BACKENDS}
-    assert reasons["torch eager fp32 (CPU)"] is None and reasons["ONNX Runtime CPU"] is None
-    if not torch.cuda.is_available():
-        assert "no CUDA device" in str(reasons["torch CUDA bf16"])
+    assert reasons["ONNX Runtime CPU"] is None
+    gpu = [b for b in BACKENDS if b.device == "cuda"]
+    assert gpu and all(reasons[b.name] for b in gpu)  # every GPU backend names why it cannot run here
+    assert "onnxruntime-gpu" in str(reasons["ONNX Runtime CUDA"]) and "no CUDA device" in str(
+        reasons["torch CUDA bf16"]
+    )
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert next(b for b in BACKENDS if b.name == "ONNX Runtime CUDA").needs() is None
 
 
 def _env() -> dict[str, Any]:

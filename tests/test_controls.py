@@ -191,9 +191,32 @@ def test_presets_and_explicit_options_win() -> None:
     assert build_config(None, {}) == StyleConfig()
     with pytest.raises(ConfigError, match="unknown preset"):
         build_config("picasso", {})
-    for name, values in PRESETS.items():
-        config = build_config(name, {})
-        assert all(getattr(config, k) == v for k, v in values.items() if v is not None), name
+    assert set(PRESETS) == set(SOURCE_VALUES)
+
+
+#: Each reference's settings, read from the source itself (not from engine.presets): what the preset must give.
+SOURCE_VALUES = {
+    # Gatys et al. 2016: conv4_2 / conv1_1..conv5_1 (post-ReLU in Caffe), alpha/beta = 1e-3, average pooling,
+    # white-noise start, the paper's loss scaling, no smoothness term.
+    "gatys": {"content_layers": ("relu4_2",), "content_weight": 1.0, "style_weight": 1e3, "tv_weight": 0.0}
+    | {"pooling": "avg", "init": "random", "normalization": "gatys", "optimizer": "lbfgs"},
+    # neural_style.lua defaults: -content_weight 5 -style_weight 100 -tv_weight 1e-3 -num_iterations 1000
+    # -image_size 512 -init random -pooling max, -lbfgs_num_correction default 100 (via optim.lbfgs nCorrection).
+    "jcjohnson": {"content_weight": 5.0, "style_weight": 100.0, "tv_weight": 1e-3, "steps": 1000, "size": 512}
+    | {"init": "random", "pooling": "max", "optimizer": "lbfgs", "lbfgs_history": 100},
+    # The PyTorch tutorial: content after conv_4 (= conv2_2), style after conv_1..conv_5, num_steps 300, input =
+    # a clone of the content image, no TV term.
+    "tutorial": {"content_layers": ("conv2_2",), "steps": 300, "init": "content", "tv_weight": 0.0}
+    | {"style_layers": ("conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1")},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SOURCE_VALUES))
+def test_each_preset_gives_its_sources_settings(name: str) -> None:
+    config = build_config(name, {})
+    assert {k: getattr(config, k) for k in SOURCE_VALUES[name]} == SOURCE_VALUES[name]
+    assert config.feature_units == "raw"  # the sources' weights are for their networks' own features
+    assert build_config(name, {"pooling": "max", "steps": 3}).steps == 3  # an option given still wins
 
 
 def test_readme_preset_table_matches_the_code() -> None:

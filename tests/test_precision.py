@@ -69,4 +69,18 @@ def test_device_and_precision_choices() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ProviderError, match="needs a CUDA device"):
             configure_precision(torch.device("cpu"), "fp16")
-    configure_precision(torch.device("cpu"), "bf16")  # allowed on CPU (slow without AVX-512 BF16; see README)
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = False
+        configure_precision(torch.device("cpu"), "bf16")  # allowed on CPU (autocast in the objective)
+        # A CPU run leaves CUDA's global switches alone; on CUDA, fp32 turns TF32 off and autotuning on.
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cudnn.benchmark
+        configure_precision(torch.device("cuda"), "fp32")  # sets flags only; needs no GPU
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.benchmark
+        configure_precision(torch.device("cuda"), "tf32")
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = flags
