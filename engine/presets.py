@@ -1,6 +1,6 @@
 """Settings that reproduce well-known reference implementations. Explicit options override a preset.
 
-Each preset maps StyleConfig fields to values; ``SOURCES`` says where each comes from (the README table is
+Each preset maps StyleConfig fields to values; ``SOURCES`` says where each comes from (the table in docs/controls.md is
 made from the same data).
 """
 
@@ -83,7 +83,7 @@ def preset(name: str) -> dict[str, Any]:
     return dict(PRESETS[name])
 
 
-#: Fields shown in the README's preset table, in order.
+#: Fields shown in the preset table of docs/controls.md, in order.
 TABLE_FIELDS = (
     "content_layers",
     "style_layers",
@@ -109,7 +109,7 @@ def _cell(value: Any) -> str:
 
 
 def markdown_table() -> str:
-    """The README's preset table, generated from PRESETS (a test checks the README holds exactly this)."""
+    """The preset table of docs/controls.md, generated from PRESETS (a test checks the page holds exactly this)."""
     header = "| preset | " + " | ".join(f.replace("_", " ") for f in TABLE_FIELDS) + " | source |"
     rule = "|" + " --- |" * (len(TABLE_FIELDS) + 2)
     rows = [

@@ -11,25 +11,13 @@ step that blows the loss up, or meets a non-finite loss or gradient, is undone w
 With ``bounds`` (pixels: (0, 1)) every point stays in the box, as in L-BFGS-B without its Cauchy point: a
 coordinate at a bound whose gradient points out of the box is held (left out of the recursion and the step),
 the rest take the quasi-Newton step, and the new point is projected into the box; the curvature pair is the move
-actually made. Iterating freely and clamping when the image is read out (jcjohnson/neural-style) saves an image
-whose loss is well above the one the optimiser saw: 0.02123 against 0.02004 after 300 steps at 512 px on the
-benchmark's pair, where this reaches 0.02012 for the saved image itself. Recording the unclamped step, as
-torch.optim.LBFGS does under the PyTorch tutorial's clamp in its closure, stalls short of the minimum on a
-box-constrained quadratic (tests/test_step.py has one it must solve).
+actually made. So the loss the optimiser sees is the loss of the image saved, which clamping at read-out
+(jcjohnson/neural-style) does not give; tests/test_step.py has a box-constrained quadratic it must solve.
 
-The initial inverse-Hessian scale is Nocedal and Wright's y.s / y.y of the newest pair. With random weights (and no
-backtracking) the geometric mean of the two Barzilai-Borwein scales, |s| / |y|, did better in the long tail (the
-saved image's loss after 300 steps 0.01823 against 0.01858 at 256 px, 0.01972 against 0.02012 at 512 px), and was
-the default; on trained features, with backtracking, y.s / y.y reaches a lower loss on all three pairs measured
-(0.2-0.5% after 150 steps at 256 px) and its steps almost never rise, where |s| / |y| has about a third of its
-trial steps rejected (bench/reports/cpu-2core-real-defaults). Both solve the box-constrained quadratic in
-tests/test_step.py; the longer scales that did best on random weights do not.
-
-A step that raises the loss (less than the blow-up factor) is not built on: its curvature pair is kept, but the
-next step starts again from the last accepted point, at half the length (doubled back towards 1 after each
-success), a backtracking line search spread over steps, one evaluation per trial. Without it the loss zigzagged in
-the tail, rising on about every third step by up to 8% over the best, on trained features as on random ones; with
-it the final loss after 150 steps at 256 px was 0.7-3% lower on three pairs (bench/reports/cpu-2core-real-defaults).
+The initial inverse-Hessian scale is Nocedal and Wright's y.s / y.y of the newest pair; a step that raises the
+loss (by less than the blow-up factor) is not built on: its curvature pair is kept and the next step starts again
+from the last accepted point at half the length, a backtracking line search spread over steps. Both were chosen on
+trained features (docs/design.md, bench/reports/cpu-2core-real-defaults).
 
 The step never waits on the host: every decision is a ``torch.where`` on device tensors, every piece of state
 is a tensor of fixed shape updated in place, and the ring is addressed with device indices. That is what lets
@@ -51,8 +39,8 @@ GROW = 1.25
 #: A step whose loss exceeds the previous loss by this factor is undone.
 BLOWUP = 2.0
 
-#: Default for new optimisers: retry from the last accepted point, shorter, after a step that raised the loss
-#: (measured on real features: bench/reports/cpu-2core-real-defaults). A switch for experiments, not an option.
+#: Default for new optimisers: retry from the last accepted point, shorter, after a step that raised the loss.
+#: A switch for experiments (bench.tune), not an option.
 BACKTRACK = True
 #: The initial inverse-Hessian scale: "short" y.s / y.y (Nocedal and Wright's, the default), or "geometric"
 #: |s| / |y|. A switch for experiments (bench.tune), not an option.
