@@ -43,7 +43,7 @@ from engine.jobs import Job, check_writes, step_path
 from engine.model import Model, ModelSpec, open_model, target_source
 from engine.optim.loop import Step
 from engine.resize import resize_long
-from engine.stylize import Pipeline, ScaleInfo, StylizeResult
+from engine.stylize import Pipeline, ScaleInfo, StylizeResult, check_mask_count
 from engine.targets import target_summary
 
 ImageInput = str | Path | torch.Tensor
@@ -101,8 +101,7 @@ class Session:
         self._stop = threading.Event()
         self._preloaded: dict[Path, torch.Tensor] = {}
         self.stop_reason = ""
-        if masks and len(masks) != len(styles):
-            raise ConfigError(f"{len(masks)} --mask for {len(styles)} styles; give one --mask per --style")
+        check_mask_count(masks, styles)
         if init_image is None and config.init not in ("content", "random"):
             init_image = Path(config.init)
         self.style_names = [_label(s) for s in styles]
@@ -202,8 +201,7 @@ class Session:
         output, a checkpoint beside it (status "interrupted"); a loss that stays non-finite writes the last good
         image and raises NumericalError.
         """
-        if save_every < 0:
-            raise ConfigError(f"--save-every must be 0 (off) or a positive number of steps, not {save_every}")
+        check_save_every(save_every)
         out = None if output is None else Path(output)
         if out is not None:
             images.output_suffix(out)
@@ -270,8 +268,7 @@ class Session:
         """Stylize every job's content into its output. Every path written is checked first, once; outputs that
         exist are skipped unless ``overwrite``. In a batch a failed image is reported and the rest go on; one
         image's error is raised. A stop request ends the batch after the current image."""
-        if save_every < 0:
-            raise ConfigError(f"--save-every must be 0 (off) or a positive number of steps, not {save_every}")
+        check_save_every(save_every)
         inputs = [j.content for j in jobs] + self.inputs
         check_writes(jobs, inputs, trace, overwrite, save_every, resume)
         todo = [j for j in jobs if overwrite or resume or not j.output.exists()]
@@ -371,6 +368,11 @@ class Session:
 
     def write_trace(self, path: Path, outcomes: Sequence[ImageResult], batch: bool) -> None:
         write_atomic(path, (json.dumps(self.trace_data(outcomes, batch), indent=2) + "\n").encode())
+
+
+def check_save_every(save_every: int) -> None:
+    if save_every < 0:
+        raise ConfigError(f"--save-every must be 0 (off) or a positive number of steps, not {save_every}")
 
 
 def _record(step: Step, count: int, elapsed: float) -> dict[str, Any]:

@@ -62,6 +62,12 @@ def _hw(image: torch.Tensor) -> tuple[int, int]:
     return int(image.shape[-2]), int(image.shape[-1])
 
 
+def check_mask_count(masks: Sequence[object] | None, styles: Sequence[object]) -> None:
+    """One mask per style, or none."""
+    if masks and len(masks) != len(styles):
+        raise ConfigError(f"{len(masks)} masks for {len(styles)} styles; give one --mask per --style")
+
+
 def check_mask(mask: torch.Tensor, content: torch.Tensor, what: str) -> torch.Tensor:
     """A (1, 1, H, W) mask in [0, 1] of the content's aspect ratio that covers something, else ConfigError."""
     if mask.ndim != 4 or mask.shape[:2] != (1, 1):
@@ -148,8 +154,7 @@ class Pipeline:
                 raise ConfigError(f"a style must be a (1, 3, H, W) tensor, not {tuple(image.shape)}")
             if min(image.shape[-2:]) < 1:
                 raise ImageError("a style image is empty")
-        if style_masks is not None and len(style_masks) != len(styles):
-            raise ConfigError(f"{len(style_masks)} masks for {len(styles)} styles; give one --mask per --style")
+        check_mask_count(style_masks, styles)
         self.config = config
         self.device = resolve_device(config.device)
         if config.cuda_graph == "on" and self.device.type != "cuda":
