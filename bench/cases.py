@@ -285,7 +285,9 @@ def ttq_case(setup: Setup, size: int, evaluations: int, config_name: str | None 
             return float(evaluator(image.to(setup.device))["total"])
 
     c, s = _pair(setup, size)
-    setup.log(f"time to quality: baseline, {evaluations} evaluations @ {size}px")
+    setup.log(
+        f"time to quality: baseline, {evaluations} evaluations asked (torch's LBFGS ends its last step) @ {size}px"
+    )
     start = time.perf_counter()
     weights = _baseline_weights(loss_settings)
     base = baseline.Baseline(

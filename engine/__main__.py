@@ -1,5 +1,5 @@
 """``python -m engine`` runs the ``nst-engine`` command line."""
 
-from engine.cli import main
+from engine.launch import main
 
 main()

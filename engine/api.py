@@ -35,6 +35,7 @@ def stylize_file(
     init_image: ImageInput | None = None,
     resume: Checkpoint | str | Path | None = None,
     save_every: int = 0,
+    overwrite: bool = False,
     model: str | Path | None = None,
     weights: str = "vgg19",
     network: str | None = None,
@@ -49,7 +50,8 @@ def stylize_file(
 
     ``settings`` override fields of ``config`` (``size=256, steps=100`` ...), as CLI options do. ``masks`` (one
     per style), ``content_mask``, ``init_image``, ``resume`` (a checkpoint or its path) and ``save_every`` are
-    the CLI's --mask, --content-mask, --init-image, --resume and --save-every. Nothing but ``output``, its
+    the CLI's --mask, --content-mask, --init, --resume and --save-every; an existing ``output`` is replaced only
+    with ``overwrite=True`` (or when resuming its own checkpoint). Nothing but ``output``, its
     --save-every images and, when stopped, its checkpoint is written.
     """
     config = (config or StyleConfig()).replace(**settings)
@@ -67,4 +69,4 @@ def stylize_file(
         init_image=init_image,
         on_event=on_event,
     )
-    return session.stylize(content, output, resume=resume, save_every=save_every)
+    return session.stylize(content, output, resume=resume, save_every=save_every, overwrite=overwrite)

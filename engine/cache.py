@@ -12,10 +12,13 @@ layers, the pooling, the model file's sha256, the ONNX Runtime provider and its 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +29,8 @@ from platformdirs import user_cache_dir
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from engine.files import write_atomic
+from engine.errors import ConfigError
+from engine.files import TMP_SUFFIX, write_atomic
 from engine.losses import StyleStats
 from engine.targets import Encoder, StyleTarget, TargetRecord, content_target, style_target
 
@@ -93,42 +97,82 @@ class CacheInfo:
     bytes: int
 
 
+#: The file that marks a folder as an nst-engine cache: ``cache clear`` deletes only inside a folder holding it.
+MARKER = ".nst-engine-cache"
+#: No entry is this large (content features of a 4096 px image at relu4_2 are about 400 MB): a larger file is
+#: not one of ours, and is not read.
+MAX_ENTRY_BYTES = 1 << 30
+_ENTRY = re.compile(r"[0-9a-f]{64}\.safetensors")
+
+
 class TargetCache:
-    """Key -> tensors on disk under ``root/targets``; exported models live beside them in ``root/models``."""
+    """Key -> tensors on disk under ``root/targets``; exported models live beside them in ``root/models``.
+
+    The cache is a convenience: when its folder cannot be written (read-only, a file in the way) the run warns
+    once and goes on computing every target."""
 
     def __init__(self, root: Path, warn: Callable[[str], None] | None = None) -> None:
         self.root = Path(root)
         self.warn = warn or (lambda message: None)
+        self.usable = True
 
     def _path(self, key: str) -> Path:
         return self.root / "targets" / key[:2] / f"{key}.safetensors"
 
+    def claim(self) -> None:
+        """Create the cache folder (if need be) and mark it as nst-engine's."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        marker = self.root / MARKER
+        if not marker.exists():
+            write_atomic(marker, b"nst-engine cache: targets/ and models/ in this folder are written by nst-engine\n")
+
+    def _unusable(self, exc: OSError) -> None:
+        if self.usable:
+            self.warn(f"cache '{self.root}' cannot be used ({exc.strerror or exc}); running without it")
+        self.usable = False
+
     def load(self, key: str) -> Tensors | None:
         """The tensors stored under ``key``, or None if absent or damaged (a damaged entry is removed)."""
+        if not self.usable:
+            return None
         path = self._path(key)
         try:
-            data = path.read_bytes()
+            info = path.lstat()
         except FileNotFoundError:
             return None
+        except OSError as exc:  # a file where a folder should be
+            self._unusable(exc)
+            return None
         try:
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError("not a regular file")
+            if info.st_size > MAX_ENTRY_BYTES:
+                raise ValueError(f"{info.st_size} bytes, larger than any entry")
+            data = path.read_bytes()
             tensors = load_safetensors(data)
             header_len = int.from_bytes(data[:8], "little")
-            header = json.loads(data[8 : 8 + header_len])
-            stored = header.get("__metadata__", {}).get("sha256")
-            if stored != tensors_sha256(tensors):
+            meta = json.loads(data[8 : 8 + header_len]).get("__metadata__", {})
+            if meta.get("key") != key:
+                raise ValueError("stored under another key")
+            if meta.get("sha256") != tensors_sha256(tensors):
                 raise ValueError("checksum mismatch")
         except Exception as exc:  # noqa: BLE001 - any parse failure means a damaged entry
             self.warn(f"cache entry {path.name} is damaged ({str(exc)[:60] or type(exc).__name__}); recomputing it")
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink()
             return None
         return tensors
 
     def save(self, key: str, tensors: Tensors, kind: str) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.usable:
+            return
         cpu = {k: v.detach().float().contiguous().cpu() for k, v in tensors.items()}
-        blob = save_safetensors(cpu, metadata={"sha256": tensors_sha256(cpu), "kind": kind, "format": CACHE_FORMAT})
-        write_atomic(path, blob)  # its temporary file ends in .tmp, never .safetensors
+        meta = {"sha256": tensors_sha256(cpu), "kind": kind, "format": CACHE_FORMAT, "key": key}
+        try:
+            self.claim()
+            write_atomic(self._path(key), save_safetensors(cpu, metadata=meta))  # temporaries end in .tmp
+        except OSError as exc:
+            self._unusable(exc)
 
     def info(self) -> CacheInfo:
         # Temporary files of writes in progress (or killed mid-write) end in .tmp and are not entries.
@@ -138,10 +182,30 @@ class TargetCache:
         return CacheInfo(self.root, len(targets), len(models), sum(p.stat().st_size for p in files))
 
     def clear(self) -> CacheInfo:
-        """Delete every target and model; returns what was there."""
+        """Delete every target and model this cache wrote, and nothing else; returns what was there.
+
+        A folder without the marker is refused (unless it is empty): it may be someone's own ``models/``."""
+        if not self.root.exists():
+            return self.info()
+        if not self.root.is_dir():
+            raise ConfigError(f"cache '{self.root}' is a file, not a cache folder; check --cache-dir")
+        if not (self.root / MARKER).is_file() and any(self.root.iterdir()):
+            raise ConfigError(
+                f"'{self.root}' is not an nst-engine cache (it has no {MARKER} file); nothing was deleted. "
+                "Give the folder nst-engine uses (nst-engine cache info), or delete this one yourself"
+            )
         before = self.info()
-        for sub in ("targets", "models", "tensorrt"):
-            shutil.rmtree(self.root / sub, ignore_errors=True)
+        for entry in (self.root / "targets").glob("*/*"):
+            if entry.is_file() and (_ENTRY.fullmatch(entry.name) or entry.name.endswith(TMP_SUFFIX)):
+                entry.unlink()
+        for model in (self.root / "models").glob("*"):
+            if model.is_file() and (model.suffix == ".onnx" or model.name.endswith(TMP_SUFFIX)):
+                model.unlink()
+        shutil.rmtree(self.root / "tensorrt", ignore_errors=True)  # ONNX Runtime's engine cache, ours alone
+        folders = [*(self.root / "targets").glob("*"), self.root / "targets", self.root / "models"]
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if now empty
         return before
 
 

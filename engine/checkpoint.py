@@ -14,7 +14,7 @@ import torch
 import engine
 from engine.config import StyleConfig
 from engine.errors import ConfigError
-from engine.files import write_atomic
+from engine.files import special_kind, write_atomic
 
 FORMAT = 2  # 2: the optimiser state is device tensors only
 #: Settings that may differ between the interrupted run and its continuation.
@@ -36,6 +36,7 @@ class Checkpoint:
     image: torch.Tensor  # (1, 3, H, W) float32, on the CPU
     optimizer: dict[str, torch.Tensor] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    content: str = ""  # sha256 of the content image's pixels: a checkpoint continues only its own photo
 
     def save(self, path: Path) -> Path:
         data = {
@@ -46,6 +47,7 @@ class Checkpoint:
             "step": int(self.step),
             "image": self.image.detach().cpu(),
             "optimizer": {k: v.detach() for k, v in self.optimizer.items()},
+            "content": self.content,
         }
         buffer = io.BytesIO()
         torch.save(data, buffer)
@@ -55,6 +57,9 @@ class Checkpoint:
     @classmethod
     def load(cls, path: Path, config: StyleConfig) -> Checkpoint:
         """Read a checkpoint and check it was made with the same settings as this run."""
+        kind = special_kind(path)
+        if kind is not None:
+            raise ConfigError(f"checkpoint '{path}' is {kind}; give the .ckpt file an interrupted run wrote")
         if not path.is_file():
             raise ConfigError(f"checkpoint '{path}' not found; give the .ckpt file an interrupted run wrote")
         try:
@@ -63,11 +68,18 @@ class Checkpoint:
             raise ConfigError(f"'{path}' is not a readable nst-engine checkpoint ({type(exc).__name__})") from exc
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ConfigError(f"'{path}' is not an nst-engine checkpoint of format {FORMAT}")
-        saved = json.loads(data["settings"])
+        try:
+            saved = json.loads(data["settings"])
+            image, optimizer = data["image"], dict(data["optimizer"])
+            scale, step = int(data["scale"]), int(data["step"])
+            if not isinstance(saved, dict) or not isinstance(image, torch.Tensor) or image.ndim != 4:
+                raise ValueError("settings or image of the wrong kind")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"checkpoint '{path}' is damaged ({type(exc).__name__}: {str(exc)[:60]})") from None
         now = config.to_dict()
         differ = sorted(k for k in now if k not in MAY_CHANGE and json.dumps(saved.get(k)) != json.dumps(now[k]))
         if differ:
             raise ConfigError(
                 f"checkpoint '{path}' was made with other settings ({', '.join(differ)}); resume with the same options"
             )
-        return cls(int(data["scale"]), int(data["step"]), data["image"], dict(data["optimizer"]), saved)
+        return cls(scale, step, image, optimizer, saved, str(data.get("content", "")))

@@ -142,7 +142,7 @@ class StyleConfig:
     lbfgs_history: int = setting(30, "L-BFGS curvature pairs kept.", OPTIMISATION, low=1)
     steps: int = setting(500, "Steps at the final scale.", OPTIMISATION, low=0)
     init: Init = setting("content", "content, random or an image path.", OPTIMISATION)
-    seed: int = setting(0, "Same seed + device = same output bytes on CPU.", OPTIMISATION)
+    seed: int = setting(0, "Same seed + device = same output bytes on CPU.", OPTIMISATION, low=0, high=2**63 - 1)
     scales: int = setting(1, "Coarse-to-fine levels, each --scale-factor the last, ending at --size.", CONTROLS, low=1)
     scale_factor: float = setting(2.0, "Size ratio between successive scales.", CONTROLS, above=1)
     scale_steps: int | None = setting(None, "Steps at each coarser scale.", CONTROLS, low=0, shown_default="steps/2")

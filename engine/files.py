@@ -9,13 +9,49 @@ was.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 #: Temporary files end in this suffix, so that a glob for real entries (``*.png``, ``*.onnx``) never sees one.
 TMP_SUFFIX = ".tmp"
+
+
+def special_kind(path: Path) -> str | None:
+    """What ``path`` is when it exists but is not a regular file (a FIFO blocks a reader forever, /dev/zero never
+    ends): "a FIFO", "a device", "a socket" or "a folder"; None for a regular file or a missing path."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
+
+
+def read_limited(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; OSError or ValueError otherwise. The size is read
+    before the data, and the read is bounded too (a file may grow while being read)."""
+    kind = special_kind(path)
+    if kind is not None:
+        raise ValueError(f"is {kind}, not a regular file")
+    size = path.stat().st_size
+    if size > limit:
+        raise ValueError(f"is {size} bytes, over the limit of {limit}")
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"is over the limit of {limit} bytes")
+    return data
 
 
 def new_file_mode() -> int:
@@ -35,16 +71,37 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale(path: Path) -> None:
+    """Remove the temporaries that earlier writes of ``path`` left when their process was killed (kill -9 at the
+    rename cannot be cleaned up by the process itself). A temporary names its writer's pid; a live one is kept."""
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*{TMP_SUFFIX}"):
+        pid = candidate.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for a writer that wants a file name (``onnx.save``, ``torch.save``);
     when the block ends without an error the file is synced and renamed to ``path``, else it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    os.close(fd)
-    tmp = Path(name)
+    remove_stale(path)
+    # The name is fixed before the file exists, so a signal at any point leaves nothing the finally misses.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
     try:
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         yield tmp
         os.chmod(tmp, new_file_mode())
         with open(tmp, "rb+") as handle:

@@ -17,14 +17,16 @@ import torch
 from PIL import Image
 
 from engine.errors import ConfigError, ImageError
-from engine.files import write_atomic
-from engine.resize import resize_long
+from engine.files import read_limited, special_kind, write_atomic
+from engine.resize import fit_long_side, resize_long
 
 # OpenCV prints decoder warnings ("PNG input buffer is incomplete") on stderr; our errors say it better.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 #: Refuse inputs above this many pixels, read from the file header before any decoding.
 DEFAULT_MAX_PIXELS = 8192 * 8192
+#: No usable image file is larger (8192 x 8192 pixels of 16-bit RGBA, uncompressed, is 512 MiB).
+MAX_FILE_BYTES = 1 << 30
 OUTPUT_SUFFIXES = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}
 _ALPHA_FORMATS = (b"\x89PNG", b"RIFF", b"GIF8", b"II*\x00", b"MM\x00*")
 
@@ -55,6 +57,17 @@ def _pillow_size(data: bytes) -> tuple[int, int]:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
     return int(width), int(height)
+
+
+def _truncated(data: bytes) -> bool:
+    """A JPEG or PNG cut short: decoders fill the missing part with grey and succeed, so it is caught here, from
+    the end marker every whole file has (JPEG: EOI after the last scan; PNG: the IEND chunk)."""
+    if data[:2] == b"\xff\xd8":
+        last_scan = data.rfind(b"\xff\xda")
+        return last_scan < 0 or data.find(b"\xff\xd9", last_scan) < 0
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-64:]
+    return False
 
 
 def _to_rgb_float(image: np.ndarray, path: Path) -> np.ndarray:
@@ -90,12 +103,15 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     path = Path(path)
     if not path.exists():
         raise ImageError(f"image '{path}' not found; check the path")
-    if path.is_dir():
-        raise ImageError(f"'{path}' is a folder, not an image file")
+    kind = special_kind(path)
+    if kind is not None:
+        raise ImageError(f"'{path}' is {kind}, not an image file; give a file")
     try:
-        data = path.read_bytes()
+        data = read_limited(path, MAX_FILE_BYTES)
     except OSError as exc:
         raise ImageError(f"cannot read '{path}' ({exc.strerror}); check its permissions") from exc
+    except ValueError as exc:
+        raise ImageError(f"'{path}' {exc}; no image nst-engine can use is that large") from exc
     if not data:
         raise ImageError(f"'{path}' is empty (0 bytes); re-export or re-download it")
     size = header_size(data)
@@ -104,6 +120,8 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             f"'{path}' is {size[0]}x{size[1]} pixels, over the limit of {max_pixels} pixels; "
             "downscale it first or raise --max-input-pixels"
         )
+    if _truncated(data):
+        raise ImageError(f"'{path}' is truncated (its end-of-image marker is missing); re-export or re-download it")
     buffer = np.frombuffer(data, np.uint8)
     # IMREAD_UNCHANGED keeps alpha but ignores EXIF orientation; formats with alpha rarely carry EXIF.
     flags = cv2.IMREAD_UNCHANGED if data[:4] in _ALPHA_FORMATS else cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
@@ -139,7 +157,15 @@ def to_array(tensor: torch.Tensor) -> np.ndarray:
 def load(path: str | Path, long_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Read ``path`` as a (1, 3, H, W) float32 tensor in [0, 1], the long side resized to ``long_side``."""
     image = to_tensor(read_image(path, max_pixels))
-    return image if long_side is None else resize_long(image, long_side)
+    if long_side is None:
+        return image
+    height, width = fit_long_side(int(image.shape[-2]), int(image.shape[-1]), long_side)
+    if height * width > max_pixels:
+        raise ImageError(
+            f"'{path}' at a long side of {long_side} px would be {width}x{height} pixels, over the limit of "
+            f"{max_pixels}; use a smaller --size (or --style-scale), or raise --max-input-pixels"
+        )
+    return resize_long(image, long_side)
 
 
 def output_suffix(path: str | Path) -> str:

@@ -4,6 +4,7 @@ every path a run will write."""
 from __future__ import annotations
 
 import glob
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,7 @@ def style_label(styles: Sequence[Path]) -> str:
 def plan(contents: Sequence[Path], styles: Sequence[Path], output: str, pattern: str | None) -> list[Job]:
     """One job per content image. ``output`` is a file for a single image, else a folder named by ``pattern``."""
     out = Path(output)
+    check_name("-o", out)
     single_file = out.suffix.lower() in OUTPUT_SUFFIXES and not out.is_dir()
     if single_file:
         if len(contents) > 1:
@@ -66,11 +68,12 @@ def plan(contents: Sequence[Path], styles: Sequence[Path], output: str, pattern:
     for content in contents:
         try:
             name = pattern.format(stem=content.stem, style=label, ext=content.suffix.lstrip("."))
-        except (KeyError, IndexError, ValueError) as exc:
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
             raise ConfigError(f"bad --name pattern '{pattern}' ({exc}); use fields {{stem}} and {{style}}") from exc
         if Path(name).suffix.lower() not in OUTPUT_SUFFIXES:
             raise ConfigError(f"--name pattern '{pattern}' must end in .png or .jpg")
         target = out / name
+        check_name("--name", target)
         if Path(name).is_absolute() or not target.resolve().is_relative_to(out.resolve()):
             raise ConfigError(
                 f"--name '{pattern}' would write '{target}', outside the -o folder; use a plain file name"
@@ -100,6 +103,55 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+#: The longest file name most filesystems take, in bytes.
+NAME_MAX = 255
+
+
+def check_name(what: str, path: Path) -> None:
+    """No part of ``path`` is longer than a file name may be (the OS refuses even to look such a path up)."""
+    for part in path.parts:
+        if len(part.encode()) > NAME_MAX:
+            raise ConfigError(
+                f"{what} '{part[:40]}...' is a name of {len(part.encode())} bytes, over the {NAME_MAX} a file name "
+                "may have; use a shorter name"
+            )
+
+
+def check_writable(what: str, path: Path) -> None:
+    """``path`` can be created: a short enough name, in a folder (or under one to be made) that takes files.
+    Checked before a run, so that a bad -o fails at once, not after minutes of optimisation."""
+    if len(path.name.encode()) > NAME_MAX:
+        raise ConfigError(
+            f"{what} '{path.name[:40]}...' is a name of {len(path.name.encode())} bytes, over the "
+            f"{NAME_MAX} a file name may have; use a shorter name"
+        )
+    if path.is_dir():
+        raise ConfigError(f"{what} '{path}' is a folder; give a file name")
+    folder = path.parent
+    while not folder.exists():
+        if folder.is_symlink() or folder == folder.parent:
+            break
+        folder = folder.parent
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"cannot write {what} '{path}': '{folder}' is a file, not a folder; choose another path")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {what} '{path}': folder '{folder}' does not take new files ({exc.strerror}); "
+            "choose another path"
+        ) from None
+
+
+def may_replace(output: Path, overwrite: bool, resume: Path | None) -> bool:
+    """Whether a run may write over an existing ``output``: with --overwrite, or when it resumes the checkpoint
+    that an interrupted run writing this very output left (its partial image is what is being continued)."""
+    if overwrite or not output.exists():
+        return True
+    return resume is not None and _same(checkpoint_path(output), resume)
+
+
 def check_writes(
     jobs: Sequence[Job],
     inputs: Sequence[Path],
@@ -119,6 +171,7 @@ def check_writes(
         if trace.exists() and not overwrite:
             raise ConfigError(f"--trace '{trace}' exists; pass --overwrite to replace it, or another name")
     for what, path in writes:
+        check_writable(what, path)
         if resume is not None and what != "the checkpoint" and _same(path, resume):
             raise ConfigError(f"{what} '{path}' is the checkpoint being resumed; write somewhere else")
         for source in inputs:

@@ -82,6 +82,7 @@ def open_model(config: StyleConfig, spec: ModelSpec, on_export: Callable[[str], 
             spec.cache, loaded.sha256, config.layers, config.pooling, loaded.network, loaded.convention
         )
         if not path.is_file():
+            TargetCache(spec.cache).claim()
             if on_export is not None:
                 on_export(f"exporting the feature network ({loaded.label}) to {path}")
             report = export(loaded, path, config.layers, config.pooling)

@@ -39,7 +39,7 @@ from engine.events import (
     StepDone,
 )
 from engine.files import write_atomic
-from engine.jobs import Job, check_writes, step_path
+from engine.jobs import Job, check_writes, may_replace, step_path
 from engine.model import Model, ModelSpec, open_model, target_source
 from engine.optim.loop import Step
 from engine.resize import resize_long
@@ -192,6 +192,7 @@ class Session:
         *,
         resume: Checkpoint | str | Path | None = None,
         save_every: int = 0,
+        overwrite: bool = False,
         index: int = 0,
         count: int = 1,
     ) -> ImageResult:
@@ -206,7 +207,10 @@ class Session:
         if out is not None:
             images.output_suffix(out)
             sources = [Path(content)] if isinstance(content, (str, Path)) else []
+            resumed = None if resume is None or isinstance(resume, Checkpoint) else Path(resume)
             check_writes([Job(sources[0] if sources else out, out)], sources + self.inputs, None, True, save_every)
+            if not may_replace(out, overwrite, resumed):
+                raise ConfigError(f"'{out}' exists; pass overwrite=True (--overwrite) to replace it")
         if isinstance(resume, (str, Path)):
             resume = Checkpoint.load(Path(resume), self.config)
         pipeline = self.pipeline
@@ -240,7 +244,12 @@ class Session:
                 exc.args = (f"{exc} (last good image saved)",)
             raise
         if out is not None:
-            images.save(result.image, out)
+            try:
+                images.save(result.image, out)
+            except OSError as exc:  # checked before the run; a disk can still fill or a folder vanish
+                raise ConfigError(
+                    f"cannot write '{out}' ({exc.strerror or exc}); free space or choose another -o"
+                ) from exc
         seconds = time.perf_counter() - start
         ckpt = None
         if result.interrupted and out is not None and result.checkpoint is not None:
@@ -271,7 +280,7 @@ class Session:
         check_save_every(save_every)
         inputs = [j.content for j in jobs] + self.inputs
         check_writes(jobs, inputs, trace, overwrite, save_every, resume)
-        todo = [j for j in jobs if overwrite or resume or not j.output.exists()]
+        todo = [j for j in jobs if may_replace(j.output, overwrite, resume)]
         if len(jobs) == 1 and not todo:
             raise ConfigError(f"'{jobs[0].output}' exists; pass --overwrite to replace it")
         checkpoint = Checkpoint.load(resume, self.config) if resume is not None else None
@@ -299,7 +308,9 @@ class Session:
     ) -> ImageResult:
         start = time.perf_counter()
         try:
-            return self.stylize(job.content, job.output, resume=resume, save_every=save_every, index=index, count=count)
+            return self.stylize(
+                job.content, job.output, resume=resume, save_every=save_every, overwrite=True, index=index, count=count
+            )
         except StyleTransferError as exc:
             if single and not isinstance(exc, NumericalError):
                 raise

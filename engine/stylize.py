@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from engine import color
+from engine.cache import pixels_sha256
 from engine.checkpoint import Checkpoint
 from engine.config import StyleConfig
 from engine.device import configure_precision, resolve_device
@@ -200,8 +201,13 @@ class Pipeline:
         )
         keep = None if self.content_mask is None else check_mask(self.content_mask, content, "content mask")
         sizes = cfg.scale_sizes()
+        digest = pixels_sha256(content)
         if resume is not None and resume.scale >= len(sizes):
             raise ConfigError("nothing to do: the checkpoint is already past the last scale")
+        if resume is not None and resume.content and resume.content != digest:
+            raise ConfigError(
+                "the checkpoint was made from another content image; resume with the photo it was made from"
+            )
         result = StylizeResult(image=content)
         image: torch.Tensor | None = None
         for index in range(len(sizes)):
@@ -211,6 +217,11 @@ class Pipeline:
             if on_scale is not None:
                 on_scale(scale.info)
             if resume is not None and index == resume.scale:
+                if _hw(resume.image) != scale.info.size:
+                    raise ConfigError(
+                        f"the checkpoint's image is {_hw(resume.image)[1]}x{_hw(resume.image)[0]} but this scale is "
+                        f"{scale.info.size[1]}x{scale.info.size[0]}; resume with the photo it was made from"
+                    )
                 start = _Start(resume.image, resume.optimizer, resume.step + 1)
             else:
                 start = _Start(self._initial(scale, image))
@@ -218,7 +229,9 @@ class Pipeline:
             image = out.image
             result.recoveries += out.recoveries
             pixels = out.pixels if out.pixels is not None else out.image
-            result.checkpoint = Checkpoint(index, out.steps_done, pixels.cpu(), out.optimizer_state, cfg.to_dict())
+            result.checkpoint = Checkpoint(
+                index, out.steps_done, pixels.cpu(), out.optimizer_state, cfg.to_dict(), digest
+            )
             if out.interrupted:
                 result.interrupted = True
                 break

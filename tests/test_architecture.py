@@ -37,7 +37,7 @@ def _graph() -> dict[str, set[str]]:
 
 
 def layer(module: str) -> int:
-    if module.startswith("engine.cli") or module == "engine.__main__":
+    if module.startswith("engine.cli") or module in ("engine.__main__", "engine.launch"):
         return 5
     if module.startswith("bench"):
         return 4

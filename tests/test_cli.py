@@ -113,7 +113,7 @@ def test_save_every_and_jpeg_output(inputs: dict[str, Path], model_path: Path, t
 M = ["--model", "{model}"]
 BAD_CASES = {
     "missing content": (["{missing}", "{style}", *M], "not found"),
-    "corrupt content": (["{truncated.png}", "{style}", *M], "not a readable image"),
+    "corrupt content": (["{truncated.png}", "{style}", *M], "is truncated"),
     "not an image": (["{text.png}", "{style}", *M], "not a readable image"),
     "empty file": (["{empty.png}", "{style}", *M], "empty"),
     "decompression bomb": (["{bomb.png}", "{style}", *M], "over the limit of"),
@@ -207,7 +207,7 @@ def test_real_subprocess_run_and_error(
     assert len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_saves_image_and_checkpoint_then_resume(
     sig: signal.Signals, inputs: dict[str, Path], model_path: Path, tmp_path: Path, cache_dir: Path
 ) -> None:

@@ -41,8 +41,8 @@ SHAPES = {
 #: Files made from ``photo()``, and how far from it each may read (JPEG and CMYK round trips lose a little).
 FROM_PHOTO = {"png_named.jpg": 1e-6, "deep16.png": 1e-6, "gray.png": 0.01, "cmyk.jpg": 0.08}
 REFUSED = {
-    "truncated.jpg": "not a readable image",
-    "truncated.png": "not a readable image",
+    "truncated.jpg": "is truncated",
+    "truncated.png": "is truncated",
     "empty.png": "empty",
     "bomb.png": "100000x100000 pixels, over the limit",
     "random_bytes.jpg": "not a readable image",

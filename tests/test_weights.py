@@ -158,3 +158,40 @@ def test_offline_error_says_where_to_put_the_file(tmp_path: Path, monkeypatch: p
     message = str(info.value)
     assert "vgg19-dcbb9e9d.pth" in message and str(tmp_path / "th") in message and "--weights" in message
     assert "\n" not in message
+
+
+def test_a_server_that_never_answers_times_out_with_a_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A listening socket on 127.0.0.1 that accepts connections and never sends a byte."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # accepted, never answered
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv(URL_ENV, f"http://127.0.0.1:{listener.getsockname()[1]}/vgg19-0123abcd.pth")
+    monkeypatch.setenv("NST_ENGINE_DOWNLOAD_TIMEOUT", "0.5")
+    start = time.monotonic()
+    try:
+        with pytest.raises(WeightsError, match=r"cannot download vgg19 weights .*2 tries with a 0.5 s timeout"):
+            download_vgg19()
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert time.monotonic() - start < 30 and len(held) == 2  # one connection per try, each given up on

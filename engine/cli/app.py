@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import engine
+from engine.cli.signals import interrupt_on_signals
 from engine.errors import StyleTransferError
 
 app = typer.Typer(
@@ -69,6 +70,7 @@ def root(
 
 def main(argv: list[str] | None = None) -> None:
     """The ``nst-engine`` entry point: a bug still gets one line and a hint, not a traceback."""
+    interrupt_on_signals()
     if os.environ.get("NST_ENGINE_DEBUG"):
         app(args=argv)
         return

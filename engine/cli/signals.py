@@ -1,4 +1,4 @@
-"""Stop a run cleanly on Ctrl-C or SIGTERM: the first signal asks the session to stop between steps (so the
+"""Stop a run cleanly on Ctrl-C, SIGTERM or SIGHUP: the first signal asks the session to stop between steps (so the
 image and a consistent checkpoint can be saved); a second Ctrl-C interrupts at once."""
 
 from __future__ import annotations
@@ -9,10 +9,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+#: Ctrl-C, a polite kill, and the terminal closing: each stops a run with its image and checkpoint saved.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def interrupt_on_signals() -> None:
+    """Outside a run, SIGTERM and SIGHUP interrupt like Ctrl-C, so that clean-up (temporary files) still runs."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
 
 @contextmanager
 def graceful_stop(request_stop: Callable[[str], None]) -> Iterator[None]:
-    """While the block runs, SIGINT and SIGTERM call ``request_stop`` with the signal's name."""
+    """While the block runs, SIGINT, SIGTERM and SIGHUP call ``request_stop`` with the signal's name."""
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set from the main thread
         return
@@ -24,7 +38,7 @@ def graceful_stop(request_stop: Callable[[str], None]) -> Iterator[None]:
         seen.append(signal.Signals(signum).name)
         request_stop(seen[0])
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:

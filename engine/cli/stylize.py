@@ -29,6 +29,15 @@ def build_config(preset: str | None, given: dict[str, Any], min_size: int | None
     return config if min_size is None else config.with_min_size(min_size)
 
 
+def describe_preset(name: str, given: dict[str, Any]) -> str:
+    """One line saying what a preset set, and which of its values the options given replaced."""
+    parts = []
+    for key, value in preset_values(name).items():
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else ("equal" if value is None else value)
+        parts.append(f"{key.replace('_', '-')} {shown}" + (" (overridden)" if key in given else ""))
+    return f"preset {name}: " + ", ".join(parts)
+
+
 def exit_code(outcomes: list[ImageResult]) -> int:
     """0 when every image is done or skipped, 130 when a stop request ended the run, else 1."""
     if any(o.status == "interrupted" for o in outcomes):
@@ -150,6 +159,8 @@ def stylize(
       nst-engine stylize photo.jpg -s wave.jpg -s scream.jpg --style-blend-weights 3,7 -o blend.png
     """
     config = build_config(preset, settings, min_size)
+    if preset:
+        out.print(f"[dim]{escape(describe_preset(preset, settings))}[/]", soft_wrap=True)
     if model is not None and weights is not None:
         raise fail("pass either --model (an exported file) or --weights (to export one), not both")
     if style:
