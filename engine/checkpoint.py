@@ -37,6 +37,9 @@ class Checkpoint:
     optimizer: dict[str, torch.Tensor] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     content: str = ""  # sha256 of the content image's pixels: a checkpoint continues only its own photo
+    steps_done: int = 0  # steps of the whole run so far, every scale counted (the trace's step numbers go on)
+    #: What the run read and wrote (content, output, styles, masks, model), so that ``--resume`` can stand alone.
+    run: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> Path:
         data = {
@@ -48,6 +51,8 @@ class Checkpoint:
             "image": self.image.detach().cpu(),
             "optimizer": {k: v.detach() for k, v in self.optimizer.items()},
             "content": self.content,
+            "steps_done": int(self.steps_done),
+            "run": json.dumps(self.run),
         }
         buffer = io.BytesIO()
         torch.save(data, buffer)
@@ -57,6 +62,21 @@ class Checkpoint:
     @classmethod
     def load(cls, path: Path, config: StyleConfig) -> Checkpoint:
         """Read a checkpoint and check it was made with the same settings as this run."""
+        found = cls.read(path)
+        now = config.to_dict()
+        differ = sorted(
+            k for k in now if k not in MAY_CHANGE and json.dumps(found.settings.get(k)) != json.dumps(now[k])
+        )
+        if differ:
+            raise ConfigError(
+                f"checkpoint '{path}' was made with other settings ({', '.join(differ)}); "
+                "resume with the same options, or with --resume alone"
+            )
+        return found
+
+    @classmethod
+    def read(cls, path: Path) -> Checkpoint:
+        """Read a checkpoint, checking only that it is whole."""
         kind = special_kind(path)
         if kind is not None:
             raise ConfigError(f"checkpoint '{path}' is {kind}; give the .ckpt file an interrupted run wrote")
@@ -76,10 +96,9 @@ class Checkpoint:
                 raise ValueError("settings or image of the wrong kind")
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"checkpoint '{path}' is damaged ({type(exc).__name__}: {str(exc)[:60]})") from None
-        now = config.to_dict()
-        differ = sorted(k for k in now if k not in MAY_CHANGE and json.dumps(saved.get(k)) != json.dumps(now[k]))
-        if differ:
-            raise ConfigError(
-                f"checkpoint '{path}' was made with other settings ({', '.join(differ)}); resume with the same options"
-            )
-        return cls(scale, step, image, optimizer, saved, str(data.get("content", "")))
+        try:
+            run = json.loads(data.get("run", "{}"))
+        except ValueError:
+            raise ConfigError(f"checkpoint '{path}' is damaged (its run record is not JSON)") from None
+        content, done = str(data.get("content", "")), int(data.get("steps_done", 0))
+        return cls(scale, step, image, optimizer, saved, content, done, run if isinstance(run, dict) else {})

@@ -105,6 +105,10 @@ class Session:
         if init_image is None and config.init not in ("content", "random"):
             init_image = Path(config.init)
         self.style_names = [_label(s) for s in styles]
+        self._mask_paths = [Path(m) for m in masks or () if isinstance(m, (str, Path))]
+        self._keep_path = Path(content_mask) if isinstance(content_mask, (str, Path)) else None
+        #: The steps of the interrupted run a resumed run continues, from its trace (appended to this run's).
+        self._earlier_steps: list[dict[str, Any]] = []
         #: Files this session reads: nothing it writes may be one of them.
         self.inputs = [
             Path(p)
@@ -211,8 +215,14 @@ class Session:
             check_writes([Job(sources[0] if sources else out, out)], sources + self.inputs, None, True, save_every)
             if not may_replace(out, overwrite, resumed):
                 raise ConfigError(f"'{out}' exists; pass overwrite=True (--overwrite) to replace it")
+        resumed_from: dict[str, Any] | None = None
         if isinstance(resume, (str, Path)):
+            resumed_from = {"checkpoint": str(resume)}
             resume = Checkpoint.load(Path(resume), self.config)
+        if resume is not None:
+            resumed_from = (resumed_from or {}) | {"scale": resume.scale, "step": resume.step}
+            resumed_from["steps_before"] = resume.steps_done
+        offset = 0 if resume is None else resume.steps_done
         pipeline = self.pipeline
         start, first_record = time.perf_counter(), len(self.targets.records)
         self.emit(ImageStarted(index, count, _label(content), out))
@@ -222,10 +232,10 @@ class Session:
             self.emit(ScaleStarted(index, info.index, info.count, info.size, info.steps))
 
         def on_step(step: Step, image: Any) -> None:
-            record = _record(step, len(records) + 1, time.perf_counter() - start)
+            record = _record(step, offset + len(records) + 1, time.perf_counter() - start)
             records.append(record)
             if save_every and out is not None and len(records) % save_every == 0:
-                images.save(image(), step_path(out, len(records)))
+                images.save(image(), step_path(out, offset + len(records)))
             self.emit(StepDone(index, step, record))
 
         tensor = self._image(content, self.config.size)
@@ -253,12 +263,13 @@ class Session:
         seconds = time.perf_counter() - start
         ckpt = None
         if result.interrupted and out is not None and result.checkpoint is not None:
+            result.checkpoint.run = self._run_record(content, out)
             ckpt = result.checkpoint.save(checkpoint_path(out))
         status: Literal["done", "interrupted"] = "interrupted" if result.interrupted else "done"
         done = ImageResult(_label(content), out, status, seconds, image=result.image, steps=records, result=result)
         done.checkpoint = ckpt
         tally = target_summary(self.targets.records[first_record:])
-        done.trace = self._image_trace(done, tally)
+        done.trace = self._image_trace(done, tally, resumed_from)
         reason = self.stop_reason if result.interrupted else ""
         self.emit(ImageDone(index, done.content, out, status, seconds, done.losses, len(records), tally, ckpt, reason))
         return done
@@ -279,7 +290,9 @@ class Session:
         image's error is raised. A stop request ends the batch after the current image."""
         check_save_every(save_every)
         inputs = [j.content for j in jobs] + self.inputs
-        check_writes(jobs, inputs, trace, overwrite, save_every, resume)
+        self._earlier_steps = _earlier_trace(trace, jobs, resume)
+        # The interrupted run's own trace is continued, not replaced: it may exist without --overwrite.
+        check_writes(jobs, inputs, trace, overwrite or bool(self._earlier_steps), save_every, resume)
         todo = [j for j in jobs if may_replace(j.output, overwrite, resume)]
         if len(jobs) == 1 and not todo:
             raise ConfigError(f"'{jobs[0].output}' exists; pass --overwrite to replace it")
@@ -320,17 +333,40 @@ class Session:
 
     # -- the trace ----------------------------------------------------------------------------------------------
 
-    def _image_trace(self, done: ImageResult, targets: dict[str, Any]) -> dict[str, Any]:
+    def _run_record(self, content: ImageInput, out: Path) -> dict[str, Any]:
+        """What a checkpoint keeps so that ``--resume`` alone can rerun this image: its files and its model."""
+        spec = self.spec
+        return {
+            "content": None if isinstance(content, torch.Tensor) else str(Path(content).resolve()),
+            "output": str(out.resolve()),
+            "styles": [str(Path(s).resolve()) for s in self.style_names if s != "<tensor>"],
+            "masks": [str(p.resolve()) for p in self._mask_paths],
+            "content_mask": None if self._keep_path is None else str(self._keep_path.resolve()),
+            "model": None if spec.model is None else str(spec.model.resolve()),
+            "weights": spec.weights,
+            "network": spec.network,
+            "input_convention": spec.input_convention,
+            "provider": spec.provider,
+            "cache_dir": None if spec.cache_dir is None else str(spec.cache_dir.resolve()),
+            "use_cache": spec.use_cache,
+            "preset": self.preset,
+        }
+
+    def _image_trace(
+        self, done: ImageResult, targets: dict[str, Any], resumed_from: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         result = done.result
         assert result is not None
-        return {
+        earlier = self._earlier_steps if resumed_from is not None else []
+        extra = {} if resumed_from is None else {"resumed_from": resumed_from}
+        return extra | {
             "content": done.content,
             "output": None if done.output is None else str(done.output),
             "styles": self.style_names,
             "settings": self.config.to_dict(),
             "preset": self.preset,
             "targets": targets,
-            "steps": done.steps,
+            "steps": earlier + done.steps,
             "result": {
                 "interrupted": result.interrupted,
                 "recoveries": result.recoveries,
@@ -379,6 +415,19 @@ class Session:
 
     def write_trace(self, path: Path, outcomes: Sequence[ImageResult], batch: bool) -> None:
         write_atomic(path, (json.dumps(self.trace_data(outcomes, batch), indent=2) + "\n").encode())
+
+
+def _earlier_trace(trace: Path | None, jobs: Sequence[Job], resume: Path | None) -> list[dict[str, Any]]:
+    """The steps an interrupted run recorded in ``trace``, when this run resumes it and writes the same trace."""
+    if trace is None or resume is None or len(jobs) != 1 or not trace.is_file():
+        return []
+    try:
+        data = json.loads(trace.read_text())
+        same = Path(data["output"]).resolve() == jobs[0].output.resolve() and data["result"]["interrupted"]
+        steps = list(data["steps"]) if same else []
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return steps
 
 
 def check_save_every(save_every: int) -> None:

@@ -229,8 +229,15 @@ class Pipeline:
             image = out.image
             result.recoveries += out.recoveries
             pixels = out.pixels if out.pixels is not None else out.image
+            before = 0 if resume is None else resume.steps_done
             result.checkpoint = Checkpoint(
-                index, out.steps_done, pixels.cpu(), out.optimizer_state, cfg.to_dict(), digest
+                index,
+                out.steps_done,
+                pixels.cpu(),
+                out.optimizer_state,
+                cfg.to_dict(),
+                digest,
+                before + len(result.steps),
             )
             if out.interrupted:
                 result.interrupted = True

@@ -381,3 +381,57 @@ def test_the_trace_is_valid_json_with_every_step(pair: tuple[Path, Path], model_
         cli("stylize", *pair, "-o", tmp_path / "o.png", "--model", model_path, *SIZE, "--trace", trace).exit_code == 0
     )
     assert json.loads(trace.read_text())["steps"][-1]["step"] == 2
+
+
+def test_resume_alone_continues_run_and_trace(pair: tuple[Path, Path], model_path: Path, tmp_path: Path) -> None:
+    """`stylize --resume X.ckpt` needs nothing else; the trace goes on numbering and says where it resumed."""
+    out, trace = tmp_path / "out.png", tmp_path / "t.json"
+    args = ["stylize", *map(str, pair), "-o", str(out), "--model", str(model_path), "--size", "32"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", *args, "--steps", "100000", "--save-every", "1", "--trace", str(trace)],
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    deadline = time.time() + 90
+    while len(list(tmp_path.glob("out.step*.png"))) < 3 and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    before = json.loads(trace.read_text())["steps"]
+    code, err = _run_cli("stylize", "--resume", tmp_path / "out.png.ckpt", "--steps", str(len(before) + 2),
+                         "--trace", trace, "--quiet")  # fmt: skip
+    assert code == 0, err
+    after = json.loads(trace.read_text())
+    assert [s["step"] for s in after["steps"]] == list(range(1, len(before) + 3))
+    assert after["resumed_from"]["steps_before"] == len(before) and after["steps"][: len(before)] == before
+
+
+def test_bars_end_at_the_last_step_with_its_loss_and_eta_before_the_wrote_line() -> None:
+    import io
+
+    from rich.console import Console
+
+    from engine.cli.render import Renderer
+    from engine.events import ImageDone, ImageStarted, ScaleStarted, StepDone
+    from engine.optim.loop import Step
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=80, color_system=None)
+    targets = {"hits": 0, "memory_hits": 0, "misses": 2, "style_forward_passes": 1, "content_forward_passes": 1}
+    with Renderer(console, "bars") as render:
+        render(ImageStarted(0, 1, "photo.jpg", Path("out.png")))
+        render(ScaleStarted(0, 0, 1, (48, 64), 100))
+        for n in range(1, 101):
+            losses = {"content": 1.0, "style": 2.0, "tv": 0.1, "total": 1.0 / n}
+            render(StepDone(0, Step(n, 100, losses, n * 0.1, size=(48, 64))))
+        render(
+            ImageDone(0, "photo.jpg", Path("out.png"), "done", 10.0, {"total": 0.01}, 100, targets | {"seconds": 0.1})
+        )
+        console.print("wrote out.png")
+    text = buffer.getvalue()
+    final = text.rfind("100/100")
+    line = text[text.rfind("\n", 0, final) + 1 : text.find("\n", final)]
+    assert "total 0.01" in line and "ETA" in line and "…" not in line, line
+    assert text.rfind("wrote") > final

@@ -8,7 +8,8 @@ from typing import Literal
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.table import Column
 
 from engine.events import Event, ImageDone, ImageFailed, ImageStarted, Note, ScaleStarted, StepDone
 from engine.optim.loop import Step
@@ -57,16 +58,17 @@ class Renderer:
 
     def __enter__(self) -> Renderer:
         if self.mode == "bars":
+            # Count, rate and ETA first: on a narrow terminal the losses are what gets cut, never the count.
             self.progress = Progress(
                 TextColumn("[bold]{task.description}"),
-                BarColumn(bar_width=16),
+                BarColumn(bar_width=12),
                 MofNCompleteColumn(),
                 TextColumn("[cyan]{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[losses]}"),
+                TextColumn("ETA"),
+                TimeRemainingColumn(compact=True),
+                TextColumn("{task.fields[losses]}", table_column=Column(overflow="ellipsis", no_wrap=True)),
                 console=self.console,
             )
-            self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -86,12 +88,16 @@ class Renderer:
         elif isinstance(event, ImageDone):
             self._image_done(event)
         elif isinstance(event, ImageFailed):
-            self._clear_bars()
+            if self.progress is not None:
+                self.progress.stop()
             if self.count > 1:  # one image's failure is the command's error line
                 self.console.print(f"[red]failed:[/] {escape(f'{event.content}: {event.message}')}")
 
     def _image_started(self, event: ImageStarted) -> None:
         self.count = event.count
+        if self.progress is not None:
+            self._clear_bars()
+            self.progress.start()
         if event.count > 1 and self.progress is not None and self.overall is None:
             self.overall = self.progress.add_task("images", total=event.count, losses="", rate="")
         if event.count > 1 and self.mode == "plain":
@@ -109,9 +115,12 @@ class Renderer:
     def _step(self, step: Step) -> None:
         rate = self.rate(step)
         if self.progress is not None and step.scale in self.tasks:
-            self.progress.update(
-                self.tasks[step.scale], completed=step.step, losses=format_losses(step.losses), rate=f"{rate:.2f} it/s"
+            narrow = self.console.width < 110
+            losses = format_losses(
+                {"total": step.losses["total"]} if narrow and "total" in step.losses else step.losses
             )
+            task = self.tasks[step.scale]
+            self.progress.update(task, completed=step.step, losses=losses, rate=f"{rate:.2f} it/s")
             return
         if self.mode != "plain":
             return
@@ -137,9 +146,11 @@ class Renderer:
         self.tasks.clear()
 
     def _image_done(self, event: ImageDone) -> None:
-        self._clear_bars()
-        if self.progress is not None and self.overall is not None:
-            self.progress.advance(self.overall)
+        if self.progress is not None:
+            if self.overall is not None:
+                self.progress.advance(self.overall)
+            self.progress.refresh()
+            self.progress.stop()  # the bars stay as they ended (N/N), above the lines that follow
         if event.status == "interrupted":
             where = f"saved {event.output} and checkpoint {event.checkpoint}; continue with --resume {event.checkpoint}"
             self.console.print(

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
+from engine.checkpoint import Checkpoint
 from engine.cli.app import app, fail, handled, out
 from engine.cli.options import with_settings
 from engine.cli.render import Mode, Renderer
 from engine.cli.signals import graceful_stop
 from engine.config import CONTROLS, IO, LOSS, RUNTIME, StyleConfig
-from engine.jobs import expand, plan
+from engine.jobs import Job, expand, plan
 from engine.model import ModelSpec
 from engine.presets import preset as preset_values
 from engine.session import ImageResult, Session
@@ -63,16 +65,18 @@ def summarise(outcomes: list[ImageResult], batch: bool) -> None:
 @with_settings()
 def stylize(
     inputs: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
-            help="CONTENT STYLE, or with --style: one or more content images, folders or globs ('photos/*.jpg').",
+            help="CONTENT STYLE, or with --style: one or more content images, folders or globs ('photos/*.jpg'). "
+            "Not needed with --resume: the checkpoint knows its inputs.",
             show_default=False,
         ),
-    ],
+    ] = None,
     output: Annotated[
-        str, Opt("--output", "-o", help="Output .png/.jpg, or a folder for several content images.", rich_help_panel=IO)
-    ],
-    settings: dict[str, Any],
+        str | None,
+        Opt("--output", "-o", help="Output .png/.jpg, or a folder for several content images.", rich_help_panel=IO),
+    ] = None,
+    settings: dict[str, Any] | None = None,
     style: Annotated[
         list[str] | None,
         Opt("--style", "-s", help="Style image or folder; repeat to blend styles.", rich_help_panel=IO),
@@ -158,26 +162,72 @@ def stylize(
 
       nst-engine stylize photo.jpg -s wave.jpg -s scream.jpg --style-blend-weights 3,7 -o blend.png
     """
-    config = build_config(preset, settings, min_size)
-    if preset:
-        out.print(f"[dim]{escape(describe_preset(preset, settings))}[/]", soft_wrap=True)
-    if model is not None and weights is not None:
-        raise fail("pass either --model (an exported file) or --weights (to export one), not both")
-    if style:
-        contents, styles = expand(inputs, "content"), expand(style, "style", unique=False)
-    elif len(inputs) < 2:
-        raise fail("give CONTENT and STYLE, or content images with --style STYLE")
+    settings = settings or {}
+    if not inputs:
+        if resume is None:
+            raise fail("give CONTENT and STYLE, or content images with --style STYLE, or --resume CKPT alone")
+        run = _resumed(resume, settings, output)
     else:
-        contents, styles = expand(inputs[:-1], "content"), expand(inputs[-1:], "style")
-    jobs = plan(contents, styles, output, name)
-    spec = ModelSpec(model, weights or "vgg19", network, input_convention, provider, cache_dir, not no_cache)
+        if output is None:
+            raise fail("give -o OUT.png (or a folder for several content images)")
+        if model is not None and weights is not None:
+            raise fail("pass either --model (an exported file) or --weights (to export one), not both")
+        if style:
+            contents, styles = expand(inputs, "content"), expand(style, "style", unique=False)
+        elif len(inputs) < 2:
+            raise fail("give CONTENT and STYLE, or content images with --style STYLE")
+        else:
+            contents, styles = expand(inputs[:-1], "content"), expand(inputs[-1:], "style")
+        spec = ModelSpec(model, weights or "vgg19", network, input_convention, provider, cache_dir, not no_cache)
+        config = build_config(preset, settings, min_size)
+        run = Run(config, plan(contents, styles, output, name), styles, spec, list(mask or []), content_mask, preset)
+    if run.preset:
+        out.print(f"[dim]{escape(describe_preset(run.preset, settings))}[/]", soft_wrap=True)
     mode: Mode = "quiet" if quiet else ("bars" if out.is_terminal else "plain")
     with Renderer(out, mode) as render:
         session = Session(
-            config, styles, model=spec, masks=mask, content_mask=content_mask, on_event=render, preset=preset
-        )
+            run.config, run.styles, model=run.spec, masks=run.masks, content_mask=run.content_mask,
+            on_event=render, preset=run.preset,
+        )  # fmt: skip
         with graceful_stop(session.stop):
-            outcomes = session.run(jobs, overwrite=overwrite, resume=resume, save_every=save_every, trace=trace)
-    summarise(outcomes, batch=len(jobs) > 1)
+            outcomes = session.run(run.jobs, overwrite=overwrite, resume=resume, save_every=save_every, trace=trace)
+    summarise(outcomes, batch=len(run.jobs) > 1)
     if code := exit_code(outcomes):
         raise typer.Exit(code)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one stylize command runs: from its options, or from a checkpoint given alone."""
+
+    config: StyleConfig
+    jobs: list[Job]
+    styles: list[Path]
+    spec: ModelSpec
+    masks: list[Path]
+    content_mask: Path | None
+    preset: str | None
+
+
+def _resumed(resume: Path, given: dict[str, Any], output: str | None) -> Run:
+    """The run an interrupted checkpoint came from: its files, model and settings; options given replace the
+    settings a resume may change (--steps, --device)."""
+    ckpt = Checkpoint.read(resume)
+    run = ckpt.run
+    if not run.get("content") or not run.get("styles"):
+        raise fail(f"checkpoint '{resume}' does not record its inputs; give the original command with --resume")
+    saved: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt.settings.items()}
+    settings = saved | given
+    spec = ModelSpec(
+        None if run.get("model") is None else Path(run["model"]),
+        run.get("weights", "vgg19"),
+        run.get("network"),
+        run.get("input_convention"),
+        run.get("provider", "auto"),
+        None if run.get("cache_dir") is None else Path(run["cache_dir"]),
+        bool(run.get("use_cache", True)),
+    )
+    keep = None if run.get("content_mask") is None else Path(run["content_mask"])
+    job = Job(Path(run["content"]), Path(output or run["output"]))
+    styles, masks = [Path(p) for p in run["styles"]], [Path(p) for p in run.get("masks", [])]
+    return Run(StyleConfig(**settings), [job], styles, spec, masks, keep, run.get("preset"))
