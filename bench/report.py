@@ -144,27 +144,72 @@ def charts(results: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
     except ImportError:
         return []
     written = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        written.append(name)
+
+    def spread(rows: list[dict[str, Any]], scale: float, invert: bool = False) -> list[list[float]]:
+        """Error bars from each row's p10..p90 around its median (for a rate, of the inverted times)."""
+        lows, highs = [], []
+        for r in rows:
+            stats = r["seconds"]
+            median, p10, p90 = stats["median"], stats.get("p10", stats["median"]), stats.get("p90", stats["median"])
+            if invert:
+                lows.append(scale / median - scale / p90)
+                highs.append(scale / p10 - scale / median)
+            else:
+                lows.append((median - p10) * scale)
+                highs.append((p90 - median) * scale)
+        return [lows, highs]
+
     ok = [r for r in results.get("forward", []) if r["status"] == "ok"]
     if ok:
         fig, ax = plt.subplots(figsize=(8, 0.4 * len(ok) + 1.5))
         labels = [f"{r['backend']} @ {r['size']}" for r in ok]
-        ax.barh(labels, [r["images_per_s"] for r in ok])
-        ax.set_xlabel("images/s (higher is better)")
+        ax.barh(labels, [r["images_per_s"] for r in ok], xerr=spread(ok, 1.0, invert=True), capsize=3)
+        ax.set_xlabel("images/s (higher is better; bars: p10-p90)")
         ax.set_title("Feature forward")
-        fig.tight_layout()
-        fig.savefig(out / "forward.png", dpi=100)
-        plt.close(fig)
-        written.append("forward.png")
+        save(fig, "forward.png")
     steps = results.get("step", [])
     if steps:
         fig, ax = plt.subplots(figsize=(8, 0.4 * len(steps) + 1.5))
-        ax.barh([f"{r['config']} @ {r['size']}" for r in steps], [r["seconds"]["median"] * 1e3 for r in steps])
-        ax.set_xlabel("ms per step (lower is better)")
+        values = [r["seconds"]["median"] * 1e3 for r in steps]
+        ax.barh([f"{r['config']} @ {r['size']}" for r in steps], values, xerr=spread(steps, 1e3), capsize=3)
+        ax.set_xlabel("ms per step (lower is better; bars: p10-p90)")
         ax.set_title("Optimisation step")
-        fig.tight_layout()
-        fig.savefig(out / "step.png", dpi=100)
-        plt.close(fig)
-        written.append("step.png")
+        save(fig, "step.png")
+    ttq = results.get("ttq", [])
+    if ttq:
+        fig, ax = plt.subplots(figsize=(8, 0.5 * 2 * len(ttq) + 1.5))
+        labels, values = [], []
+        for r in ttq:
+            labels += [f"baseline @ {r['size']}", f"engine @ {r['size']}"]
+            values += [r["baseline_seconds"], r.get("engine_seconds") or float("nan")]
+        ax.barh(labels, values)
+        ax.set_xlabel("seconds to the baseline's loss (lower is better; a missing bar: not reached)")
+        ax.set_title("Time to quality")
+        save(fig, "ttq.png")
+    cache = results.get("cache", [])
+    if cache:
+        fig, ax = plt.subplots(figsize=(8, 0.5 * len(cache) + 1.5))
+        ax.barh([f"{r['run']} @ {r['size']}" for r in cache], [r["target_seconds_per_image"] for r in cache])
+        ax.set_xlabel("target seconds per image (lower is better)")
+        ax.set_title("Target cache")
+        save(fig, "cache.png")
+    multi = results.get("multiscale", [])
+    if multi:
+        fig, ax = plt.subplots(figsize=(8, 0.5 * 2 * len(multi) + 1.5))
+        labels, values = [], []
+        for r in multi:
+            labels += [f"single scale @ {r['size']}", f"coarse to fine @ {r['size']}"]
+            values += [r["single_seconds"], r.get("multi_seconds") or float("nan")]
+        ax.barh(labels, values)
+        ax.set_xlabel("seconds to the single-scale loss (lower is better; a missing bar: not reached)")
+        ax.set_title("Coarse to fine")
+        save(fig, "multiscale.png")
     return written
 
 

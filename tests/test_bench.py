@@ -201,3 +201,19 @@ def test_step_case_interleaves_configurations_in_rounds(weights, shared_images: 
     assert order[: len(names)] == names and order[len(names) : 2 * len(names)] == names[::-1]
     assert rows[0]["ratio"] == 1.0
     assert f"{rounds} interleaved rounds" in report._rounds_line(rows)[0]
+
+
+def test_every_case_gets_a_chart_and_times_get_error_bars(tmp_path: Path) -> None:
+    from bench.report import charts
+
+    stats = {"median": 0.5, "p10": 0.4, "p90": 0.7, "n": 3, "min": 0.4, "max": 0.7, "samples": [0.4, 0.5, 0.7]}
+    results = {
+        "forward": [{"backend": "b", "size": 64, "status": "ok", "seconds": stats, "images_per_s": 2.0}],
+        "step": [{"config": "c", "size": 64, "seconds": stats}],
+        "ttq": [{"size": 64, "baseline_seconds": 3.0, "engine_seconds": None}],
+        "cache": [{"run": "cold cache", "size": 64, "target_seconds_per_image": 0.3}],
+        "multiscale": [{"size": 64, "single_seconds": 5.0, "multi_seconds": 4.0}],
+    }
+    written = charts(results, tmp_path)
+    assert written == ["forward.png", "step.png", "ttq.png", "cache.png", "multiscale.png"]
+    assert all((tmp_path / name).stat().st_size > 1000 for name in written)
