@@ -158,6 +158,16 @@ class StyleConfig:
         "reason), on (fail if it cannot), off.",
         RUNTIME,
     )
+    tile: str = setting(
+        "auto",
+        "Tile size in px for sizes that do not fit in memory: auto (tile only when the estimate says the size does not "
+        "fit), a size such as 1024 (always tile), or off (refuse what does not fit).",
+        RUNTIME,
+    )
+    tile_halo: int | None = setting(
+        None, "Overlap around each tile in px; below the exact halo it is faster but not exact.", RUNTIME, low=0,
+        shown_default="exact: the deepest layer's receptive-field radius",
+    )  # fmt: skip
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -176,6 +186,7 @@ class StyleConfig:
                 f"--size {self.size} is below the network's minimum of {smallest} px for layer "
                 f"'{deepest(self.layers)}'; use --size {smallest} or more"
             )
+        self._check_tiling(smallest)
         weights = self.style_layer_weights
         if weights is not None and len(weights) != len(self.style_layers):
             raise ConfigError(
@@ -184,6 +195,29 @@ class StyleConfig:
             )
         if weights is not None and sum(weights) <= 0:
             raise ConfigError("--style-layer-weights must have a positive sum")
+
+    def _check_tiling(self, smallest: int) -> None:
+        if self.tile in ("auto", "off"):
+            return
+        if not self.tile.isdigit():
+            raise ConfigError(f"--tile must be auto, off or a size in px such as 1024, not '{self.tile}'")
+        size = int(self.tile)
+        if size < smallest or size % smallest:
+            raise ConfigError(
+                f"--tile {size} must be a multiple of {smallest} px (the stride of layer '{deepest(self.layers)}'), "
+                f"at least {smallest}; use --tile {max(smallest, size // smallest * smallest)}"
+            )
+        halo = self.tile_halo
+        if halo is not None and (halo % smallest or halo > size):
+            raise ConfigError(
+                f"--tile-halo {halo} must be a multiple of {smallest} px and no larger than --tile {size}; "
+                f"use --tile-halo {min(size, halo // smallest * smallest)}"
+            )
+
+    @property
+    def tile_size(self) -> int | None:
+        """The forced tile size, or None for auto and off."""
+        return int(self.tile) if self.tile.isdigit() else None
 
     @property
     def layers(self) -> tuple[str, ...]:

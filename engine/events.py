@@ -35,6 +35,11 @@ class ScaleStarted:
     scales: int
     size: tuple[int, int]  # (height, width)
     steps: int
+    tiles: int = 0  # 0: run whole; else the number of tiles of ``tile`` px with a ``halo`` px overlap
+    tile: int = 0
+    halo: int = 0
+    peak_bytes: int = 0  # the estimate for the tiled run
+    history: int = 0  # the L-BFGS pairs kept (shortened when the setting's would not fit)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 
 from engine.config import StyleConfig
 from engine.errors import ResourceError
-from engine.layers import LAYER_INDEX, LAYER_NAMES, deepest
+from engine.layers import LAYER_INDEX, LAYER_NAMES, deepest, stride
 from engine.resize import fit_long_side
 from engine.vgg import CONV_SHAPES
 
@@ -41,13 +41,35 @@ def activation_floats_per_pixel(config: StyleConfig) -> float:
     return total
 
 
-def estimate_bytes(height: int, width: int, config: StyleConfig, device: str) -> int:
-    """Peak bytes of a run at (height, width) on ``device`` ("cpu" or "cuda")."""
+def estimate_bytes(
+    height: int,
+    width: int,
+    config: StyleConfig,
+    device: str,
+    crop: tuple[int, int] | None = None,
+    history: int | None = None,
+) -> int:
+    """Peak bytes of a run at (height, width) on ``device`` ("cpu" or "cuda").
+
+    Tiled (``crop``: the largest tile with its halo), the activations are one crop's, and what stays image-sized
+    is the image, its gradient, the optimiser's state (``history`` pairs for L-BFGS) and the content targets."""
     pixels = height * width
     element = 2 if config.precision in ("bf16", "fp16") else 4
-    activations = activation_floats_per_pixel(config) * pixels * element * ACTIVATION_COPIES
-    image_state = 3 * pixels * 4 * (8 + (2 * config.lbfgs_history if config.optimizer == "lbfgs" else 3))
-    return int(BASE_BYTES.get(device, BASE_BYTES["cpu"]) + activations + image_state)
+    active = pixels if crop is None else crop[0] * crop[1]
+    activations = activation_floats_per_pixel(config) * active * element * ACTIVATION_COPIES
+    pairs = config.lbfgs_history if history is None else history
+    image_state = 3 * pixels * 4 * (8 + (2 * pairs if config.optimizer == "lbfgs" else 3))
+    targets = 0.0 if crop is None else content_floats_per_pixel(config) * pixels * 4 * 2  # targets and their stitching
+    return int(BASE_BYTES.get(device, BASE_BYTES["cpu"]) + activations + image_state + targets)
+
+
+def content_floats_per_pixel(config: StyleConfig) -> float:
+    """Floats per input pixel of the content targets (kept whole while tiling)."""
+    total = 0.0
+    for layer in config.content_layers:
+        channels = CONV_SHAPES[max(i for i in CONV_SHAPES if i <= LAYER_INDEX[layer])][1]
+        total += channels / stride(layer) ** 2
+    return total
 
 
 def available_bytes(device: torch.device) -> int:

@@ -229,7 +229,9 @@ class Session:
         records: list[dict[str, Any]] = []
 
         def on_scale(info: ScaleInfo) -> None:
-            self.emit(ScaleStarted(index, info.index, info.count, info.size, info.steps))
+            plan = info.tiling
+            tiled = () if plan is None else (len(plan.tiles), plan.tile, plan.halo, plan.peak_bytes, plan.history)
+            self.emit(ScaleStarted(index, info.index, info.count, info.size, info.steps, *tiled))
 
         def on_step(step: Step, image: Any) -> None:
             record = _record(step, offset + len(records) + 1, time.perf_counter() - start)

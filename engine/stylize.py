@@ -7,8 +7,9 @@ step to its listeners. ``engine.session`` wraps it with files, events and stop r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -20,12 +21,13 @@ from engine.checkpoint import Checkpoint
 from engine.config import StyleConfig
 from engine.device import configure_precision, resolve_device
 from engine.errors import ConfigError, ImageError, ProviderError
-from engine.layers import deepest, min_input_size
-from engine.memory import check_fits, out_of_memory_error
+from engine.layers import deepest, min_input_size, stride
+from engine.memory import available_bytes, check_fits, out_of_memory_error
 from engine.objective import Objective
 from engine.optim.loop import Callback, OptimizeResult, Step, optimize
 from engine.resize import fit_long_side, resize, resize_long
 from engine.targets import StyleRegion, StyleTarget, TargetSource, blend, normalise_blend
+from engine.tiling import Plan, TiledEncoder, TiledObjective, plan_tiles
 from engine.vgg import VGGFeatures
 
 #: Steps queued on a GPU between two reads of the losses (progress bars refresh at this rate).
@@ -43,6 +45,7 @@ class ScaleInfo:
     count: int
     size: tuple[int, int]  # (height, width)
     steps: int
+    tiling: Plan | None = None  # how the scale is tiled, when it is
 
 
 #: Called when a scale starts.
@@ -253,7 +256,8 @@ class Pipeline:
         if min(content.shape[-2:]) < 1:
             raise ImageError("the content image is empty")
         h, w = fit_long_side(*_hw(content), cfg.scale_sizes()[0])
-        check_fits(*fit_long_side(*_hw(content), cfg.size), cfg, self.device)
+        if cfg.tile == "off":
+            check_fits(*fit_long_side(*_hw(content), cfg.size), cfg, self.device)
         smallest = min_input_size(cfg.layers)
         if min(h, w) < smallest:
             raise ImageError(
@@ -277,21 +281,26 @@ class Pipeline:
         long_side = sizes[index]
         h, w = fit_long_side(*_hw(content), long_side)
         steps = cfg.steps if index == len(sizes) - 1 else cfg.scale_steps_or_default
+        plan = plan_tiles(h, w, cfg, device, int(available_bytes(device) * 0.9), self.net.network)
         sized = resize(content, h, w)
         seen = color.luminance(sized) if cfg.preserve_colors == "luminance" else sized
         style_side = max(min_input_size(cfg.style_layers), round(long_side * cfg.style_scale))
         styles = [self._style(resize_long(s, style_side), sized) for s in self.styles]
-        content_t = {k: v.to(device) for k, v in self.targets.content(seen, cfg.content_layers).items()}
-        style_ts = [_to_device(self.targets.style(s, cfg.style_layers), device) for s in styles]
+        with _tiled_targets(self.targets, plan, stride(deepest(cfg.layers))):
+            content_t = {k: v.to(device) for k, v in self.targets.content(seen, cfg.content_layers).items()}
+            style_ts = [_to_device(self.targets.style(s, cfg.style_layers), device) for s in styles]
         if masks is None:
             regions = [StyleRegion(blend(style_ts, self.blend_weights))]
         else:
             regions = [
                 StyleRegion(t, resize(m, h, w, kind="mask").to(device)) for t, m in zip(style_ts, masks, strict=True)
             ]
-        objective = Objective(self.net, content_t, regions, cfg).accelerate(device)
+        if plan is None:
+            objective = Objective(self.net, content_t, regions, cfg).accelerate(device)
+        else:
+            objective = TiledObjective(self.net, content_t, regions, cfg, plan).accelerate(device)
         kept = None if keep is None else resize(keep, h, w, kind="mask").to(device)
-        return _Scale(ScaleInfo(index, len(sizes), (h, w), steps), seen.to(device), objective, kept)
+        return _Scale(ScaleInfo(index, len(sizes), (h, w), steps, plan), seen.to(device), objective, kept)
 
     def _start(self, scale: _Scale) -> torch.Tensor:
         """What a run starts from at this scale's size when there is no coarser result."""
@@ -334,7 +343,7 @@ class Pipeline:
                 steps=scale.info.steps,
                 optimizer=cfg.optimizer,
                 lr=cfg.learning_rate,
-                history=cfg.lbfgs_history,
+                history=scale.info.tiling.history if scale.info.tiling else cfg.lbfgs_history,
                 callback=step_done,
                 compose=scale.compose,
                 optimizer_state=start.state,
@@ -354,6 +363,21 @@ class Pipeline:
         if self.config.preserve_colors == "luminance":
             return color.recombine(image, resize(content, *_hw(image)).to(image.device))
         return image
+
+
+@contextlib.contextmanager
+def _tiled_targets(targets: TargetSource, plan: Plan | None, step: int) -> Iterator[None]:
+    """While a tiled scale's targets are computed, the encoder runs tile by tile too (same numbers, one tile's
+    activations at a time); the cache keys do not change, as the targets do not."""
+    encoder = getattr(targets, "encoder", None)
+    if plan is None or encoder is None:
+        yield
+        return
+    targets.encoder = TiledEncoder(encoder, plan.tile, plan.halo, step)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        targets.encoder = encoder  # type: ignore[attr-defined]
 
 
 def _to_device(target: StyleTarget, device: torch.device) -> StyleTarget:

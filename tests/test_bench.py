@@ -173,9 +173,11 @@ def _quick_cpu_setup(weights, shared_images: Path, log=lambda *_: None):  # type
     )
 
 
-def test_time_to_quality_scores_the_engine_image_like_the_baseline(weights, shared_images: Path) -> None:  # type: ignore[no-untyped-def]
+def test_time_to_quality_scores_the_engine_image_like_the_baseline(weights, shared_images: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from bench import cases
 
+    # The time cap is for benchmarks; here only the step budget stops a run, so a loaded machine cannot fail it.
+    monkeypatch.setattr(cases, "TTQ_CAP", float("inf"))
     setup = _quick_cpu_setup(weights, shared_images)
     (row,) = cases.ttq_case(setup, 48, 10)
     assert row["baseline_evaluations"] >= 10 and row["engine_checks"] >= 1

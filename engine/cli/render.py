@@ -106,6 +106,11 @@ class Renderer:
     def _scale_started(self, event: ScaleStarted) -> None:
         self.scale, self.rate, self.last_line = event, _Rate(), 0.0
         h, w = event.size
+        if event.tiles:
+            self.console.print(
+                f"[dim]tiling {w}x{h}: {event.tiles} tiles of {event.tile} px with a {event.halo} px halo, "
+                f"estimated peak {event.peak_bytes / 2**30:.1f} GiB, {event.history} L-BFGS pairs[/]"
+            )
         label = f"scale {event.scale + 1}/{event.scales} {w}x{h}" if event.scales > 1 else f"{w}x{h}"
         if self.progress is not None:
             self.tasks[event.scale] = self.progress.add_task(label, total=event.steps, losses="", rate="")
