@@ -181,17 +181,20 @@ def charts(results: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
         ax.set_xlabel("ms per step (lower is better; bars: p10-p90)")
         ax.set_title("Optimisation step")
         save(fig, "step.png")
-    ttq = results.get("ttq", [])
-    if ttq:
-        fig, ax = plt.subplots(figsize=(8, 0.5 * 2 * len(ttq) + 1.5))
-        labels, values = [], []
-        for r in ttq:
-            labels += [f"baseline @ {r['size']}", f"engine @ {r['size']}"]
-            values += [r["baseline_seconds"], r.get("engine_seconds") or float("nan")]
+
+    def race(rows: list[dict[str, Any]], sides: tuple[tuple[str, str], tuple[str, str]], what: str, name: str) -> None:
+        """Two bars per size: the reference's time and the challenger's (missing when it never got there)."""
+        fig, ax = plt.subplots(figsize=(8, 0.5 * 2 * len(rows) + 1.5))
+        labels = [f"{label} @ {r['size']}" for r in rows for _, label in sides]
+        values = [r.get(key) or float("nan") for r in rows for key, _ in sides]
         ax.barh(labels, values)
-        ax.set_xlabel("seconds to the baseline's loss (lower is better; a missing bar: not reached)")
-        ax.set_title("Time to quality")
-        save(fig, "ttq.png")
+        ax.set_xlabel(f"seconds to {what} (lower is better; a missing bar: not reached)")
+        ax.set_title(name)
+        save(fig, name.lower().replace(" ", "_") + ".png")
+
+    if results.get("ttq"):
+        race(results["ttq"], (("baseline_seconds", "baseline"), ("engine_seconds", "engine")), "the baseline's loss",
+             "Time to quality")  # fmt: skip
     cache = results.get("cache", [])
     if cache:
         fig, ax = plt.subplots(figsize=(8, 0.5 * len(cache) + 1.5))
@@ -199,17 +202,13 @@ def charts(results: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
         ax.set_xlabel("target seconds per image (lower is better)")
         ax.set_title("Target cache")
         save(fig, "cache.png")
-    multi = results.get("multiscale", [])
-    if multi:
-        fig, ax = plt.subplots(figsize=(8, 0.5 * 2 * len(multi) + 1.5))
-        labels, values = [], []
-        for r in multi:
-            labels += [f"single scale @ {r['size']}", f"coarse to fine @ {r['size']}"]
-            values += [r["single_seconds"], r.get("multi_seconds") or float("nan")]
-        ax.barh(labels, values)
-        ax.set_xlabel("seconds to the single-scale loss (lower is better; a missing bar: not reached)")
-        ax.set_title("Coarse to fine")
-        save(fig, "multiscale.png")
+    if results.get("multiscale"):
+        race(
+            results["multiscale"],
+            (("single_seconds", "single scale"), ("multi_seconds", "coarse to fine")),
+            "the single-scale loss",
+            "Coarse to fine",
+        )
     return written
 
 

@@ -217,5 +217,5 @@ def test_every_case_gets_a_chart_and_times_get_error_bars(tmp_path: Path) -> Non
         "multiscale": [{"size": 64, "single_seconds": 5.0, "multi_seconds": 4.0}],
     }
     written = charts(results, tmp_path)
-    assert written == ["forward.png", "step.png", "ttq.png", "cache.png", "multiscale.png"]
+    assert written == ["forward.png", "step.png", "time_to_quality.png", "cache.png", "coarse_to_fine.png"]
     assert all((tmp_path / name).stat().st_size > 1000 for name in written)
