@@ -15,14 +15,14 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from engine import color
+from engine import color, memory
 from engine.cache import pixels_sha256
 from engine.checkpoint import Checkpoint
 from engine.config import StyleConfig
 from engine.device import configure_precision, resolve_device
 from engine.errors import ConfigError, ImageError, ProviderError
 from engine.layers import deepest, min_input_size, stride
-from engine.memory import available_bytes, check_fits, out_of_memory_error
+from engine.memory import check_fits, out_of_memory_error
 from engine.objective import Objective
 from engine.optim.loop import Callback, OptimizeResult, Step, optimize
 from engine.resize import fit_long_side, resize, resize_long
@@ -281,7 +281,7 @@ class Pipeline:
         long_side = sizes[index]
         h, w = fit_long_side(*_hw(content), long_side)
         steps = cfg.steps if index == len(sizes) - 1 else cfg.scale_steps_or_default
-        plan = plan_tiles(h, w, cfg, device, int(available_bytes(device) * 0.9), self.net.network)
+        plan = plan_tiles(h, w, cfg, device, int(memory.available_bytes(device) * 0.9), self.net.network)
         sized = resize(content, h, w)
         seen = color.luminance(sized) if cfg.preserve_colors == "luminance" else sized
         style_side = max(min_input_size(cfg.style_layers), round(long_side * cfg.style_scale))

@@ -43,7 +43,7 @@ def test_largest_fitting_size_is_the_boundary() -> None:
 def test_a_run_that_cannot_fit_fails_at_once_naming_the_size(
     model_info, model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    config = StyleConfig(size=256, steps=3)
+    config = StyleConfig(size=256, steps=3, tile="off")  # refuse, as before tiling (auto would tile)
     budget = memory.estimate_bytes(96, 128, config, "cpu")
     monkeypatch.setattr(memory, "available_bytes", lambda device: math.ceil(budget / 0.9) + 1)
     calls = []
@@ -101,7 +101,25 @@ def test_cli_refuses_an_oversized_run_without_writing(
             str(model_path),
             "--size",
             "4096",
+            "--tile",
+            "off",
         ],
     )
     assert result.exit_code == 1 and "largest size that fits is --size" in result.stderr
     assert not out.exists()
+
+
+def test_auto_tiling_refuses_at_once_what_does_not_fit_even_tiled(model_info, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    config = StyleConfig(size=4096, steps=3)  # --tile auto
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 900 * 2**20)
+    calls = []
+    targets = DirectTargets(lambda x: calls.append(1) or {})  # type: ignore[func-returns-value]
+    with pytest.raises(ResourceError, match=r"does not fit in 0.8 GiB even tiled") as info:
+        stylize(
+            gradient_image(3072, 4096),
+            [gradient_image(64, 64)],
+            config=config,
+            net=model_info.torch_module(config.layers),
+            targets=targets,
+        )
+    assert not calls and "\n" not in str(info.value)
