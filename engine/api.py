@@ -36,6 +36,7 @@ def stylize_file(
     resume: Checkpoint | str | Path | None = None,
     save_every: int = 0,
     overwrite: bool = False,
+    bit_depth: int = 8,
     model: str | Path | None = None,
     weights: str = "vgg19",
     network: str | None = None,
@@ -50,7 +51,8 @@ def stylize_file(
 
     ``settings`` override fields of ``config`` (``size=256, steps=100`` ...), as CLI options do. ``masks`` (one
     per style), ``content_mask``, ``init_image``, ``resume`` (a checkpoint or its path) and ``save_every`` are
-    the CLI's --mask, --content-mask, --init, --resume and --save-every; an existing ``output`` is replaced only
+    the CLI's --mask, --content-mask, --init, --resume and --save-every; ``bit_depth=16`` writes 16-bit PNG (TIFF
+    is always 16-bit); an existing ``output`` is replaced only
     with ``overwrite=True`` (or when resuming its own checkpoint). Nothing but ``output``, its
     --save-every images and, when stopped, its checkpoint is written.
     """
@@ -68,5 +70,6 @@ def stylize_file(
         content_mask=content_mask,
         init_image=init_image,
         on_event=on_event,
+        bit_depth=bit_depth,
     )
     return session.stylize(content, output, resume=resume, save_every=save_every, overwrite=overwrite)

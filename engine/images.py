@@ -27,7 +27,7 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 DEFAULT_MAX_PIXELS = 8192 * 8192
 #: No usable image file is larger (8192 x 8192 pixels of 16-bit RGBA, uncompressed, is 512 MiB).
 MAX_FILE_BYTES = 1 << 30
-OUTPUT_SUFFIXES = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg"}
+OUTPUT_SUFFIXES = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg", ".tif": ".tiff", ".tiff": ".tiff"}
 _ALPHA_FORMATS = (b"\x89PNG", b"RIFF", b"GIF8", b"II*\x00", b"MM\x00*")
 
 
@@ -172,15 +172,24 @@ def output_suffix(path: str | Path) -> str:
     """The encoder suffix for an output path, or ConfigError for an extension we cannot write."""
     suffix = Path(path).suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
-        raise ConfigError(f"cannot write '{path}': the output must end in .png, .jpg or .jpeg")
+        raise ConfigError(f"cannot write '{path}': the output must end in .png, .jpg, .jpeg, .tif or .tiff")
     return OUTPUT_SUFFIXES[suffix]
 
 
-def save(tensor: torch.Tensor, path: str | Path, jpeg_quality: int = 95) -> None:
-    """Write a (1, 3, H, W) or (3, H, W) tensor in [0, 1] as PNG or JPEG (by extension), atomically."""
+def save(tensor: torch.Tensor, path: str | Path, jpeg_quality: int = 95, bits: int = 8) -> None:
+    """Write a (1, 3, H, W) or (3, H, W) tensor in [0, 1] as PNG, JPEG or TIFF (by extension), atomically.
+
+    TIFF is always 16 bits a channel, PNG with ``bits=16``: for print, the optimiser's float precision is kept
+    to 1/65535 instead of 1/255. JPEG is 8-bit only."""
     suffix = output_suffix(path)
+    if bits not in (8, 16):
+        raise ConfigError(f"--bit-depth must be 8 or 16, not {bits}")
+    if bits == 16 and suffix == ".jpg":
+        raise ConfigError(f"'{path}': JPEG has 8 bits a channel; write .png or .tif for 16 bits")
+    deep = suffix == ".tiff" or bits == 16
     rgb = to_array(tensor)
-    bgr = np.ascontiguousarray((rgb[:, :, ::-1] * 255.0 + 0.5).astype(np.uint8))
+    scale, kind = (65535.0, np.uint16) if deep else (255.0, np.uint8)
+    bgr = np.ascontiguousarray((rgb[:, :, ::-1] * scale + 0.5).astype(kind))
     params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if suffix == ".jpg" else []
     ok, encoded = cv2.imencode(suffix, bgr, params)
     if not ok:

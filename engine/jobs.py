@@ -60,7 +60,8 @@ def plan(contents: Sequence[Path], styles: Sequence[Path], output: str, pattern:
         return [Job(contents[0], out)]
     if out.suffix and not out.is_dir():
         raise ConfigError(
-            f"cannot write '{output}': the output must end in .png, .jpg or .jpeg, or be a folder for a batch"
+            f"cannot write '{output}': the output must end in .png, .jpg, .jpeg, .tif or .tiff, or be a folder "
+            "for a batch"
         )
     pattern = pattern or DEFAULT_PATTERN
     label = style_label(styles)
@@ -71,7 +72,7 @@ def plan(contents: Sequence[Path], styles: Sequence[Path], output: str, pattern:
         except (KeyError, IndexError, ValueError, AttributeError) as exc:
             raise ConfigError(f"bad --name pattern '{pattern}' ({exc}); use fields {{stem}} and {{style}}") from exc
         if Path(name).suffix.lower() not in OUTPUT_SUFFIXES:
-            raise ConfigError(f"--name pattern '{pattern}' must end in .png or .jpg")
+            raise ConfigError(f"--name pattern '{pattern}' must end in .png, .jpg or .tif")
         target = out / name
         check_name("--name", target)
         if Path(name).is_absolute() or not target.resolve().is_relative_to(out.resolve()):

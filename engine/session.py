@@ -93,7 +93,12 @@ class Session:
         init_image: ImageInput | None = None,
         on_event: Listener | None = None,
         preset: str | None = None,
+        bit_depth: int = 8,
     ) -> None:
+        if bit_depth not in (8, 16):
+            raise ConfigError(f"--bit-depth must be 8 or 16, not {bit_depth}")
+        #: Bits a channel of PNG outputs (TIFF outputs are always 16).
+        self.bit_depth = bit_depth
         self.config = config
         self.spec = model or ModelSpec()
         self.listeners: list[Listener] = [on_event] if on_event is not None else []
@@ -181,6 +186,9 @@ class Session:
 
     # -- one image ----------------------------------------------------------------------------------------------
 
+    def _save(self, image: torch.Tensor, path: Path) -> None:
+        images.save(image, path, bits=self.bit_depth if images.output_suffix(path) == ".png" else 8)
+
     def _image(self, item: ImageInput, long_side: int | None) -> torch.Tensor:
         if isinstance(item, Path) and item in self._preloaded:
             return self._preloaded.pop(item)
@@ -209,7 +217,8 @@ class Session:
         check_save_every(save_every)
         out = None if output is None else Path(output)
         if out is not None:
-            images.output_suffix(out)
+            if images.output_suffix(out) == ".jpg" and self.bit_depth == 16:
+                raise ConfigError(f"'{out}': JPEG has 8 bits a channel; write .png or .tif for --bit-depth 16")
             sources = [Path(content)] if isinstance(content, (str, Path)) else []
             resumed = None if resume is None or isinstance(resume, Checkpoint) else Path(resume)
             check_writes([Job(sources[0] if sources else out, out)], sources + self.inputs, None, True, save_every)
@@ -237,7 +246,7 @@ class Session:
             record = _record(step, offset + len(records) + 1, time.perf_counter() - start)
             records.append(record)
             if save_every and out is not None and len(records) % save_every == 0:
-                images.save(image(), step_path(out, offset + len(records)))
+                self._save(image(), step_path(out, offset + len(records)))
             self.emit(StepDone(index, step, record))
 
         tensor = self._image(content, self.config.size)
@@ -252,12 +261,12 @@ class Session:
             )
         except NumericalError as exc:
             if out is not None and isinstance(exc.image, torch.Tensor):
-                images.save(exc.image, out)
+                self._save(exc.image, out)
                 exc.args = (f"{exc} (last good image saved)",)
             raise
         if out is not None:
             try:
-                images.save(result.image, out)
+                self._save(result.image, out)
             except OSError as exc:  # checked before the run; a disk can still fill or a folder vanish
                 raise ConfigError(
                     f"cannot write '{out}' ({exc.strerror or exc}); free space or choose another -o"

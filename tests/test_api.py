@@ -159,3 +159,19 @@ def test_a_piped_run_logs_plain_progress_lines(pair: tuple[Path, Path], model_pa
     assert any(line.startswith("wrote ") for line in lines) and len(lines) < 30
     code, quiet = _piped(*pair, tmp_path / "q.png", model_path, "--steps", "5", "--quiet")
     assert code == 0 and not any(line.startswith("step ") for line in quiet.splitlines())
+
+
+@pytest.mark.parametrize(("name", "bits"), [("print.tif", 8), ("print16.png", 16)])
+def test_outputs_for_print_keep_16_bits(
+    name: str, bits: int, pair: tuple[Path, Path], model_path: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / name
+    result = stylize_file(*pair, out, size=SIZE, steps=2, model=model_path, bit_depth=bits)
+    import cv2
+
+    stored = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    assert stored.dtype.name == "uint16" and stored.shape[:2] == tuple(result.image.shape[-2:])  # type: ignore[union-attr]
+    back = images.load(out)
+    assert result.image is not None and float((back - result.image).abs().max()) < 2e-5  # 8 bits would be 2e-3
+    with pytest.raises(ConfigError, match="JPEG has 8 bits"):
+        stylize_file(*pair, tmp_path / "x.jpg", size=SIZE, steps=1, model=model_path, bit_depth=16)

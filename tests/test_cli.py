@@ -123,7 +123,7 @@ BAD_CASES = {
     "size below minimum": (["{content}", "{style}", *M, "--size", "8"], "minimum of 16 px"),
     "wrong-shape weights": (["{content}", "{style}", "--weights", "{wrong.pth}"], "VGG19 needs"),
     "unavailable provider": (["{content}", "{style}", *M, "--provider", "cuda"], "provider 'cuda' is not available"),
-    "bad output extension": (["{content}", "{style}", *M, "-o", "{tmp}/out.gif"], ".png, .jpg or .jpeg"),
+    "bad output extension": (["{content}", "{style}", *M, "-o", "{tmp}/out.gif"], ".png, .jpg, .jpeg, .tif or .tiff"),
     "unknown optimizer": (["{content}", "{style}", *M, "--optimizer", "sgd"], "--optimizer must be one of"),
     "model and weights": (["{content}", "{style}", *M, "--weights", "random"], "either --model"),
     "damaged model": (["{content}", "{style}", "--model", "{text.png}"], "not an nst-engine feature model"),

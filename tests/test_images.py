@@ -136,6 +136,6 @@ def test_save_round_trip_and_atomic(tmp_path: Path, suffix: str) -> None:
 
 
 def test_bad_output_extension(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"\.png, \.jpg or \.jpeg"):
+    with pytest.raises(ConfigError, match=r"\.png, \.jpg, \.jpeg, \.tif or \.tiff"):
         images.save(torch.rand(1, 3, 4, 4), tmp_path / "out.gif")
     assert not list(tmp_path.iterdir())

@@ -90,6 +90,9 @@ def stylize(
     trace: Annotated[
         Path | None, Opt(help="Write a JSON trace: settings, targets and every step's losses.", rich_help_panel=IO)
     ] = None,
+    bit_depth: Annotated[
+        int, Opt(help="Bits a channel of PNG outputs: 8, or 16 for print (.tif is always 16).", rich_help_panel=IO)
+    ] = 8,
     save_every: Annotated[int, Opt(help="Also write the image every N steps (OUT.stepN.png).", rich_help_panel=IO)] = 0,
     preset: Annotated[
         str | None,
@@ -187,7 +190,7 @@ def stylize(
     with Renderer(out, mode) as render:
         session = Session(
             run.config, run.styles, model=run.spec, masks=run.masks, content_mask=run.content_mask,
-            on_event=render, preset=run.preset,
+            on_event=render, preset=run.preset, bit_depth=bit_depth,
         )  # fmt: skip
         with graceful_stop(session.stop):
             outcomes = session.run(run.jobs, overwrite=overwrite, resume=resume, save_every=save_every, trace=trace)
