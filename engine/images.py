@@ -176,16 +176,22 @@ def output_suffix(path: str | Path) -> str:
     return OUTPUT_SUFFIXES[suffix]
 
 
+def check_bits(path: str | Path, bits: int) -> str:
+    """The encoder suffix for ``path`` written with ``bits`` a channel, or ConfigError naming the fix."""
+    suffix = output_suffix(path)
+    if bits not in (8, 16):
+        raise ConfigError(f"--bit-depth must be 8 or 16, not {bits}")
+    if bits == 16 and suffix == ".jpg":
+        raise ConfigError(f"'{path}': JPEG has 8 bits a channel; write .png or .tif for --bit-depth 16")
+    return suffix
+
+
 def save(tensor: torch.Tensor, path: str | Path, jpeg_quality: int = 95, bits: int = 8) -> None:
     """Write a (1, 3, H, W) or (3, H, W) tensor in [0, 1] as PNG, JPEG or TIFF (by extension), atomically.
 
     TIFF is always 16 bits a channel, PNG with ``bits=16``: for print, the optimiser's float precision is kept
     to 1/65535 instead of 1/255. JPEG is 8-bit only."""
-    suffix = output_suffix(path)
-    if bits not in (8, 16):
-        raise ConfigError(f"--bit-depth must be 8 or 16, not {bits}")
-    if bits == 16 and suffix == ".jpg":
-        raise ConfigError(f"'{path}': JPEG has 8 bits a channel; write .png or .tif for 16 bits")
+    suffix = check_bits(path, bits)
     deep = suffix == ".tiff" or bits == 16
     rgb = to_array(tensor)
     scale, kind = (65535.0, np.uint16) if deep else (255.0, np.uint8)

@@ -95,8 +95,7 @@ class Session:
         preset: str | None = None,
         bit_depth: int = 8,
     ) -> None:
-        if bit_depth not in (8, 16):
-            raise ConfigError(f"--bit-depth must be 8 or 16, not {bit_depth}")
+        images.check_bits("out.png", bit_depth)
         #: Bits a channel of PNG outputs (TIFF outputs are always 16).
         self.bit_depth = bit_depth
         self.config = config
@@ -216,21 +215,32 @@ class Session:
         """
         check_save_every(save_every)
         out = None if output is None else Path(output)
+        path = None if resume is None or isinstance(resume, Checkpoint) else Path(resume)
         if out is not None:
-            if images.output_suffix(out) == ".jpg" and self.bit_depth == 16:
-                raise ConfigError(f"'{out}': JPEG has 8 bits a channel; write .png or .tif for --bit-depth 16")
+            images.check_bits(out, self.bit_depth)
             sources = [Path(content)] if isinstance(content, (str, Path)) else []
-            resumed = None if resume is None or isinstance(resume, Checkpoint) else Path(resume)
             check_writes([Job(sources[0] if sources else out, out)], sources + self.inputs, None, True, save_every)
-            if not may_replace(out, overwrite, resumed):
+            if not may_replace(out, overwrite, path):
                 raise ConfigError(f"'{out}' exists; pass overwrite=True (--overwrite) to replace it")
+        checkpoint = Checkpoint.load(path, self.config) if path is not None else resume
+        assert checkpoint is None or isinstance(checkpoint, Checkpoint)
+        return self._stylize(content, out, checkpoint, path, save_every, index, count)
+
+    def _stylize(
+        self,
+        content: ImageInput,
+        out: Path | None,
+        resume: Checkpoint | None,
+        resume_path: Path | None,
+        save_every: int,
+        index: int,
+        count: int,
+    ) -> ImageResult:
+        """``stylize`` once its checks are done (``run`` does them once for a whole batch)."""
         resumed_from: dict[str, Any] | None = None
-        if isinstance(resume, (str, Path)):
-            resumed_from = {"checkpoint": str(resume)}
-            resume = Checkpoint.load(Path(resume), self.config)
         if resume is not None:
-            resumed_from = (resumed_from or {}) | {"scale": resume.scale, "step": resume.step}
-            resumed_from["steps_before"] = resume.steps_done
+            resumed_from = {"checkpoint": None if resume_path is None else str(resume_path)}
+            resumed_from |= {"scale": resume.scale, "step": resume.step, "steps_before": resume.steps_done}
         offset = 0 if resume is None else resume.steps_done
         pipeline = self.pipeline
         start, first_record = time.perf_counter(), len(self.targets.records)
@@ -300,6 +310,8 @@ class Session:
         exist are skipped unless ``overwrite``. In a batch a failed image is reported and the rest go on; one
         image's error is raised. A stop request ends the batch after the current image."""
         check_save_every(save_every)
+        for job in jobs:
+            images.check_bits(job.output, self.bit_depth)
         inputs = [j.content for j in jobs] + self.inputs
         self._earlier_steps = _earlier_trace(trace, jobs, resume)
         # The interrupted run's own trace is continued, not replaced: it may exist without --overwrite.
@@ -319,7 +331,7 @@ class Session:
                     ImageResult(str(job.content), job.output, "skipped", message="exists (use --overwrite)")
                 )
         for index, job in enumerate(todo):
-            outcome = self._job(job, index, len(todo), checkpoint, save_every, single=len(jobs) == 1)
+            outcome = self._job(job, index, len(todo), (checkpoint, resume), save_every, single=len(jobs) == 1)
             outcomes.append(outcome)
             if outcome.status == "interrupted" or self.stop_requested:
                 break
@@ -328,13 +340,17 @@ class Session:
         return outcomes
 
     def _job(
-        self, job: Job, index: int, count: int, resume: Checkpoint | None, save_every: int, single: bool
+        self,
+        job: Job,
+        index: int,
+        count: int,
+        resume: tuple[Checkpoint | None, Path | None],
+        save_every: int,
+        single: bool,
     ) -> ImageResult:
         start = time.perf_counter()
         try:
-            return self.stylize(
-                job.content, job.output, resume=resume, save_every=save_every, overwrite=True, index=index, count=count
-            )
+            return self._stylize(job.content, job.output, *resume, save_every, index, count)
         except StyleTransferError as exc:
             if single and not isinstance(exc, NumericalError):
                 raise

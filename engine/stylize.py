@@ -369,15 +369,15 @@ class Pipeline:
 def _tiled_targets(targets: TargetSource, plan: Plan | None, step: int) -> Iterator[None]:
     """While a tiled scale's targets are computed, the encoder runs tile by tile too (same numbers, one tile's
     activations at a time); the cache keys do not change, as the targets do not."""
-    encoder = getattr(targets, "encoder", None)
-    if plan is None or encoder is None:
+    if plan is None:
         yield
         return
-    targets.encoder = TiledEncoder(encoder, plan.tile, plan.halo, step)  # type: ignore[attr-defined]
+    encoder = targets.encoder
+    targets.encoder = TiledEncoder(encoder, plan.tile, plan.halo, step)
     try:
         yield
     finally:
-        targets.encoder = encoder  # type: ignore[attr-defined]
+        targets.encoder = encoder
 
 
 def _to_device(target: StyleTarget, device: torch.device) -> StyleTarget:

@@ -60,6 +60,7 @@ class TargetSource(Protocol):
     """Where the optimisation gets its fixed targets: computed directly, or through the on-disk cache."""
 
     records: list[TargetRecord]
+    encoder: Encoder  # what computes the features (swapped for a tiled one while a tiled scale's targets are made)
 
     def content(self, image: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]: ...
 

@@ -26,9 +26,10 @@ from typing import Any
 import torch
 
 from engine.config import StyleConfig
-from engine.errors import ConfigError
+from engine.errors import ConfigError, ResourceError
 from engine.layers import Network, conv_indices, deepest, layer_index, layer_names, stride
 from engine.losses import StyleStats, _wide, gram_loss, tv_loss, wasserstein_loss
+from engine.memory import estimate_bytes
 from engine.objective import Objective
 from engine.resize import resize
 from engine.targets import StyleRegion
@@ -125,9 +126,6 @@ def plan_tiles(
 ) -> Plan | None:
     """How to tile a (height, width) scale: None when it is run whole (it fits, or tiling is off), else the
     largest tile (and the longest L-BFGS history) whose estimate fits ``budget`` bytes; ResourceError if none."""
-    from engine.errors import ResourceError
-    from engine.memory import estimate_bytes
-
     if config.tile == "off":
         return None
     step = stride(deepest(config.layers))
@@ -243,13 +241,14 @@ class TiledObjective(Objective):
             value = 0.5 * error if cfg.normalization == "gatys" else error / count
             out.append(self.content_factor * value)
         for layer in cfg.style_layers:
-            total = out[0].new_zeros(()) if out else torch.zeros(())
+            total: torch.Tensor | float = 0.0
             for index, region in enumerate(self.regions):
                 stats = stats_of((index, layer))
                 if cfg.style_loss == "wasserstein":
                     total = total + wasserstein_loss(stats, region.target[layer], self.cov_sqrt[index][layer])
                 else:
                     total = total + gram_loss(stats, region.target[layer], cfg.normalization)
+            assert isinstance(total, torch.Tensor)
             out.append(self.style_factor * self.layer_weights[layer] * total)
         return out
 
