@@ -21,6 +21,9 @@ def interrupt_on_signals() -> None:
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # Once: the clean-up this interrupt starts (temporary files) must not be interrupted by a repeat of it.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
