@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.tiling import markdown as tiling_markdown
+
 
 def relative_speed(speedup: float) -> str:
     """A time ratio in words that cannot be misread: "1.34x faster" or "1.12x slower"."""
@@ -131,6 +133,8 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
             f"reached that loss in {multi}.",
             "",
         ]
+    if results.get("tiling"):
+        lines += tiling_markdown(results["tiling"])
     return "\n".join(lines)
 
 

@@ -11,9 +11,12 @@ import torch
 
 from bench import cases, report
 from bench.env import environment
+from bench.tiling import tiling_case
 from engine.layers import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 
-ALL_CASES = ("forward", "step", "ttq", "cache", "multiscale")
+DEFAULT_CASES = ("forward", "step", "ttq", "cache", "multiscale")
+#: Every case; those not in DEFAULT_CASES run only when asked for (tiling takes about 20 minutes on a CPU).
+ALL_CASES = (*DEFAULT_CASES, "tiling")
 
 
 def run(
@@ -43,7 +46,7 @@ def run(
         log(f"exporting the feature network ({weights.label})")
         export(weights, model, DEFAULT_CONTENT_LAYERS + DEFAULT_STYLE_LAYERS)
         setup = cases.Setup(weights, model, content, style, quick, device, log, {"ttq_scales": ttq_scales})
-        selected = only or ALL_CASES
+        selected = only or DEFAULT_CASES
         if "forward" in selected:
             results["forward"] = cases.forward_case(setup, [256] if quick else [256, 512, 1024])
         if "step" in selected:
@@ -59,6 +62,9 @@ def run(
             results["multiscale"] = cases.multiscale_case(
                 setup, multiscale_size or (128 if quick else 512), 20 if quick else 100
             )
+        if "tiling" in selected:
+            sizes, tile, small = ([256, 512, 1024], 256, 512) if quick else ([1024, 2048, 4096], 896, 1024)
+            results["tiling"] = tiling_case(setup, sizes, tile, small, small // 2, 3)
     env = environment() | {"weights": weights.label, "device": str(device)}
     report.write(out, env, results, quick)
     return results

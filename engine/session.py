@@ -246,10 +246,16 @@ class Session:
         start, first_record = time.perf_counter(), len(self.targets.records)
         self.emit(ImageStarted(index, count, _label(content), out))
         records: list[dict[str, Any]] = []
+        scales: list[dict[str, Any]] = []
 
         def on_scale(info: ScaleInfo) -> None:
             plan = info.tiling
             tiled = () if plan is None else (len(plan.tiles), plan.tile, plan.halo, plan.peak_bytes, plan.history)
+            scales.append({"scale": info.index, "size": list(info.size), "steps": info.steps})
+            scales[-1]["tiled"] = plan is not None
+            if plan is not None:
+                scales[-1] |= {"tiles": len(plan.tiles), "tile": plan.tile, "halo": plan.halo}
+                scales[-1] |= {"estimated_peak_bytes": plan.peak_bytes, "lbfgs_history": plan.history}
             self.emit(ScaleStarted(index, info.index, info.count, info.size, info.steps, *tiled))
 
         def on_step(step: Step, image: Any) -> None:
@@ -290,7 +296,7 @@ class Session:
         done = ImageResult(_label(content), out, status, seconds, image=result.image, steps=records, result=result)
         done.checkpoint = ckpt
         tally = target_summary(self.targets.records[first_record:])
-        done.trace = self._image_trace(done, tally, resumed_from)
+        done.trace = self._image_trace(done, tally, resumed_from) | {"scales": scales}
         reason = self.stop_reason if result.interrupted else ""
         self.emit(ImageDone(index, done.content, out, status, seconds, done.losses, len(records), tally, ckpt, reason))
         return done

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -21,14 +21,30 @@ Encoder = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 StyleTarget = dict[str, StyleStats]
 
 
+@runtime_checkable
+class PartialEncoder(Protocol):
+    """An encoder that computes only what is asked of it: the features at some layers, or style statistics
+    summed as it goes (the tiled encoder, which never holds a whole image's map of a layer it was not asked for)."""
+
+    def __call__(self, image: torch.Tensor) -> Mapping[str, torch.Tensor]: ...
+
+    def features(self, image: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]: ...
+
+    def style_stats(self, image: torch.Tensor, layers: Sequence[str]) -> StyleTarget: ...
+
+
 def content_target(encoder: Encoder, image: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
     """Content features of ``image`` at ``layers``: ``{layer: (1, C, h, w) float32}``."""
+    if isinstance(encoder, PartialEncoder):
+        return {layer: f.float() for layer, f in encoder.features(image, layers).items()}
     features = encoder(image)
     return {layer: features[layer].float() for layer in layers}
 
 
 def style_target(encoder: Encoder, image: torch.Tensor, layers: Sequence[str]) -> StyleTarget:
     """Style statistics (second moment and mean) of ``image`` at ``layers``."""
+    if isinstance(encoder, PartialEncoder):
+        return encoder.style_stats(image, layers)
     features = encoder(image)
     return {layer: style_stats(features[layer]) for layer in layers}
 

@@ -28,7 +28,7 @@ import torch
 from engine.config import StyleConfig
 from engine.errors import ConfigError, ResourceError
 from engine.layers import Network, conv_indices, deepest, layer_index, layer_names, stride
-from engine.losses import StyleStats, _wide, gram_loss, tv_loss, wasserstein_loss
+from engine.losses import StyleStats, _wide, gram_loss, style_stats, tv_loss, wasserstein_loss
 from engine.memory import estimate_bytes
 from engine.objective import Objective
 from engine.resize import resize
@@ -328,24 +328,58 @@ class _TiledTerms(torch.autograd.Function):
 
 
 class TiledEncoder:
-    """A feature encoder (the ONNX Runtime targets) run tile by tile: the whole image's feature maps, stitched
-    from each tile's core, with the activations of one tile at a time. Exact with the exact halo."""
+    """A feature encoder (the ONNX Runtime targets) run tile by tile, with the activations of one tile at a time.
+    Content features are stitched from each tile's core, only at the layers asked for; style statistics are
+    summed over the cores as the tiles go, so no whole-image map of a style layer is ever held (at 4096 px,
+    relu1_1 alone would be 3.2 GB). Exact with the exact halo."""
 
     def __init__(self, encoder: Callable[[torch.Tensor], Mapping[str, torch.Tensor]], tile: int, halo: int, step: int):
         self.encoder, self.tile, self.halo, self.step = encoder, tile, halo, step
 
+    def _whole(self, image: torch.Tensor) -> bool:
+        return int(image.shape[-2]) <= self.tile and int(image.shape[-1]) <= self.tile
+
     def __call__(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.features(image, None)
+
+    def features(self, image: torch.Tensor, layers: Sequence[str] | None) -> dict[str, torch.Tensor]:
+        """The whole image's feature maps at ``layers`` (every layer the encoder gives when None)."""
+        if self._whole(image):
+            features = self.encoder(image)
+            return {k: v for k, v in features.items() if layers is None or k in layers}
         h, w = int(image.shape[-2]), int(image.shape[-1])
-        if h <= self.tile and w <= self.tile:
-            return dict(self.encoder(image))
         out: dict[str, torch.Tensor] = {}
         for tile in tile_grid(h, w, self.tile, self.halo, self.step):
             features = self.encoder(image[..., tile.cy0 : tile.cy1, tile.cx0 : tile.cx1])
             for layer, feature in features.items():
+                if layers is not None and layer not in layers:
+                    continue
                 s = stride(layer)
                 full = (h // s, w // s)
                 if layer not in out:
                     out[layer] = feature.new_zeros((feature.shape[0], feature.shape[1], *full))
-                target = _core_of_full(out[layer], tile, s, full)
-                target.copy_(_core(feature, tile, s, full))
+                _core_of_full(out[layer], tile, s, full).copy_(_core(feature, tile, s, full))
         return out
+
+    def style_stats(self, image: torch.Tensor, layers: Sequence[str]) -> dict[str, StyleStats]:
+        """Second moment and mean at ``layers``, summed tile by tile over the cores (float64 sums)."""
+        if self._whole(image):
+            features = self.encoder(image)
+            return {layer: style_stats(features[layer]) for layer in layers}
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        moment: dict[str, torch.Tensor] = {}
+        first: dict[str, torch.Tensor] = {}
+        count: dict[str, int] = {}
+        for tile in tile_grid(h, w, self.tile, self.halo, self.step):
+            features = self.encoder(image[..., tile.cy0 : tile.cy1, tile.cx0 : tile.cx1])
+            for layer in layers:
+                s = stride(layer)
+                core = _wide(_core(features[layer], tile, s, (h // s, w // s))).reshape(features[layer].shape[1], -1)
+                core = core.double()
+                _Sums.add(moment, layer, core @ core.T)
+                _Sums.add(first, layer, core.sum(dim=1))
+                count[layer] = count.get(layer, 0) + int(core.shape[1])
+        return {
+            layer: StyleStats((moment[layer] / count[layer]).float(), (first[layer] / count[layer]).float())
+            for layer in layers
+        }

@@ -11,6 +11,7 @@ import torch
 from engine.config import StyleConfig
 from engine.errors import ConfigError
 from engine.layers import deepest, stride
+from engine.losses import style_stats
 from engine.objective import Objective
 from engine.stylize import stylize
 from engine.targets import DirectTargets, StyleRegion, content_target, style_target
@@ -93,6 +94,22 @@ def test_stitched_targets_equal_whole_image_targets() -> None:
     assert set(stitched) == set(whole)
     for layer in whole:
         torch.testing.assert_close(stitched[layer], whole[layer], rtol=1e-4, atol=1e-5)
+
+
+def test_tiled_targets_hold_only_what_is_asked_and_sum_style_statistics_exactly() -> None:
+    config = StyleConfig(size=128, **SHALLOW)
+    net = _net(config, torch.float32)
+    image = gradient_image(72, 104, 5)
+    tiled = TiledEncoder(net, 32, exact_halo(config.layers), 4)
+    with torch.no_grad():
+        whole = net(image)
+        content = content_target(tiled, image, config.content_layers)
+        style = style_target(tiled, image, config.style_layers)
+    assert set(content) == set(config.content_layers)  # no other layer's whole map is stitched
+    for layer in config.style_layers:
+        expected = style_stats(whole[layer])
+        torch.testing.assert_close(style[layer].moment, expected.moment, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(style[layer].mean, expected.mean, rtol=1e-5, atol=1e-6)
 
 
 def test_the_planner_tiles_only_what_does_not_fit() -> None:

@@ -27,7 +27,11 @@ def bench(
     content: Annotated[Path, typer.Option(help="Content image.")] = SAMPLES / "content_tubingen.jpg",
     style: Annotated[Path, typer.Option(help="Style image.")] = SAMPLES / "style_starry_night.jpg",
     case: Annotated[
-        list[str] | None, typer.Option(help="Run only these cases: forward, step, ttq, cache, multiscale (repeatable).")
+        list[str] | None,
+        typer.Option(
+            help="Run only these cases: forward, step, ttq, cache, multiscale, tiling (repeatable; tiling only "
+            "when named)."
+        ),
     ] = None,
     ttq_size: Annotated[int | None, typer.Option(help="Time-to-quality size \\[default: 512, quick CPU 128].")] = None,
     ttq_evaluations: Annotated[int | None, typer.Option(help="Baseline L-BFGS evaluations \\[default: 300].")] = None,
@@ -40,7 +44,9 @@ def bench(
 
     Cases: forward (images/s of the target pass per backend and size), step (ms/step and peak memory of the
     engine's configurations and of the PyTorch-tutorial baseline), ttq (time to the baseline's loss after 300
-    L-BFGS evaluations), cache (target time per image, cold vs warm), multiscale (time to the single-scale loss).
+    L-BFGS evaluations), cache (target time per image, cold vs warm), multiscale (time to the single-scale loss),
+    and, only when named, tiling (peak RSS against size at one tile, the cost of tiling per step, tiled against
+    untiled pixels; each a real stylize process, about 20 minutes on a 2-core CPU).
     Unavailable backends are listed with the reason. Needs matplotlib for charts (pip install 'nst-engine\\[bench]').
     """
     unknown = [c for c in case or () if c not in ALL_CASES]
