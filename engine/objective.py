@@ -85,6 +85,31 @@ class Objective(nn.Module):
         scale = net.feature_scale if config.feature_units == "normalized" else 1.0
         self.content_factor = config.content_weight / scale**2
         self.style_factor = config.style_weight / scale ** (2 if config.style_loss == "wasserstein" else 4)
+        #: Video: earlier results warped into this frame, each with its certainty (1, 1, H, W); see ``guide``.
+        self.temporal: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.temporal_weight = 0.0
+
+    def guide(self, warped: Sequence[tuple[torch.Tensor, torch.Tensor]], weight: float) -> Objective:
+        """Add Ruder et al.'s temporal term: ``weight`` x the sum over (w, c) of mean(c * (x - w)^2), pixels in
+        [0, 1]. It is the term ``temporal`` (and part of ``total``)."""
+        self.temporal = [(w.detach(), c.detach()) for w, c in warped]
+        self.temporal_weight = float(weight)
+        return self
+
+    def _pixel_terms(self, image: torch.Tensor, terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The terms on the pixels themselves (total variation, temporal), added to ``terms`` with the sums."""
+        content_sum, style_sum = terms.pop("content"), terms.pop("style")
+        tv = self.config.tv_weight * tv_loss(image)
+        total = content_sum + style_sum + tv
+        terms.update(content=content_sum, style=style_sum, tv=tv)
+        if self.temporal and self.temporal_weight:
+            x = image.float()
+            temporal = sum((c * (x - w).pow(2)).mean() for w, c in self.temporal)
+            assert isinstance(temporal, torch.Tensor)
+            terms["temporal"] = self.temporal_weight * temporal
+            total = total + terms["temporal"]
+        terms["total"] = total
+        return terms
 
     def accelerate(self, device: torch.device) -> Objective:
         """Memory format and compilation for speed; the numbers stay those of the fp32 network within tolerance."""
@@ -146,6 +171,5 @@ class Objective(nn.Module):
             term = self.style_factor * self.layer_weights[layer] * self._style_term(f, layer)
             terms[f"style.{layer}"] = term
             style_sum = style_sum + term
-        tv = cfg.tv_weight * tv_loss(image)
-        terms.update(content=content_sum, style=style_sum, tv=tv, total=content_sum + style_sum + tv)
-        return terms
+        terms.update(content=content_sum, style=style_sum)
+        return self._pixel_terms(image, terms)

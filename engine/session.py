@@ -43,7 +43,7 @@ from engine.jobs import Job, check_writes, may_replace, step_path
 from engine.model import Model, ModelSpec, open_model, target_source
 from engine.optim.loop import Step
 from engine.resize import resize_long
-from engine.stylize import Pipeline, ScaleInfo, StylizeResult, check_mask_count
+from engine.stylize import FrameGuide, Pipeline, ScaleInfo, StylizeResult, check_mask_count
 from engine.targets import target_summary
 
 ImageInput = str | Path | torch.Tensor
@@ -206,6 +206,7 @@ class Session:
         overwrite: bool = False,
         index: int = 0,
         count: int = 1,
+        frame: FrameGuide | None = None,
     ) -> ImageResult:
         """Stylize one content image (a file or a (1, 3, H, W) tensor in [0, 1]); write ``output`` if given.
 
@@ -224,7 +225,7 @@ class Session:
                 raise ConfigError(f"'{out}' exists; pass overwrite=True (--overwrite) to replace it")
         checkpoint = Checkpoint.load(path, self.config) if path is not None else resume
         assert checkpoint is None or isinstance(checkpoint, Checkpoint)
-        return self._stylize(content, out, checkpoint, path, save_every, index, count)
+        return self._stylize(content, out, checkpoint, path, save_every, index, count, frame)
 
     def _stylize(
         self,
@@ -235,6 +236,7 @@ class Session:
         save_every: int,
         index: int,
         count: int,
+        frame: FrameGuide | None = None,
     ) -> ImageResult:
         """``stylize`` once its checks are done (``run`` does them once for a whole batch)."""
         resumed_from: dict[str, Any] | None = None
@@ -274,6 +276,7 @@ class Session:
                 resume=resume,
                 should_stop=self._stop.is_set,
                 sync_every=1 if save_every else None,  # an intermediate image must be that step's
+                frame=frame,
             )
         except NumericalError as exc:
             if out is not None and isinstance(exc.image, torch.Tensor):

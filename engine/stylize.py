@@ -52,6 +52,18 @@ class ScaleInfo:
 ScaleListener = Callable[[ScaleInfo], None]
 
 
+@dataclass(frozen=True)
+class FrameGuide:
+    """One video frame's run: it starts from ``init`` and its temporal term compares the image with earlier
+    results warped into this frame, each (1, 3, H, W) with its certainty (1, 1, H, W), at the content's size.
+    It runs ``steps`` steps at the final scale only (it starts close to its result)."""
+
+    init: torch.Tensor
+    warped: list[tuple[torch.Tensor, torch.Tensor]]
+    weight: float
+    steps: int
+
+
 @dataclass
 class StylizeResult:
     image: torch.Tensor  # (1, 3, H, W) float32 in [0, 1], on the CPU
@@ -185,13 +197,15 @@ class Pipeline:
         resume: Checkpoint | None = None,
         should_stop: Callable[[], bool] | None = None,
         sync_every: int | None = None,
+        frame: FrameGuide | None = None,
     ) -> StylizeResult:
         """Stylize ``content`` (1, 3, H, W) float32 RGB in [0, 1]; the output's long side is ``config.size``.
 
         ``on_step`` gets every Step (with its scale) and a function returning the image so far; ``on_scale`` each
         scale before its first step. ``resume`` continues a result's checkpoint; ``should_stop`` is polled between
         steps and ends the run cleanly, with a checkpoint. ``sync_every`` overrides how many steps are queued
-        between reads of the losses (1: every step's image is that step's, as ``--save-every`` needs).
+        between reads of the losses (1: every step's image is that step's, as ``--save-every`` needs). ``frame``
+        makes it a video frame's run (see ``FrameGuide``).
         """
         self._check_content(content)
         cfg = self.config
@@ -214,9 +228,11 @@ class Pipeline:
         result = StylizeResult(image=content)
         image: torch.Tensor | None = None
         for index in range(len(sizes)):
-            if resume is not None and index < resume.scale:
+            if (resume is not None and index < resume.scale) or (frame is not None and index < len(sizes) - 1):
                 continue
             scale = self._scale(content, index, masks, keep)
+            if frame is not None:
+                scale = self._guided(scale, frame)
             if on_scale is not None:
                 on_scale(scale.info)
             if resume is not None and index == resume.scale:
@@ -226,6 +242,8 @@ class Pipeline:
                         f"{scale.info.size[1]}x{scale.info.size[0]}; resume with the photo it was made from"
                     )
                 start = _Start(resume.image, resume.optimizer, resume.step + 1)
+            elif frame is not None:
+                start = _Start(resize(frame.init, *scale.info.size).clamp(0.0, 1.0).contiguous())
             else:
                 start = _Start(self._initial(scale, image))
             out = self._optimize(scale, start, on_step, result, should_stop, sync_every or self.sync_every)
@@ -301,6 +319,15 @@ class Pipeline:
             objective = TiledObjective(self.net, content_t, regions, cfg, plan).accelerate(device)
         kept = None if keep is None else resize(keep, h, w, kind="mask").to(device)
         return _Scale(ScaleInfo(index, len(sizes), (h, w), steps, plan), seen.to(device), objective, kept)
+
+    def _guided(self, scale: _Scale, frame: FrameGuide) -> _Scale:
+        h, w = scale.info.size
+        warped = [
+            (resize(image, h, w).to(self.device), resize(sure, h, w, kind="mask").to(self.device))
+            for image, sure in frame.warped
+        ]
+        scale.objective.guide(warped, frame.weight)
+        return dataclasses.replace(scale, info=dataclasses.replace(scale.info, steps=frame.steps))
 
     def _start(self, scale: _Scale) -> torch.Tensor:
         """What a run starts from at this scale's size when there is no coarser result."""

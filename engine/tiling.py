@@ -28,7 +28,7 @@ import torch
 from engine.config import StyleConfig
 from engine.errors import ConfigError, ResourceError
 from engine.layers import Network, conv_indices, deepest, layer_index, layer_names, stride
-from engine.losses import StyleStats, _wide, gram_loss, style_stats, tv_loss, wasserstein_loss
+from engine.losses import StyleStats, _wide, gram_loss, style_stats, wasserstein_loss
 from engine.memory import estimate_bytes
 from engine.objective import Objective
 from engine.resize import resize
@@ -262,10 +262,8 @@ class TiledObjective(Objective):
         names = self.names()
         terms = {name: values[i] for i, name in enumerate(names)}
         ncontent = len(self.config.content_layers)
-        content_sum, style_sum = values[:ncontent].sum(), values[ncontent:].sum()
-        tv = self.config.tv_weight * tv_loss(image)
-        terms.update(content=content_sum, style=style_sum, tv=tv, total=content_sum + style_sum + tv)
-        return terms
+        terms.update(content=values[:ncontent].sum(), style=values[ncontent:].sum())
+        return self._pixel_terms(image, terms)
 
 
 class _TiledTerms(torch.autograd.Function):

