@@ -58,7 +58,7 @@ class FrameGuide:
     results warped into this frame, each (1, 3, H, W) with its certainty (1, 1, H, W), at the content's size.
     It runs ``steps`` steps at the final scale only (it starts close to its result)."""
 
-    init: torch.Tensor
+    init: torch.Tensor | None  # None: the run's own start (--init), as an independent frame has
     warped: list[tuple[torch.Tensor, torch.Tensor]]
     weight: float
     steps: int
@@ -242,10 +242,10 @@ class Pipeline:
                         f"{scale.info.size[1]}x{scale.info.size[0]}; resume with the photo it was made from"
                     )
                 start = _Start(resume.image, resume.optimizer, resume.step + 1)
-            elif frame is not None:
+            elif frame is not None and frame.init is not None:
                 start = _Start(resize(frame.init, *scale.info.size).clamp(0.0, 1.0).contiguous())
             else:
-                start = _Start(self._initial(scale, image))
+                start = _Start(self._initial(scale, image))  # (image is None for a frame: its start)
             out = self._optimize(scale, start, on_step, result, should_stop, sync_every or self.sync_every)
             image = out.image
             result.recoveries += out.recoveries

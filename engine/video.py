@@ -3,7 +3,7 @@
 Frame 0 is a normal run (its --steps, its scales). Every later frame t starts from the previous result warped into
 it (the content where it was disoccluded) and runs --frame-steps at the final size with the temporal term: the
 image is pulled towards the results of frames t-1, t-2, t-4, ... warped into frame t, where the flow is certain
-(``engine.flow``). With --temporal-weight 0 the frames are independent (each starts from its content frame).
+(``engine.flow``). With --temporal-weight 0 the frames are independent (each starts as --init says).
 
 Every finished frame is written, atomically, to a frames folder (the output itself for a folder output, else
 ``OUT.frames/`` beside it) with a manifest of the run. A rerun of the same command reads the finished frames back
@@ -116,7 +116,7 @@ class VideoRun:
         for frame in clip.frames:
             digest.update(frame.tobytes())
         session = self.session
-        return {
+        manifest = {
             "engine_version": engine.__version__,
             "input": source,
             "frames": len(clip),
@@ -126,6 +126,8 @@ class VideoRun:
             "video": asdict(self.settings) | {"keep_frames": None, "codec": None, "fps": None},
             "model": {"weights": session.spec.weights, "model": str(session.spec.model or "")},
         }
+        normal: dict[str, Any] = json.loads(json.dumps(manifest))  # as it reads back (tuples become lists)
+        return normal
 
     def check(self, clip: Clip, output: Path, source: str, overwrite: bool) -> Path:
         """Every check before the first frame: the output, the codec, the frames folder and its manifest."""
@@ -214,7 +216,7 @@ class VideoRun:
             return None  # the first frame is a normal run: its steps and scales
         content = clip.frames[t]
         if settings.temporal_weight == 0:
-            return FrameGuide(_rgb(content), [], 0.0, settings.frame_steps)
+            return FrameGuide(None, [], 0.0, settings.frame_steps)  # independent: each frame from its own start
         earlier = [(clip.frames[t - j], results[t - j]) for j in settings.temporal_frames if t - j >= 0]
         g = guide(content, earlier, self.flows)
         warped = [

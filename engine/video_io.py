@@ -119,6 +119,8 @@ def _read_video(path: Path, long_side: int | None, max_pixels: int) -> Clip:
     av = _av()
     try:
         container = av.open(str(path))
+    except av.EOFError:
+        raise ImageError(f"'{path}' has no frames (it ends after its header); give a video with frames") from None
     except (av.FFmpegError, UnicodeDecodeError) as exc:
         raise ImageError(f"'{path}' is not a video ffmpeg can read ({_reason(exc)}); give a video file") from None
     with container:
