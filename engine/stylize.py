@@ -243,7 +243,7 @@ class Pipeline:
                     )
                 start = _Start(resume.image, resume.optimizer, resume.step + 1)
             elif frame is not None and frame.init is not None:
-                start = _Start(resize(frame.init, *scale.info.size).clamp(0.0, 1.0).contiguous())
+                start = _Start(self._seen(resize(frame.init, *scale.info.size)).clamp(0.0, 1.0).contiguous())
             else:
                 start = _Start(self._initial(scale, image))  # (image is None for a frame: its start)
             out = self._optimize(scale, start, on_step, result, should_stop, sync_every or self.sync_every)
@@ -320,10 +320,14 @@ class Pipeline:
         kept = None if keep is None else resize(keep, h, w, kind="mask").to(device)
         return _Scale(ScaleInfo(index, len(sizes), (h, w), steps, plan), seen.to(device), objective, kept)
 
+    def _seen(self, image: torch.Tensor) -> torch.Tensor:
+        """An image as the optimiser holds it: its luminance when preserving the photo's colours that way."""
+        return color.luminance(image) if self.config.preserve_colors == "luminance" else image
+
     def _guided(self, scale: _Scale, frame: FrameGuide) -> _Scale:
         h, w = scale.info.size
         warped = [
-            (resize(image, h, w).to(self.device), resize(sure, h, w, kind="mask").to(self.device))
+            (self._seen(resize(image, h, w)).to(self.device), resize(sure, h, w, kind="mask").to(self.device))
             for image, sure in frame.warped
         ]
         scale.objective.guide(warped, frame.weight)

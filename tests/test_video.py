@@ -207,6 +207,20 @@ def test_a_clip_becomes_a_video_of_the_same_length_rate_and_audio(
 
 
 @pytest.mark.slow
+def test_the_style_targets_are_computed_once_for_the_clip(tmp_path: Path, style: Path, model_path: Path) -> None:
+    import json
+
+    source = write_frames(panned(4, 48, 64), tmp_path / "in")
+    trace = tmp_path / "trace.json"
+    args = ("--style", style, "--model", model_path, *FAST, "--trace", trace, "--no-cache")
+    assert cli("video", source, "-o", tmp_path / "out", *args).exit_code == 0
+    data = json.loads(trace.read_text())
+    targets = data["targets"]
+    assert targets["style_forward_passes"] == 1 and targets["content_forward_passes"] == 4
+    assert data["frames"] == 4 and len(data["frame_losses"]) == 4 and "temporal" in data["frame_losses"][1]
+
+
+@pytest.mark.slow
 def test_the_temporal_loss_lowers_the_warping_error_at_equal_steps(
     tmp_path: Path, style: Path, model_path: Path
 ) -> None:
@@ -316,3 +330,35 @@ def test_an_existing_video_is_not_replaced_without_overwrite(tmp_path: Path, sty
 def test_bad_video_settings_are_one_line(tmp_path: Path, style: Path, flag: str, value: str, needle: str) -> None:
     source = write_frames(panned(2, 48, 64), tmp_path / "in")
     one_line_error(cli("video", source, "-o", tmp_path / "o.mp4", "--style", style, flag, value), needle)
+
+
+@pytest.mark.slow
+def test_colour_preservation_applies_to_every_frame(tmp_path: Path, style: Path, model_path: Path) -> None:
+    from engine import color, images
+
+    frames = panned(3, 48, 64)
+    source = write_frames(frames, tmp_path / "in")
+    out = tmp_path / "out"
+    args = ("--style", style, "--model", model_path, *FAST, "--preserve-colors", "luminance")
+    assert cli("video", source, "-o", out, *args).exit_code == 0
+    for t, frame in enumerate(read_clip(str(source), 48).frames):
+        made = torch.from_numpy(images.read_image(out / frame_name(t))).permute(2, 0, 1)[None]
+        content = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255.0
+        assert color.chroma_distance(made, content) < 0.02, t
+
+
+def test_in_luminance_mode_the_temporal_targets_and_start_are_luminance_too() -> None:
+    from engine import color
+    from engine.stylize import FrameGuide, Pipeline
+    from engine.targets import DirectTargets
+
+    config = StyleConfig(size=32, content_layers=("relu2_2",), style_layers=("relu1_1",), preserve_colors="luminance")
+    net = VGGFeatures(config.layers)
+    net.load_features(random_weights(0).state)
+    pipeline = Pipeline(config, net, DirectTargets(net), [gradient_image(32, 32, 3)])
+    warped = gradient_image(32, 32, 2)
+    scale = pipeline._guided(pipeline._scale(gradient_image(32, 32, 1), 0, None, None), FrameGuide(
+        warped, [(warped, torch.ones(1, 1, 32, 32))], 10.0, 1))  # fmt: skip
+    target, _ = scale.objective.temporal[0]
+    torch.testing.assert_close(target, color.luminance(warped))  # compared with the luminance being optimised
+    assert scale.info.steps == 1

@@ -34,9 +34,11 @@ from engine.cli.stylize import build_config, describe_preset
 from engine.config import IO
 from engine.errors import ConfigError
 from engine.events import Event, ImageDone, ImageStarted
+from engine.files import write_atomic
 from engine.jobs import expand
 from engine.model import ModelSpec
 from engine.session import Session
+from engine.targets import target_summary
 from engine.video import DEFAULT_TEMPORAL_WEIGHT, FrameDone, VideoRun, VideoSettings, flow_cache
 from engine.video_io import read_clip
 
@@ -196,8 +198,6 @@ def video(
 
 
 def _write_trace(path: Path, result: Any, runner: VideoRun) -> None:
-    from engine.files import write_atomic
-
     data = {
         "status": result.status,
         "frames": result.frames,
@@ -210,5 +210,6 @@ def _write_trace(path: Path, result: Any, runner: VideoRun) -> None:
         "frame_losses": result.losses,
         "frame_seconds": [round(v, 3) for v in result.frame_seconds],
         "flows": {"hits": runner.flows.hits, "computed": runner.flows.misses},
+        "targets": target_summary(runner.session.targets.records),
     }
     write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
