@@ -25,6 +25,11 @@ BASE_BYTES = {"cpu": 700 * 2**20, "cuda": 400 * 2**20}
 #: 3.4 KB per pixel from 256 to 512 px, about 1.1 copies of the 610 floats per pixel up to relu5_1 plus the L-BFGS
 #: history; 1.25 leaves a margin. Unmeasured on CUDA, where the caching allocator may hold more.
 ACTIVATION_COPIES = 1.25
+#: The same for one tile's crop of a tiled step: the two passes, the tile's slices of each style layer and the
+#: allocator's pools for the crops' several shapes. Measured on CPU (bench/reports/cpu-2core-tiling-series):
+#: a 1056 px crop (896 px tiles, 80 px halo) held 2.08 copies at 2048 px and 2.12 at 4096 px, a 976x768 crop 1.36
+#: at 1024 px; 2.25 covers the worst with a margin (and overstates small tiled sizes, which is the safe side).
+TILED_ACTIVATION_COPIES = 2.25
 
 
 def activation_floats_per_pixel(config: StyleConfig) -> float:
@@ -56,7 +61,8 @@ def estimate_bytes(
     pixels = height * width
     element = 2 if config.precision in ("bf16", "fp16") else 4
     active = pixels if crop is None else crop[0] * crop[1]
-    activations = activation_floats_per_pixel(config) * active * element * ACTIVATION_COPIES
+    copies = ACTIVATION_COPIES if crop is None else TILED_ACTIVATION_COPIES
+    activations = activation_floats_per_pixel(config) * active * element * copies
     pairs = config.lbfgs_history if history is None else history
     image_state = 3 * pixels * 4 * (8 + (2 * pairs if config.optimizer == "lbfgs" else 3))
     targets = 0.0 if crop is None else content_floats_per_pixel(config) * pixels * 4 * 2  # targets and their stitching
