@@ -86,18 +86,23 @@ def _natural(path: Path) -> list[object]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
-def read_clip(source: str, long_side: int | None, max_pixels: int = images.DEFAULT_MAX_PIXELS) -> Clip:
-    """Every frame of ``source`` (a video file, a folder of frames or a glob) at ``long_side``."""
+def read_clip(
+    source: str, long_side: int | None, max_pixels: int = images.DEFAULT_MAX_PIXELS, limit: int | None = None
+) -> Clip:
+    """The frames of ``source`` (a video file, a folder of frames or a glob) at ``long_side``; the first ``limit``
+    when given."""
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--frames must be 1 or more, not {limit}")
     path = Path(source)
     if is_pattern(source) or path.is_dir():
-        return _read_frames(source, long_side, max_pixels)
+        return _read_frames(source, long_side, max_pixels, limit or MAX_FRAMES)
     if not path.is_file():
         raise ConfigError(f"'{source}' not found; give a video file, a folder of frames or a glob like 'f/*.png'")
-    return _read_video(path, long_side, max_pixels)
+    return _read_video(path, long_side, max_pixels, limit or MAX_FRAMES)
 
 
-def _read_frames(source: str, long_side: int | None, max_pixels: int) -> Clip:
-    files = frame_files(source)
+def _read_frames(source: str, long_side: int | None, max_pixels: int, limit: int) -> Clip:
+    files = frame_files(source)[:limit]
     if len(files) > MAX_FRAMES:
         raise ConfigError(f"'{source}' has {len(files)} frames, over the limit of {MAX_FRAMES}; split the clip")
     frames, first = [], None
@@ -115,7 +120,7 @@ def _read_frames(source: str, long_side: int | None, max_pixels: int) -> Clip:
     return Clip(frames, Fraction(DEFAULT_FPS), None, False, (int(first[0]), int(first[1])))
 
 
-def _read_video(path: Path, long_side: int | None, max_pixels: int) -> Clip:
+def _read_video(path: Path, long_side: int | None, max_pixels: int, limit: int) -> Clip:
     av = _av()
     try:
         container = av.open(str(path))
@@ -136,8 +141,10 @@ def _read_video(path: Path, long_side: int | None, max_pixels: int) -> Clip:
         frames: list[np.ndarray] = []
         try:
             for frame in container.decode(stream):
-                if len(frames) >= MAX_FRAMES:
-                    raise ConfigError(f"'{path}' has over {MAX_FRAMES} frames; split the clip")
+                if len(frames) >= limit:
+                    if limit == MAX_FRAMES:
+                        raise ConfigError(f"'{path}' has over {MAX_FRAMES} frames; split the clip, or give --frames")
+                    break
                 frames.append(_sized(frame.to_ndarray(format="rgb24"), long_side))
         except av.FFmpegError as exc:
             if not frames:

@@ -362,3 +362,13 @@ def test_in_luminance_mode_the_temporal_targets_and_start_are_luminance_too() ->
     target, _ = scale.objective.temporal[0]
     torch.testing.assert_close(target, color.luminance(warped))  # compared with the luminance being optimised
     assert scale.info.steps == 1
+
+
+def test_frames_takes_the_first_n_of_a_video_or_a_folder(tmp_path: Path) -> None:
+    clip = _clip(tmp_path, 5)
+    folder = write_frames(panned(5, 48, 64), tmp_path / "in")
+    for source in (clip, folder):
+        assert len(read_clip(str(source), 48, limit=2)) == 2
+        assert len(read_clip(str(source), 48)) == 5
+    with pytest.raises(Exception, match="--frames must be 1 or more"):
+        read_clip(str(folder), 48, limit=0)

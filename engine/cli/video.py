@@ -116,6 +116,9 @@ def video(
     frame_steps: Annotated[
         int, Opt(help="Steps for every frame after the first (which gets --steps).", rich_help_panel=VIDEO)
     ] = 100,
+    frames: Annotated[
+        int | None, Opt(help="Only the first N frames (a preview of a long clip).", rich_help_panel=VIDEO)
+    ] = None,
     fps: Annotated[
         float | None,
         Opt(help="Output frame rate \\[default: the input's; 24 for frames].", rich_help_panel=VIDEO),
@@ -166,7 +169,7 @@ def video(
     config = build_config(preset, settings)
     styles = expand(style, "style", unique=False)
     spec = ModelSpec(model, weights or "vgg19", network, input_convention, provider, cache_dir, not no_cache)
-    clip = read_clip(source, config.size, config.max_input_pixels)
+    clip = read_clip(source, config.size, config.max_input_pixels, frames)
     target = Path(output)
     if preset:
         out.print(f"[dim]{escape(describe_preset(preset, settings))}[/]", soft_wrap=True)
