@@ -111,3 +111,25 @@ def markdown(rows: list[dict[str, Any]]) -> list[str]:
             f"{r['seconds_per_frame']:.1f} |"
         )
     return [*lines, ""]
+
+
+def side_by_side_gif(
+    folders: list[Path], labels: list[str], out: Path, fps: float = 12.5, scale: int = 1, colors: int = 128
+) -> None:
+    """An animated GIF of several runs' frames side by side, each labelled: for the README's flicker demo."""
+    from PIL import Image, ImageDraw
+
+    count = min(len(list(f.glob("frame_*.png"))) for f in folders)
+    pictures = []
+    for t in range(count):
+        row = [np.round(images.read_image(f / frame_name(t)) * 255).astype(np.uint8) for f in folders]
+        strip = np.concatenate([np.pad(r, ((18, 0), (2, 2), (0, 0)), constant_values=255) for r in row], axis=1)
+        picture = Image.fromarray(np.ascontiguousarray(strip)).resize(
+            (strip.shape[1] * scale, strip.shape[0] * scale), Image.Resampling.NEAREST
+        )
+        draw = ImageDraw.Draw(picture)
+        width = row[0].shape[1] + 4
+        for i, label in enumerate(labels):
+            draw.text((i * width * scale + 8, 6), label, fill=(0, 0, 0))
+        pictures.append(picture.quantize(colors, dither=Image.Dither.NONE))  # undithered: a third of the size
+    pictures[0].save(out, save_all=True, append_images=pictures[1:], duration=int(1000 / fps), loop=0)
