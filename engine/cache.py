@@ -20,9 +20,10 @@ import re
 import shutil
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from platformdirs import user_cache_dir
@@ -260,6 +261,12 @@ class CachedTargets:
         self.cache.save(key, _style_to_tensors(out), "style")
         self._record("style", image, start, hit=False)
         return out
+
+    def styles(self) -> dict[Any, StyleTarget]:
+        return dict(self._memo)
+
+    def preload(self, styles: Mapping[Any, StyleTarget]) -> None:
+        self._memo.update(styles)
 
     def _record(self, kind: str, image: torch.Tensor, start: float, hit: bool, where: str = "") -> None:
         size = (int(image.shape[-2]), int(image.shape[-1]))

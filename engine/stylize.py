@@ -267,6 +267,19 @@ class Pipeline:
         result.image = self._finish(content, image).cpu()
         return result
 
+    def warm_styles(self) -> None:
+        """Compute every scale's style targets now (they do not depend on the content, except with histogram
+        colour matching, where nothing is done), so that they can be shared before any image runs."""
+        cfg = self.config
+        if cfg.preserve_colors == "histogram":
+            return
+        for long_side in cfg.scale_sizes():
+            style_side = max(min_input_size(cfg.style_layers), round(long_side * cfg.style_scale))
+            for style in self.styles:
+                sized = resize_long(style, style_side)
+                self.targets.style(color.luminance(sized) if cfg.preserve_colors == "luminance" else sized,
+                                   cfg.style_layers)  # fmt: skip
+
     def _check_content(self, content: torch.Tensor) -> None:
         cfg = self.config
         if content.ndim != 4 or content.shape[:2] != (1, 3):

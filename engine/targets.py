@@ -82,6 +82,14 @@ class TargetSource(Protocol):
 
     def style(self, image: torch.Tensor, layers: Sequence[str]) -> StyleTarget: ...
 
+    def styles(self) -> dict[Any, StyleTarget]:
+        """The style targets computed so far, by key: to share with another process's source (``preload``)."""
+        ...
+
+    def preload(self, styles: Mapping[Any, StyleTarget]) -> None:
+        """Take style targets another source computed (same model and images): they are not computed again."""
+        ...
+
 
 @dataclass(frozen=True)
 class StyleRegion:
@@ -125,6 +133,12 @@ class DirectTargets:
         out = self._styles[key] = style_target(self.encoder, image, layers)
         self.records.append(TargetRecord("style", _hw(image), time.perf_counter() - start, "off", True))
         return out
+
+    def styles(self) -> dict[Any, StyleTarget]:
+        return dict(self._styles)
+
+    def preload(self, styles: Mapping[Any, StyleTarget]) -> None:
+        self._styles.update(styles)
 
 
 def target_summary(records: Sequence[TargetRecord]) -> dict[str, Any]:

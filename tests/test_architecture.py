@@ -2,7 +2,7 @@
 arrow that runs back up the layers.
 
 Layers, bottom to top: the engine's core (numerics, images, files, settings, the optimisers) < ``export`` (the
-ONNX side) < ``engine.model`` and ``engine.session`` (which join the two) < ``engine.api`` and ``engine.video``
+ONNX side) < ``engine.model`` and ``engine.session`` (which join the two) < ``engine.api``, ``engine.video`` and ``engine.cluster``
 (runners on a session) < ``bench`` <
 ``engine.cli``. A module may import its own layer or lower ones.
 """
@@ -42,7 +42,7 @@ def layer(module: str) -> int:
         return 5
     if module.startswith("bench"):
         return 4
-    if module in ("engine.api", "engine.video"):  # runners on a session: the API, the video runner
+    if module in ("engine.api", "engine.video", "engine.cluster"):  # runners on a session
         return 3
     if module in ("engine.model", "engine.session"):
         return 2

@@ -120,6 +120,17 @@ def stylize(
         Path | None, Opt(help="Continue from a checkpoint written when a run was interrupted.", rich_help_panel=RUNTIME)
     ] = None,
     quiet: QuietOpt = False,
+    cluster: Annotated[
+        str | None,
+        Opt(
+            help="Run the batch on Ray: 'ray' starts it here, 'ray:ADDRESS' joins a running cluster "
+            "(pip install 'nst-engine\\[cluster]').",
+            rich_help_panel=RUNTIME,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, Opt(help="Ray workers \\[default: one per CPU of the cluster].", rich_help_panel=RUNTIME)
+    ] = None,
 ) -> None:
     """Stylize CONTENT with STYLE and write the result.
 
@@ -152,6 +163,8 @@ def stylize(
         run = Run(config, plan(contents, styles, output, name), styles, spec, list(mask or []), content_mask, preset)
     if run.preset:
         out.print(f"[dim]{escape(describe_preset(run.preset, settings))}[/]", soft_wrap=True)
+    if cluster is not None:
+        return _on_cluster(run, cluster, workers, overwrite, quiet, bit_depth)
     mode: Mode = "quiet" if quiet else ("bars" if out.is_terminal else "plain")
     with Renderer(out, mode) as render:
         session = Session(
@@ -200,3 +213,35 @@ def _resumed(resume: Path, given: dict[str, Any], output: str | None) -> Run:
     job = Job(Path(run["content"]), Path(output or run["output"]))
     styles, masks = [Path(p) for p in run["styles"]], [Path(p) for p in run.get("masks", [])]
     return Run(StyleConfig(**settings), [job], styles, spec, masks, keep, run.get("preset"))
+
+
+def _on_cluster(run: Run, cluster: str, workers: int | None, overwrite: bool, quiet: bool, bit_depth: int) -> None:
+    """The batch on Ray (engine.cluster): one line per image, then a summary with the retries."""
+    from engine.cluster import ClusterRunner, parse_cluster
+
+    address = parse_cluster(cluster)
+    if workers is not None and workers < 1:
+        raise fail(f"--workers must be 1 or more, not {workers}")
+    say = (lambda _m: None) if quiet else (lambda m: out.print(f"[dim]{escape(m)}[/]", soft_wrap=True))
+    session = Session(run.config, run.styles, model=run.spec, masks=run.masks, content_mask=run.content_mask,
+                      on_event=lambda e: None, preset=run.preset, bit_depth=bit_depth)  # fmt: skip
+    runner = ClusterRunner(session, address, workers, on_event=say)
+    try:
+        with graceful_stop(session.stop):
+            summary = runner.run(run.jobs, overwrite=overwrite)
+    finally:
+        runner.shutdown()
+    done, failed = summary.count("done"), summary.count("failed")
+    rate = 60 * done / summary.seconds if summary.seconds else 0.0
+    out.print(
+        f"[bold]summary:[/] {done} done, {summary.count('skipped')} skipped, {failed} failed, "
+        f"{summary.retried} retried after a worker died; {summary.workers} workers, {rate:.1f} images/min"
+    )
+    for r in summary.results:
+        if r.status == "failed":
+            out.print(f"  [red]failed[/] {escape(f'{r.content}: {r.message}')}")
+    if summary.interrupted:
+        out.print("[yellow]stopped[/]: the cluster's work was cancelled; rerun the same command to continue")
+        raise typer.Exit(130)
+    if failed:
+        raise typer.Exit(1)

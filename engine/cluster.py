@@ -1,0 +1,242 @@
+"""Batches on a Ray cluster: ``nst-engine stylize PHOTOS... --style S -o DIR --cluster ray[:ADDRESS]``.
+
+The driver opens the session (exporting the model into the cache if need be), computes every scale's style
+targets once, and puts the model file, the style images and those targets in Ray's object store once. Each
+worker is an actor that opens its own session from them, once, with the style targets preloaded, and then
+takes image after image; its torch threads are its CPU share. The driver reads each content image and sends
+its pixels, and writes each result itself, atomically, so a worker needs no shared file system and no output
+is written twice.
+
+A worker process that dies mid-image (killed, out of memory, its node lost) has its image retried on another
+worker, and a replacement actor is started. An image that fails for its own reasons (a bad file) is reported
+once and not retried. Outputs that exist are skipped (a rerun continues), and Ctrl-C stops the cluster's work
+with nothing half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine import images
+from engine.config import StyleConfig
+from engine.errors import ConfigError, StyleTransferError
+from engine.jobs import Job, check_writes, may_replace
+from engine.model import ModelSpec
+from engine.session import Session
+
+#: How many times an image is retried after its worker died, before it is reported as failed.
+MAX_RETRIES = 3
+
+
+def parse_cluster(value: str) -> str | None:
+    """``ray`` (start Ray here) or ``ray:ADDRESS`` (join a running cluster): the address, or None."""
+    if value == "ray":
+        return None
+    if value.startswith("ray:") and len(value) > 4:
+        return value[4:]
+    raise ConfigError(f"--cluster must be ray or ray:ADDRESS (e.g. ray:127.0.0.1:6379), not '{value}'")
+
+
+def require_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--cluster ray needs Ray: pip install 'nst-engine[cluster]'") from None
+    return ray
+
+
+@dataclass
+class ClusterResult:
+    """How one image ended on the cluster."""
+
+    content: str
+    output: Path
+    status: str  # "done", "skipped", "failed"
+    seconds: float = 0.0
+    message: str = ""
+    retries: int = 0
+    worker: int = 0  # the pid of the worker that made it
+
+
+@dataclass
+class ClusterSummary:
+    results: list[ClusterResult] = field(default_factory=list)
+    retried: int = 0
+    workers: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+
+class _Worker:
+    """A Ray actor's body: one session, opened once, then image after image."""
+
+    def __init__(
+        self,
+        config: StyleConfig,
+        model_bytes: bytes,
+        styles: list[torch.Tensor],
+        masks: list[torch.Tensor] | None,
+        keep: torch.Tensor | None,
+        shared: dict[Any, Any],
+        threads: int,
+        preset: str | None,
+        cache: tuple[bool, Path | None],
+    ) -> None:
+        torch.set_num_threads(max(1, threads))
+        folder = Path(tempfile.mkdtemp(prefix="nst-engine-worker-"))
+        model = folder / "model.onnx"
+        model.write_bytes(model_bytes)
+        # The driver's kind of target source (cached or not), so the shared targets' keys are this one's keys.
+        spec = ModelSpec(model=model, use_cache=cache[0], cache_dir=cache[1])
+        self.session = Session(config, styles, model=spec, masks=masks, content_mask=keep, preset=preset)
+        self.session.open()
+        self.session.targets.preload(shared)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def stylize(self, content: torch.Tensor) -> tuple[str, Any, str, float]:
+        start = time.perf_counter()
+        try:
+            done = self.session.stylize(content, None)
+        except StyleTransferError as exc:
+            return "failed", None, str(exc), time.perf_counter() - start
+        image = None if done.image is None else done.image.numpy()
+        return done.status, image, done.message, time.perf_counter() - start
+
+
+class ClusterRunner:
+    """Runs a batch of stylize jobs on Ray actors (see the module docstring)."""
+
+    def __init__(
+        self,
+        session: Session,
+        address: str | None,
+        workers: int | None = None,
+        on_event: Callable[[str], None] | None = None,
+        on_dispatch: Callable[[Job, int], None] | None = None,
+    ) -> None:
+        self.session, self.address, self.requested = session, address, workers
+        self.say = on_event or (lambda _m: None)
+        self.on_dispatch = on_dispatch
+        self.ray = require_ray()
+
+    def _start(self) -> tuple[int, int]:
+        """Start or join Ray; (actors, CPUs each)."""
+        ray = self.ray
+        if not ray.is_initialized():
+            if self.address is None:
+                cpus = os.cpu_count() or 1
+                # A cluster of one machine: on the loopback address only, nothing listening outside it.
+                ray.init(num_cpus=self.requested or cpus, include_dashboard=False, log_to_driver=False,
+                         _node_ip_address="127.0.0.1")  # fmt: skip
+            else:
+                ray.init(address=self.address, log_to_driver=False)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        count = max(1, min(self.requested or cpus, cpus))
+        return count, max(1, cpus // count)
+
+    def run(self, jobs: Sequence[Job], overwrite: bool = False) -> ClusterSummary:
+        ray, session = self.ray, self.session
+        start = time.perf_counter()
+        check_writes(jobs, session.inputs, None, overwrite, 0, None)
+        summary = ClusterSummary()
+        todo = []
+        for job in jobs:
+            if may_replace(job.output, overwrite, None):
+                todo.append(job)
+            else:
+                summary.results.append(ClusterResult(str(job.content), job.output, "skipped", message="exists"))
+        if not todo:
+            return summary
+        session.open()
+        session.pipeline.warm_styles()
+        count, threads = self._start()
+        summary.workers = count
+        model_ref = ray.put(session.model.info.path.read_bytes())
+        style_ts, mask_ts, keep, _init = session._net_inputs
+        shared_ref = ray.put(session.targets.styles())
+        styles_ref, masks_ref = ray.put(style_ts), ray.put(mask_ts)
+        actor = ray.remote(num_cpus=threads, max_restarts=0, max_task_retries=0)(_Worker)
+        arguments = (session.config, model_ref, styles_ref, masks_ref, keep, shared_ref, threads)
+
+        def spawn() -> Any:
+            return actor.remote(*arguments, session.preset, (session.spec.use_cache, session.spec.cache_dir))
+
+        pool = [spawn() for _ in range(count)]
+        pids = dict(zip(pool, ray.get([a.pid.remote() for a in pool]), strict=True))
+        self.say(f"ray: {count} workers, {threads} CPU each ({', '.join(f'pid {p}' for p in pids.values())})")
+        queue = list(todo)
+        retries: dict[Job, int] = {}
+        running: dict[Any, tuple[Job, Any]] = {}  # task ref -> (job, actor)
+        idle = list(pool)
+        try:
+            while queue or running:
+                while queue and idle:
+                    job = queue.pop(0)
+                    try:
+                        content = images.load(job.content, session.config.size, session.config.max_input_pixels)
+                    except StyleTransferError as exc:
+                        summary.results.append(ClusterResult(str(job.content), job.output, "failed", message=str(exc)))
+                        self.say(f"failed {job.content}: {exc}")
+                        continue
+                    worker = idle.pop(0)
+                    running[worker.stylize.remote(content)] = (job, worker)
+                    if self.on_dispatch is not None:
+                        self.on_dispatch(job, pids[worker])
+                if not running:
+                    break
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+                if session.stop_requested:
+                    summary.interrupted = True
+                    break
+                for ref in ready:
+                    job, worker = running.pop(ref)
+                    try:
+                        status, image, message, seconds = ray.get(ref)
+                    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                        retries[job] = retries.get(job, 0) + 1
+                        summary.retried += 1
+                        dead = pids.pop(worker, 0)
+                        if retries[job] > MAX_RETRIES:
+                            why = f"its worker died {retries[job]} times"
+                            summary.results.append(ClusterResult(str(job.content), job.output, "failed", message=why))
+                        else:
+                            queue.insert(0, job)
+                            self.say(f"worker pid {dead} died ({type(exc).__name__}); {job.content} is retried")
+                        replacement = spawn()
+                        pids[replacement] = ray.get(replacement.pid.remote())
+                        idle.append(replacement)
+                        continue
+                    idle.append(worker)
+                    result = ClusterResult(str(job.content), job.output, status, seconds, message,
+                                           retries.get(job, 0), pids.get(worker, 0))  # fmt: skip
+                    if status == "done" and image is not None:
+                        session._save(torch.from_numpy(np.array(image)), job.output)
+                        self.say(f"done {job.output} on pid {result.worker} in {seconds:.1f}s")
+                    else:
+                        self.say(f"failed {job.content}: {message}")
+                    summary.results.append(result)
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            for worker in pids:
+                ray.kill(worker)
+        summary.seconds = time.perf_counter() - start
+        return summary
+
+    def shutdown(self) -> None:
+        if self.address is None and self.ray.is_initialized():
+            self.ray.shutdown()
