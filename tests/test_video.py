@@ -14,9 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from engine.cli import app
 from engine.config import StyleConfig
 from engine.flow import FlowCache, certainty, dis_flow, guide, long_term, warp, warping_error
 from engine.objective import Objective
@@ -27,19 +25,9 @@ from engine.video_io import frame_name, read_clip, write_video
 from engine.weights import random_weights
 from tests.clips import panned, write_frames
 from tests.conftest import ROOT, gradient_image
+from tests.test_nothing_lost import cli, one_line_error
 
 FAST = ["--size", "48", "--steps", "3", "--frame-steps", "2", "--quiet"]
-
-
-def cli(*args: str | Path):  # type: ignore[no-untyped-def]
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, needle: str) -> None:  # type: ignore[no-untyped-def]
-    assert result.exit_code == 1, result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in result.output, result.output
-    assert needle in " ".join(result.stderr.split()), result.stderr
 
 
 @pytest.fixture()
