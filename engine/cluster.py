@@ -79,6 +79,19 @@ class ClusterSummary:
         return sum(r.status == status for r in self.results)
 
 
+@dataclass(frozen=True)
+class ClusterProgress:
+    """Where a cluster batch stands, sent to the driver's listener after every change."""
+
+    total: int
+    done: int
+    failed: int
+    skipped: int
+    retried: int
+    per_minute: float
+    workers: dict[int, str]  # pid -> the image it is on, or "idle"
+
+
 class _Worker:
     """A Ray actor's body: one session, opened once, then image after image."""
 
@@ -127,10 +140,12 @@ class ClusterRunner:
         workers: int | None = None,
         on_event: Callable[[str], None] | None = None,
         on_dispatch: Callable[[Job, int], None] | None = None,
+        on_progress: Callable[[ClusterProgress], None] | None = None,
     ) -> None:
         self.session, self.address, self.requested = session, address, workers
         self.say = on_event or (lambda _m: None)
         self.on_dispatch = on_dispatch
+        self.on_progress = on_progress
         self.ray = require_ray()
 
     def _start(self) -> tuple[int, int]:
@@ -182,6 +197,18 @@ class ClusterRunner:
         retries: dict[Job, int] = {}
         running: dict[Any, tuple[Job, Any]] = {}  # task ref -> (job, actor)
         idle = list(pool)
+        began = time.perf_counter()
+
+        def progress() -> None:
+            if self.on_progress is None:
+                return
+            on = {pids[w]: Path(j.content).name for j, w in running.values() if w in pids}
+            done = summary.count("done")
+            minutes = (time.perf_counter() - began) / 60
+            status = {pid: on.get(pid, "idle") for pid in pids.values()}
+            self.on_progress(ClusterProgress(len(jobs), done, summary.count("failed"), summary.count("skipped"),
+                                             summary.retried, done / minutes if minutes else 0.0, status))  # fmt: skip
+
         try:
             while queue or running:
                 while queue and idle:
@@ -196,6 +223,7 @@ class ClusterRunner:
                     running[worker.stylize.remote(content)] = (job, worker)
                     if self.on_dispatch is not None:
                         self.on_dispatch(job, pids[worker])
+                    progress()
                 if not running:
                     break
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
@@ -219,6 +247,7 @@ class ClusterRunner:
                         replacement = spawn()
                         pids[replacement] = ray.get(replacement.pid.remote())
                         idle.append(replacement)
+                        progress()
                         continue
                     idle.append(worker)
                     result = ClusterResult(str(job.content), job.output, status, seconds, message,
@@ -229,6 +258,7 @@ class ClusterRunner:
                     else:
                         self.say(f"failed {job.content}: {message}")
                     summary.results.append(result)
+                    progress()
         finally:
             for ref in running:
                 ray.cancel(ref, force=True)

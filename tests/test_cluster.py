@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from engine import images
 from engine.cli import app
-from engine.cluster import ClusterRunner, parse_cluster, require_ray
+from engine.cluster import ClusterProgress, ClusterRunner, parse_cluster, require_ray
 from engine.config import StyleConfig
 from engine.errors import ConfigError
 from engine.jobs import Job
@@ -56,7 +57,12 @@ def test_outputs_equal_the_local_runners_and_a_killed_workers_image_is_retried(
     local_ray, photos: list[Path], model_path: Path, shared_images: Path, tmp_path: Path
 ) -> None:
     local = _jobs(photos, tmp_path / "local")
-    _session(model_path, shared_images).run(local)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a worker's share (2 CPUs, 2 workers): bytes are equal for equal thread counts
+    try:
+        _session(model_path, shared_images).run(local)
+    finally:
+        torch.set_num_threads(threads)
     killed: list[int] = []
 
     def kill_the_second(job: Job, pid: int) -> None:
@@ -65,8 +71,13 @@ def test_outputs_equal_the_local_runners_and_a_killed_workers_image_is_retried(
             os.kill(pid, signal.SIGKILL)  # the worker that just took photo 1, mid-image
 
     on_ray = _jobs(photos, tmp_path / "ray")
-    summary = ClusterRunner(_session(model_path, shared_images), None, 2, on_dispatch=kill_the_second).run(on_ray)
+    seen: list[ClusterProgress] = []
+    runner = ClusterRunner(_session(model_path, shared_images), None, 2, on_dispatch=kill_the_second,
+                           on_progress=seen.append)  # fmt: skip
+    summary = runner.run(on_ray)
     assert killed and summary.retried == 1
+    assert (seen[-1].done, seen[-1].retried, seen[-1].total) == (4, 1, 4)
+    assert any(len([w for w in p.workers.values() if w != "idle"]) == 2 for p in seen)  # both workers busy at once
     assert summary.count("done") == 4 and summary.count("failed") == 0
     retried = [r for r in summary.results if r.retries]
     assert [r.content for r in retried] == [str(photos[1])] and retried[0].worker != killed[0]
@@ -113,3 +124,38 @@ def test_the_cli_runs_a_batch_on_ray_and_stops_the_cluster_it_started(
     assert "4 done, 0 skipped, 0 failed, 0 retried" in " ".join(result.output.split())
     assert len(list((tmp_path / "out").glob("*.png"))) == 4
     assert not ray.is_initialized()
+
+
+@pytest.mark.slow
+def test_a_cluster_of_two_nodes_started_with_ray_start(
+    photos: list[Path], model_path: Path, shared_images: Path, tmp_path: Path
+) -> None:
+    import shutil
+    import socket
+    import subprocess
+
+    if ray.is_initialized():
+        ray.shutdown()
+    command = shutil.which("ray", path=str(Path(sys.executable).parent))
+    assert command, "the ray command is installed with Ray"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    try:
+        subprocess.run([command, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
+                       check=True, capture_output=True, timeout=120, env=env)  # fmt: skip
+        subprocess.run([command, "start", f"--address={address}", *common],
+                       check=True, capture_output=True, timeout=120, env=env)  # fmt: skip
+        style = shared_images / "style_great_wave.jpg"
+        out = tmp_path / "out"
+        args = ["stylize", *map(str, photos), "--style", str(style), "-o", str(out), "--model", str(model_path)]
+        result = CliRunner().invoke(app, [*args, "--size", "32", "--steps", "3", "--cluster", f"ray:{address}"])
+        assert result.exit_code == 0, result.output
+        assert "4 done" in result.output and "2 workers" in " ".join(result.output.split())
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        subprocess.run([command, "stop", "--force"], capture_output=True, timeout=120, env=env)

@@ -222,15 +222,17 @@ def _on_cluster(run: Run, cluster: str, workers: int | None, overwrite: bool, qu
     address = parse_cluster(cluster)
     if workers is not None and workers < 1:
         raise fail(f"--workers must be 1 or more, not {workers}")
-    say = (lambda _m: None) if quiet else (lambda m: out.print(f"[dim]{escape(m)}[/]", soft_wrap=True))
+    bars = out.is_terminal and not quiet
+    say = (lambda _m: None) if quiet or bars else (lambda m: out.print(f"[dim]{escape(m)}[/]", soft_wrap=True))
     session = Session(run.config, run.styles, model=run.spec, masks=run.masks, content_mask=run.content_mask,
                       on_event=lambda e: None, preset=run.preset, bit_depth=bit_depth)  # fmt: skip
-    runner = ClusterRunner(session, address, workers, on_event=say)
-    try:
-        with graceful_stop(session.stop):
-            summary = runner.run(run.jobs, overwrite=overwrite)
-    finally:
-        runner.shutdown()
+    with ClusterBar(bars, len(run.jobs)) as bar:
+        runner = ClusterRunner(session, address, workers, on_event=say, on_progress=bar.update)
+        try:
+            with graceful_stop(session.stop):
+                summary = runner.run(run.jobs, overwrite=overwrite)
+        finally:
+            runner.shutdown()
     done, failed = summary.count("done"), summary.count("failed")
     rate = 60 * done / summary.seconds if summary.seconds else 0.0
     out.print(
@@ -245,3 +247,31 @@ def _on_cluster(run: Run, cluster: str, workers: int | None, overwrite: bool, qu
         raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)
+
+
+class ClusterBar:
+    """One bar on the driver: images done, failed and retried, images a minute, and what each worker is on."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        columns = (TextColumn("[bold]images"), BarColumn(bar_width=12), MofNCompleteColumn())
+        status = TextColumn("{task.fields[status]}")
+        self.progress = Progress(*columns, status, console=out) if enabled else None
+        self.task = None if self.progress is None else self.progress.add_task("images", total=total, status="")
+
+    def __enter__(self) -> ClusterBar:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def update(self, p: Any) -> None:
+        if self.progress is None or self.task is None:
+            return
+        workers = ", ".join(f"{pid}: {what}" for pid, what in sorted(p.workers.items()))
+        status = f"{p.failed} failed, {p.retried} retried, {p.per_minute:.1f}/min | {workers}"
+        self.progress.update(self.task, completed=p.done + p.failed + p.skipped, status=status)
