@@ -139,6 +139,8 @@ class VideoRun:
             if Path(source).resolve() == output.resolve():
                 raise ConfigError(f"-o '{output}' is the input clip; choose another output")
         folder = frames_folder(output)
+        if Path(source).is_dir() and Path(source).resolve() == folder.resolve():
+            raise ConfigError(f"-o '{output}' is the input folder; write the frames to another folder")
         check_writable("frame", folder / frame_name(0))
         manifest = self.manifest(clip, source)
         mine = folder / MANIFEST

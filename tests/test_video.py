@@ -313,6 +313,13 @@ def test_an_unwritable_output_and_an_unknown_codec_are_one_line(tmp_path: Path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "in", "paint.png"]
 
 
+def test_the_input_folder_is_not_an_output(tmp_path: Path, style: Path, model_path: Path) -> None:
+    source = write_frames(panned(2, 48, 64), tmp_path / "in")
+    before = sorted(p.name for p in source.iterdir())
+    one_line_error(cli("video", source, "-o", source, "--style", style, "--model", model_path, *FAST), "input folder")
+    assert sorted(p.name for p in source.iterdir()) == before
+
+
 def test_an_existing_video_is_not_replaced_without_overwrite(tmp_path: Path, style: Path, model_path: Path) -> None:
     source = write_frames(panned(2, 48, 64), tmp_path / "in")
     out = tmp_path / "o.mp4"
