@@ -29,6 +29,7 @@ import torch
 from engine import images
 from engine.config import StyleConfig
 from engine.errors import ConfigError, StyleTransferError
+from engine.files import write_atomic
 from engine.jobs import Job, check_writes, may_replace
 from engine.model import ModelSpec
 from engine.session import Session
@@ -163,6 +164,28 @@ class ClusterRunner:
         count = max(1, min(self.requested or cpus, cpus))
         return count, max(1, cpus // count)
 
+    def _pool(self, kind: type, *extra: Any) -> tuple[Callable[[], Any], list[Any], dict[Any, int]]:
+        """Open the session, share what every worker needs (once), start the actors: (spawn, actors, pids)."""
+        ray, session = self.ray, self.session
+        session.open()
+        session.pipeline.warm_styles()
+        count, threads = self._start()
+        model_ref = ray.put(session.model.info.path.read_bytes())
+        style_ts, mask_ts, keep, _init = session._net_inputs
+        shared_ref = ray.put(session.targets.styles())
+        styles_ref, masks_ref = ray.put(style_ts), ray.put(mask_ts)
+        actor = ray.remote(num_cpus=threads, max_restarts=0, max_task_retries=0)(kind)
+        arguments = (session.config, model_ref, styles_ref, masks_ref, keep, shared_ref, threads, session.preset)
+        cache = (session.spec.use_cache, session.spec.cache_dir)
+
+        def spawn() -> Any:
+            return actor.remote(*arguments, cache, *extra)
+
+        pool = [spawn() for _ in range(count)]
+        pids = dict(zip(pool, ray.get([a.pid.remote() for a in pool]), strict=True))
+        self.say(f"ray: {count} workers, {threads} CPU each ({', '.join(f'pid {p}' for p in pids.values())})")
+        return spawn, pool, pids
+
     def run(self, jobs: Sequence[Job], overwrite: bool = False) -> ClusterSummary:
         ray, session = self.ray, self.session
         start = time.perf_counter()
@@ -176,23 +199,8 @@ class ClusterRunner:
                 summary.results.append(ClusterResult(str(job.content), job.output, "skipped", message="exists"))
         if not todo:
             return summary
-        session.open()
-        session.pipeline.warm_styles()
-        count, threads = self._start()
-        summary.workers = count
-        model_ref = ray.put(session.model.info.path.read_bytes())
-        style_ts, mask_ts, keep, _init = session._net_inputs
-        shared_ref = ray.put(session.targets.styles())
-        styles_ref, masks_ref = ray.put(style_ts), ray.put(mask_ts)
-        actor = ray.remote(num_cpus=threads, max_restarts=0, max_task_retries=0)(_Worker)
-        arguments = (session.config, model_ref, styles_ref, masks_ref, keep, shared_ref, threads)
-
-        def spawn() -> Any:
-            return actor.remote(*arguments, session.preset, (session.spec.use_cache, session.spec.cache_dir))
-
-        pool = [spawn() for _ in range(count)]
-        pids = dict(zip(pool, ray.get([a.pid.remote() for a in pool]), strict=True))
-        self.say(f"ray: {count} workers, {threads} CPU each ({', '.join(f'pid {p}' for p in pids.values())})")
+        spawn, pool, pids = self._pool(_Worker)
+        summary.workers = len(pool)
         queue = list(todo)
         retries: dict[Job, int] = {}
         running: dict[Any, tuple[Job, Any]] = {}  # task ref -> (job, actor)
@@ -270,3 +278,136 @@ class ClusterRunner:
     def shutdown(self) -> None:
         if self.address is None and self.ray.is_initialized():
             self.ray.shutdown()
+
+
+# -- video on the cluster -------------------------------------------------------------------------------------
+
+#: A scene cut: consecutive content frames whose mean absolute difference is over this (pixels in [0, 255]).
+CUT_THRESHOLD = 40.0
+
+
+def chunks_of(frames: Sequence[np.ndarray], length: int) -> list[tuple[int, int]]:
+    """(start, end) of each chunk: a new chunk at every scene cut, and after ``length`` frames at the most."""
+    if length < 2:
+        raise ConfigError(f"--chunk-frames must be 2 or more, not {length}")
+    cuts = [
+        t
+        for t in range(1, len(frames))
+        if float(np.abs(frames[t].astype(np.float32) - frames[t - 1].astype(np.float32)).mean()) > CUT_THRESHOLD
+    ]
+    out, start = [], 0
+    for t in range(1, len(frames) + 1):
+        if t == len(frames) or t in cuts or t - start == length:
+            out.append((start, t))
+            start = t
+    return out
+
+
+class _VideoWorker(_Worker):
+    """A worker for clips: its session and a video runner with no frames on disk (``VideoRun.chunk``)."""
+
+    def __init__(self, *args: Any) -> None:
+        from engine.flow import FlowCache
+        from engine.video import VideoRun
+
+        *base, settings = args
+        super().__init__(*base)
+        self.video = VideoRun(self.session, settings, FlowCache(None), lambda _done: None)
+
+    def chunk(self, frames: list[np.ndarray]) -> list[bytes] | None:
+        return self.video.chunk(frames)
+
+
+@dataclass
+class ClusterVideoResult:
+    status: str
+    frames: int
+    chunks: int
+    made_chunks: int
+    retried: int
+    seconds: float
+    join_error: float | None  # warping error across chunk joins
+    within_error: float | None  # and between frames of one chunk
+
+
+def run_video(runner: ClusterRunner, clip: Any, output: Path, source: str, settings: Any,
+              chunk_frames: int, overwrite: bool = False) -> ClusterVideoResult:  # fmt: skip
+    """A clip on the cluster: chunks (at scene cuts, else ``chunk_frames`` long) in order on workers, each
+    starting one frame early from that frame's independent stylisation, which is not kept (the chunk before
+    made it). Frames are written by the driver, atomically; a rerun redoes only chunks with frames missing."""
+    from engine.flow import FlowCache, certainty, warp
+    from engine.video import VideoRun
+    from engine.video_io import frame_name
+
+    ray, session = runner.ray, runner.session
+    start = time.perf_counter()
+    chunks = chunks_of(clip.frames, chunk_frames)
+    local = VideoRun(session, settings, FlowCache(None), lambda _done: None)
+    folder = local.check(clip, output, source, overwrite, chunks)
+    todo = [c for c in chunks if not all((folder / frame_name(t)).is_file() for t in range(*c))]
+    result = ClusterVideoResult("done", len(clip), len(chunks), 0, 0, 0.0, None, None)
+    if todo:
+        spawn, pool, pids = runner._pool(_VideoWorker, settings)
+        queue, idle = list(todo), list(pool)
+        running: dict[Any, tuple[tuple[int, int], Any]] = {}
+        tries: dict[tuple[int, int], int] = {}
+        try:
+            while queue or running:
+                while queue and idle:
+                    first, end = queue.pop(0)
+                    worker = idle.pop(0)
+                    lead = max(0, first - 1)  # one frame early: the join's reference, stylised independently
+                    running[worker.chunk.remote(clip.frames[lead:end])] = ((first, end), worker)
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+                if session.stop_requested:
+                    result.status = "interrupted"
+                    break
+                for ref in ready:
+                    span, worker = running.pop(ref)
+                    try:
+                        pngs = ray.get(ref)
+                    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
+                        tries[span] = tries.get(span, 0) + 1
+                        result.retried += 1
+                        if tries[span] > MAX_RETRIES:
+                            why = f"frames {span[0] + 1}-{span[1]}: a worker died {tries[span]} times"
+                            raise ConfigError(why) from None
+                        runner.say(f"worker pid {pids.pop(worker, 0)} died; frames {span[0] + 1}-{span[1]} retried")
+                        queue.insert(0, span)
+                        replacement = spawn()
+                        pids[replacement] = ray.get(replacement.pid.remote())
+                        idle.append(replacement)
+                        continue
+                    idle.append(worker)
+                    if pngs is None:
+                        result.status = "interrupted"
+                        continue
+                    first, end = span
+                    kept = pngs[1:] if first > 0 else pngs
+                    for t, data in zip(range(first, end), kept, strict=True):
+                        write_atomic(folder / frame_name(t), data)
+                    result.made_chunks += 1
+                    runner.say(f"frames {first + 1}-{end} of {len(clip)} written (pid {pids.get(worker, 0)})")
+        finally:
+            for ref in running:
+                ray.cancel(ref, force=True)
+            for worker in pids:
+                ray.kill(worker)
+    if result.status != "done":
+        result.seconds = time.perf_counter() - start
+        return result
+    outputs = [images.read_image(folder / frame_name(t)) for t in range(len(clip))]
+    flows = FlowCache(None)
+    joins = {first for first, _ in chunks if first > 0}
+    errors: dict[bool, list[float]] = {True: [], False: []}
+    for t in range(1, len(clip)):
+        forward, backward = flows.pair(clip.frames[t - 1], clip.frames[t])
+        sure = certainty(forward, backward, blur=False) > 0.5
+        if sure.any():
+            diff = np.abs(outputs[t] - warp(outputs[t - 1], backward)).mean(axis=-1)
+            errors[t in joins].append(float(diff[sure].mean()))
+    result.join_error = float(np.mean(errors[True])) if errors[True] else None
+    result.within_error = float(np.mean(errors[False])) if errors[False] else None
+    local.finish(clip, folder, output)
+    result.seconds = time.perf_counter() - start
+    return result

@@ -122,6 +122,21 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         )
     if _truncated(data):
         raise ImageError(f"'{path}' is truncated (its end-of-image marker is missing); re-export or re-download it")
+    image = _decode(data, path)
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise ImageError(
+            f"'{path}' is {image.shape[1]}x{image.shape[0]} pixels, over the limit of {max_pixels} pixels; "
+            "downscale it first or raise --max-input-pixels"
+        )
+    return _to_rgb_float(image, path)
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes (as ``encode_png`` makes them) as (H, W, 3) float32 RGB: what ``read_image`` gives for the file."""
+    return _to_rgb_float(_decode(data, Path("<png>")), Path("<png>"))
+
+
+def _decode(data: bytes, path: Path) -> np.ndarray:
     buffer = np.frombuffer(data, np.uint8)
     # IMREAD_UNCHANGED keeps alpha but ignores EXIF orientation; formats with alpha rarely carry EXIF.
     flags = cv2.IMREAD_UNCHANGED if data[:4] in _ALPHA_FORMATS else cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
@@ -133,12 +148,7 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         raise ImageError(
             f"'{path}' is not a readable image (corrupt, truncated or not an image); re-export it as PNG or JPEG"
         )
-    if image.shape[0] * image.shape[1] > max_pixels:
-        raise ImageError(
-            f"'{path}' is {image.shape[1]}x{image.shape[0]} pixels, over the limit of {max_pixels} pixels; "
-            "downscale it first or raise --max-input-pixels"
-        )
-    return _to_rgb_float(image, path)
+    return np.asarray(image)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -192,6 +202,15 @@ def save(tensor: torch.Tensor, path: str | Path, jpeg_quality: int = 95, bits: i
     TIFF is always 16 bits a channel, PNG with ``bits=16``: for print, the optimiser's float precision is kept
     to 1/65535 instead of 1/255. JPEG is 8-bit only."""
     suffix = check_bits(path, bits)
+    write_atomic(path, _encode(tensor, suffix, bits, jpeg_quality, str(path)))
+
+
+def encode_png(tensor: torch.Tensor) -> bytes:
+    """An 8-bit PNG file's bytes, the same bytes ``save`` writes to a .png path."""
+    return _encode(tensor, ".png", 8, 95, "<png>")
+
+
+def _encode(tensor: torch.Tensor, suffix: str, bits: int, jpeg_quality: int, name: str) -> bytes:
     deep = suffix == ".tiff" or bits == 16
     rgb = to_array(tensor)
     scale, kind = (65535.0, np.uint16) if deep else (255.0, np.uint8)
@@ -199,5 +218,5 @@ def save(tensor: torch.Tensor, path: str | Path, jpeg_quality: int = 95, bits: i
     params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if suffix == ".jpg" else []
     ok, encoded = cv2.imencode(suffix, bgr, params)
     if not ok:
-        raise ImageError(f"could not encode the image as {suffix} for '{path}'")
-    write_atomic(path, encoded.tobytes())
+        raise ImageError(f"could not encode the image as {suffix} for '{name}'")
+    return bytes(encoded.tobytes())

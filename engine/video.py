@@ -110,7 +110,7 @@ class VideoRun:
         settings.check()
         self.session, self.settings, self.flows, self.on_frame = session, settings, flows, on_frame
 
-    def manifest(self, clip: Clip, source: str) -> dict[str, Any]:
+    def manifest(self, clip: Clip, source: str, chunks: list[tuple[int, int]] | None = None) -> dict[str, Any]:
         """What identifies this run's frames: the input's pixels, the styles, the settings and the model."""
         digest = hashlib.sha256()
         for frame in clip.frames:
@@ -126,10 +126,14 @@ class VideoRun:
             "video": asdict(self.settings) | {"keep_frames": None, "codec": None, "fps": None},
             "model": {"weights": session.spec.weights, "model": str(session.spec.model or "")},
         }
+        if chunks is not None:  # a cluster run's frames follow its chunks: not a local run's, nor other chunks'
+            manifest["chunks"] = chunks
         normal: dict[str, Any] = json.loads(json.dumps(manifest))  # as it reads back (tuples become lists)
         return normal
 
-    def check(self, clip: Clip, output: Path, source: str, overwrite: bool) -> Path:
+    def check(
+        self, clip: Clip, output: Path, source: str, overwrite: bool, chunks: list[tuple[int, int]] | None = None
+    ) -> Path:
         """Every check before the first frame: the output, the codec, the frames folder and its manifest."""
         kind = output_kind(output)
         if kind == "video":
@@ -142,7 +146,7 @@ class VideoRun:
         if Path(source).is_dir() and Path(source).resolve() == folder.resolve():
             raise ConfigError(f"-o '{output}' is the input folder; write the frames to another folder")
         check_writable("frame", folder / frame_name(0))
-        manifest = self.manifest(clip, source)
+        manifest = self.manifest(clip, source, chunks)
         mine = folder / MANIFEST
         ours = [p for p in folder.glob("frame_*.png")] if folder.is_dir() else []
         if mine.is_file():
@@ -172,7 +176,7 @@ class VideoRun:
     def run(self, clip: Clip, output: Path, source: str, overwrite: bool = False) -> VideoResult:
         start = time.perf_counter()
         folder = self.check(clip, output, source, overwrite)
-        settings, session = self.settings, self.session
+        session = self.session
         session.open()
         results: list[np.ndarray] = []  # each finished frame as read back from disk, (H, W, 3) float32
         losses: list[dict[str, float]] = []
@@ -188,7 +192,7 @@ class VideoRun:
                 self.on_frame(FrameDone(t, count, path, 0.0, True))
                 continue
             began = time.perf_counter()
-            frame = self._guide(clip, results, t)
+            frame = self._guide(clip.frames, results, t)
             done = session.stylize(_rgb(clip.frames[t]), None, frame=frame, index=t, count=count)
             if done.status != "done" or done.image is None:
                 return VideoResult("interrupted", folder, output, count, made, time.perf_counter() - start)
@@ -201,25 +205,46 @@ class VideoRun:
             if session.stop_requested:
                 return VideoResult("interrupted", folder, output, count, made, time.perf_counter() - start)
         error = warping_error(results, clip.frames, self.flows) if count > 1 else None
-        if output_kind(output) == "video":
-            fps = Fraction(settings.fps).limit_denominator(1001) if settings.fps else clip.fps
-            codec = check_codec(output, settings.codec)
-            audio = clip.source if clip.has_audio else None
-            write_video(output, _frames_from(folder, count), fps, codec, audio)
-            if not settings.keep_frames:
-                _remove_frames(folder, count)
-            session.emit(Note(f"encoded {count} frames at {float(fps):g} fps with {codec}"))
+        self.finish(clip, folder, output)
         took = time.perf_counter() - start
         return VideoResult("done", folder, output, count, made, took, error, losses, seconds)
 
-    def _guide(self, clip: Clip, results: Sequence[np.ndarray], t: int) -> FrameGuide | None:
+    def finish(self, clip: Clip, folder: Path, output: Path) -> None:
+        """Encode the frames into a video output (then remove them, unless --keep-frames); nothing for a folder."""
+        settings, count = self.settings, len(clip)
+        if output_kind(output) != "video":
+            return
+        fps = Fraction(settings.fps).limit_denominator(1001) if settings.fps else clip.fps
+        codec = check_codec(output, settings.codec)
+        audio = clip.source if clip.has_audio else None
+        write_video(output, _frames_from(folder, count), fps, codec, audio)
+        if not settings.keep_frames:
+            _remove_frames(folder, count)
+        self.session.emit(Note(f"encoded {count} frames at {float(fps):g} fps with {codec}"))
+
+    def chunk(self, frames: Sequence[np.ndarray]) -> list[bytes] | None:
+        """A run of consecutive frames, the first a normal run, as PNG files' bytes, with nothing on disk (a
+        cluster worker's share of a clip); None if stopped. Each result is read back from its PNG bytes before
+        the next frame uses it, as a run from disk would."""
+        results: list[np.ndarray] = []
+        out: list[bytes] = []
+        for t in range(len(frames)):
+            done = self.session.stylize(_rgb(frames[t]), None, frame=self._guide(frames, results, t))
+            if done.status != "done" or done.image is None:
+                return None
+            data = images.encode_png(done.image)
+            out.append(data)
+            results.append(images.decode_png(data))
+        return out
+
+    def _guide(self, frames: Sequence[np.ndarray], results: Sequence[np.ndarray], t: int) -> FrameGuide | None:
         settings = self.settings
         if t == 0:
             return None  # the first frame is a normal run: its steps and scales
-        content = clip.frames[t]
+        content = frames[t]
         if settings.temporal_weight == 0:
             return FrameGuide(None, [], 0.0, settings.frame_steps)  # independent: each frame from its own start
-        earlier = [(clip.frames[t - j], results[t - j]) for j in settings.temporal_frames if t - j >= 0]
+        earlier = [(frames[t - j], results[t - j]) for j in settings.temporal_frames if t - j >= 0]
         g = guide(content, earlier, self.flows)
         warped = [
             (torch.from_numpy(w).permute(2, 0, 1)[None], torch.from_numpy(c)[None, None])

@@ -101,6 +101,33 @@ def test_a_bad_file_is_reported_once_and_a_rerun_skips_what_is_done(
     assert {o: o.stat().st_mtime_ns for o in before} == before
 
 
+@pytest.mark.slow
+def test_a_clip_runs_in_chunks_that_start_one_frame_early(
+    local_ray, model_path: Path, shared_images: Path, tmp_path: Path
+) -> None:
+    from engine.cluster import chunks_of, run_video
+    from engine.video import VideoSettings
+    from engine.video_io import frame_name, read_clip
+    from tests.clips import panned, write_frames
+
+    frames = panned(6, 48, 64)
+    cut = [*frames[:2], *[255 - f for f in frames[2:]]]  # a scene cut before frame 3
+    assert chunks_of(cut, 3) == [(0, 2), (2, 5), (5, 6)]
+    assert chunks_of(frames, 3) == [(0, 3), (3, 6)]
+    source = write_frames(frames, tmp_path / "in")
+    clip = read_clip(str(source), 48)
+    config = StyleConfig(size=48, steps=3)
+    session = Session(config, [shared_images / "style_great_wave.jpg"], model=ModelSpec(model=model_path))
+    settings = VideoSettings(frame_steps=2)
+    out = tmp_path / "out"
+    result = run_video(ClusterRunner(session, None, 2), clip, out, str(source), settings, 3)
+    assert result.status == "done" and (result.chunks, result.made_chunks) == (2, 2)
+    assert result.join_error is not None and result.within_error is not None
+    assert sorted(p.name for p in out.glob("frame_*.png")) == [frame_name(t) for t in range(6)]
+    again = run_video(ClusterRunner(session, None, 2), clip, out, str(source), settings, 3)
+    assert again.made_chunks == 0  # a rerun redoes nothing that is on disk
+
+
 def test_bad_cluster_values_and_a_missing_ray_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_cluster("ray") is None and parse_cluster("ray:127.0.0.1:6379") == "127.0.0.1:6379"
     with pytest.raises(ConfigError, match="ray or ray:ADDRESS"):

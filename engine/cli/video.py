@@ -142,6 +142,14 @@ def video(
     cache_dir: CacheDirOpt = None,
     no_cache: NoCacheOpt = False,
     quiet: QuietOpt = False,
+    cluster: Annotated[
+        str | None,
+        Opt(help="Run the clip's chunks on Ray: 'ray' or 'ray:ADDRESS' (as stylize --cluster).", rich_help_panel=VIDEO),
+    ] = None,
+    workers: Annotated[int | None, Opt(help="Ray workers \\[default: one per CPU].", rich_help_panel=VIDEO)] = None,
+    chunk_frames: Annotated[
+        int, Opt(help="With --cluster: frames a chunk (also cut at scene changes).", rich_help_panel=VIDEO)
+    ] = 24,
 ) -> None:
     """Stylize a clip without flicker (Ruder et al. 2016).
 
@@ -176,6 +184,19 @@ def video(
     h, w = clip.frames[0].shape[:2]
     audio = ", audio copied" if clip.has_audio else ""
     out.print(f"[dim]{len(clip)} frames at {w}x{h}, {float(clip.fps):g} fps{audio}[/]")
+    if cluster is not None:
+        return _on_cluster(
+            cluster,
+            workers,
+            chunk_frames,
+            clip,
+            target,
+            source,
+            video_settings,
+            overwrite,
+            quiet,
+            Session(config, styles, model=spec, masks=mask, content_mask=content_mask, preset=preset),
+        )
     mode: Mode = "quiet" if quiet else ("bars" if out.is_terminal else "plain")
     with FrameRenderer(out, mode) as render:
         session = Session(config, styles, model=spec, masks=mask, content_mask=content_mask, on_event=render,
@@ -216,3 +237,30 @@ def _write_trace(path: Path, result: Any, runner: VideoRun) -> None:
         "targets": target_summary(runner.session.targets.records),
     }
     write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def _on_cluster(
+    cluster: str, workers: int | None, chunk_frames: int, clip: Any, target: Path, source: str,
+    settings: VideoSettings, overwrite: bool, quiet: bool, session: Session,
+) -> None:  # fmt: skip
+    """The clip in chunks on Ray (engine.cluster.run_video): a line per chunk, then the warping errors."""
+    from engine.cluster import ClusterRunner, parse_cluster, run_video
+
+    address = parse_cluster(cluster)
+    say = (lambda _m: None) if quiet else (lambda m: out.print(f"[dim]{escape(m)}[/]", soft_wrap=True))
+    runner = ClusterRunner(session, address, workers, on_event=say)
+    try:
+        with graceful_stop(session.stop):
+            result = run_video(runner, clip, target, source, settings, chunk_frames, overwrite)
+    finally:
+        runner.shutdown()
+    if result.status != "done":
+        out.print("[yellow]stopped[/]: finished chunks are kept; rerun the same command to continue")
+        raise typer.Exit(130)
+    joins = "n/a" if result.join_error is None else f"{result.join_error:.4f}"
+    within = "n/a" if result.within_error is None else f"{result.within_error:.4f}"
+    out.print(
+        f"[green]wrote[/] {escape(str(target))}: {result.frames} frames in {result.chunks} chunks "
+        f"({result.made_chunks} made, {result.retried} retried) in {result.seconds:.1f}s; warping error at the "
+        f"joins {joins}, within chunks {within}"
+    )
