@@ -30,9 +30,12 @@ from engine import images
 from engine.config import StyleConfig
 from engine.errors import ConfigError, StyleTransferError
 from engine.files import write_atomic
+from engine.flow import FlowCache, certainty, warp
 from engine.jobs import Job, check_writes, may_replace
 from engine.model import ModelSpec
 from engine.session import Session
+from engine.video import VideoRun
+from engine.video_io import frame_name
 
 #: How many times an image is retried after its worker died, before it is reported as failed.
 MAX_RETRIES = 3
@@ -171,7 +174,7 @@ class ClusterRunner:
         session.pipeline.warm_styles()
         count, threads = self._start()
         model_ref = ray.put(session.model.info.path.read_bytes())
-        style_ts, mask_ts, keep, _init = session._net_inputs
+        style_ts, mask_ts, keep = session.inputs_loaded
         shared_ref = ray.put(session.targets.styles())
         styles_ref, masks_ref = ray.put(style_ts), ray.put(mask_ts)
         actor = ray.remote(num_cpus=threads, max_restarts=0, max_task_retries=0)(kind)
@@ -261,7 +264,7 @@ class ClusterRunner:
                     result = ClusterResult(str(job.content), job.output, status, seconds, message,
                                            retries.get(job, 0), pids.get(worker, 0))  # fmt: skip
                     if status == "done" and image is not None:
-                        session._save(torch.from_numpy(np.array(image)), job.output)
+                        session.save(torch.from_numpy(np.array(image)), job.output)
                         self.say(f"done {job.output} on pid {result.worker} in {seconds:.1f}s")
                     else:
                         self.say(f"failed {job.content}: {message}")
@@ -307,9 +310,6 @@ class _VideoWorker(_Worker):
     """A worker for clips: its session and a video runner with no frames on disk (``VideoRun.chunk``)."""
 
     def __init__(self, *args: Any) -> None:
-        from engine.flow import FlowCache
-        from engine.video import VideoRun
-
         *base, settings = args
         super().__init__(*base)
         self.video = VideoRun(self.session, settings, FlowCache(None), lambda _done: None)
@@ -335,10 +335,6 @@ def run_video(runner: ClusterRunner, clip: Any, output: Path, source: str, setti
     """A clip on the cluster: chunks (at scene cuts, else ``chunk_frames`` long) in order on workers, each
     starting one frame early from that frame's independent stylisation, which is not kept (the chunk before
     made it). Frames are written by the driver, atomically; a rerun redoes only chunks with frames missing."""
-    from engine.flow import FlowCache, certainty, warp
-    from engine.video import VideoRun
-    from engine.video_io import frame_name
-
     ray, session = runner.ray, runner.session
     start = time.perf_counter()
     chunks = chunks_of(clip.frames, chunk_frames)

@@ -185,6 +185,17 @@ class Session:
 
     # -- one image ----------------------------------------------------------------------------------------------
 
+    @property
+    def inputs_loaded(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, torch.Tensor | None]:
+        """The styles, style masks and content mask as loaded (tensors), for a runner that opens sessions
+        elsewhere (engine.cluster)."""
+        style_ts, mask_ts, keep, _init = self._net_inputs
+        return style_ts, mask_ts, keep
+
+    def save(self, image: torch.Tensor, path: Path) -> None:
+        """Write ``image`` to ``path`` atomically, as this session writes its outputs (its PNG bit depth)."""
+        self._save(image, path)
+
     def _save(self, image: torch.Tensor, path: Path) -> None:
         images.save(image, path, bits=self.bit_depth if images.output_suffix(path) == ".png" else 8)
 
