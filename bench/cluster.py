@@ -46,9 +46,12 @@ def cluster_case(setup: Setup, count: int, size: int, steps: int, workers: list[
             seconds = time.perf_counter() - start  # with Ray's start-up and the actors' model loading
             runner.shutdown()
             same = all(a.output.read_bytes() == b.output.read_bytes() for a, b in zip(jobs, local, strict=True))
+            overheads = sorted(r.overhead for r in summary.results if r.status == "done")
             rows.append(
                 {"runner": "ray", "workers": n, "seconds": seconds, "images_per_min": 60 * count / seconds}
                 | {"done": summary.count("done"), "byte_equal_to_local": same, "ray": ray.__version__}
+                | {"actor_start_s": summary.actor_start, "overhead_s": overheads}
+                | {"image_seconds": [r.seconds for r in summary.results if r.status == "done"]}
             )
     return rows
 
@@ -62,12 +65,22 @@ def markdown(rows: list[dict[str, Any]]) -> list[str]:
         "Wall time from the call to the last output written, Ray's start-up and the workers' model loading "
         "included; each worker has CPUs / workers torch threads, the local batch all of them.",
         "",
-        "| runner | workers | seconds | images/min | outputs byte-equal to the local runner's |",
-        "| --- | --- | --- | --- | --- |",
+        "Actor start: from asking for the workers to all of them holding an open session (model bytes and "
+        "targets from the object store). Overhead per image: the driver's round trip (pixels out, result back, "
+        "scheduling) less the worker's own time on it, median [max].",
+        "",
+        "| runner | workers | seconds | images/min | actor start (s) | overhead per image (s) "
+        "| outputs byte-equal to the local runner's |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        same = "" if r["runner"] == "local batch" else ("yes" if r["byte_equal_to_local"] else "no")
+        if r["runner"] == "local batch":
+            lines.append(f"| local batch | | {r['seconds']:.1f} | {r['images_per_min']:.2f} | | | |")
+            continue
+        same = "yes" if r["byte_equal_to_local"] else "no"
+        over = r.get("overhead_s") or [0.0]
         lines.append(
-            f"| {r['runner']} | {r['workers'] or ''} | {r['seconds']:.1f} | {r['images_per_min']:.2f} | {same} |"
+            f"| ray | {r['workers']} | {r['seconds']:.1f} | {r['images_per_min']:.2f} "
+            f"| {r.get('actor_start_s', 0):.1f} | {over[len(over) // 2]:.3f} [{over[-1]:.3f}] | {same} |"
         )
     return [*lines, ""]

@@ -15,6 +15,7 @@ with nothing half-written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -33,12 +34,15 @@ from engine.files import write_atomic
 from engine.flow import FlowCache, certainty, warp
 from engine.jobs import Job, check_writes, may_replace
 from engine.model import ModelSpec
+from engine.resize import fit_long_side
 from engine.session import Session
 from engine.video import VideoRun
 from engine.video_io import frame_name
 
 #: How many times an image is retried after its worker died, before it is reported as failed.
 MAX_RETRIES = 3
+#: With no worker left, how long to wait for a replacement to start before the rest of the job fails.
+STALL_SECONDS = 120.0
 
 
 def parse_cluster(value: str) -> str | None:
@@ -69,6 +73,7 @@ class ClusterResult:
     message: str = ""
     retries: int = 0
     worker: int = 0  # the pid of the worker that made it
+    overhead: float = 0.0  # the driver's round trip less the worker's time: transfers and scheduling
 
 
 @dataclass
@@ -78,6 +83,7 @@ class ClusterSummary:
     workers: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    actor_start: float = 0.0  # from asking for the workers to all of them holding an open session
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -94,6 +100,67 @@ class ClusterProgress:
     retried: int
     per_minute: float
     workers: dict[int, str]  # pid -> the image it is on, or "idle"
+
+
+def _lost(ray: Any) -> tuple[type[BaseException], ...]:
+    """The errors of a task whose worker is gone (killed, out of memory, its node lost), not of its image."""
+    e = ray.exceptions
+    return (e.RayActorError, e.WorkerCrashedError, e.NodeDiedError, e.ObjectLostError)
+
+
+class _Pool:
+    """The actors of one job: idle ones, and replacements that are still starting.
+
+    A replacement is not waited for: on a cluster that lost a node there may be no CPU for it until the job ends,
+    and the work goes on with the workers that are left. ``wait`` returns finished tasks and moves started
+    replacements to ``idle``."""
+
+    def __init__(self, ray: Any, spawn: Callable[[], Any], actors: list[Any], pids: dict[Any, int]) -> None:
+        self.ray, self.spawn, self.pids = ray, spawn, pids
+        self.idle = list(actors)
+        self.starting: dict[Any, Any] = {}  # pid() ref -> actor
+        self.stalled_since: float | None = None
+
+    def replace(self, dead: Any) -> int:
+        """A worker died: start another in its place (without waiting); the dead one's pid."""
+        pid = self.pids.pop(dead, 0)
+        # "Unavailable" may be a node that comes back: it must not come back holding its CPUs.
+        with contextlib.suppress(Exception):  # already gone
+            self.ray.kill(dead, no_restart=True)
+        actor = self.spawn()
+        self.starting[actor.pid.remote()] = actor
+        return pid
+
+    def wait(self, running: Sequence[Any], timeout: float) -> list[Any]:
+        ready, _ = self.ray.wait([*running, *self.starting], num_returns=1, timeout=timeout)
+        done = []
+        for ref in ready:
+            actor = self.starting.pop(ref, None)
+            if actor is None:
+                done.append(ref)
+                continue
+            try:
+                self.pids[actor] = self.ray.get(ref)
+                self.idle.append(actor)
+            except _lost(self.ray):
+                pass  # it died starting: one worker fewer (``stalled`` says when none is left)
+        return done
+
+    def stalled(self, running: Sequence[Any]) -> bool:
+        """Nothing running, no worker idle, and no replacement started within STALL_SECONDS (or none starting):
+        the cluster has no room left for this job's workers."""
+        if running or self.idle:
+            self.stalled_since = None
+            return False
+        if not self.starting:
+            return True
+        now = time.perf_counter()
+        self.stalled_since = self.stalled_since or now
+        return now - self.stalled_since > STALL_SECONDS
+
+    def close(self) -> None:
+        for actor in [*self.pids, *self.starting.values()]:
+            self.ray.kill(actor)
 
 
 class _Worker:
@@ -151,6 +218,7 @@ class ClusterRunner:
         self.on_dispatch = on_dispatch
         self.on_progress = on_progress
         self.ray = require_ray()
+        self.actor_start = 0.0
 
     def _start(self) -> tuple[int, int]:
         """Start or join Ray; (actors, CPUs each)."""
@@ -158,17 +226,25 @@ class ClusterRunner:
         if not ray.is_initialized():
             if self.address is None:
                 cpus = os.cpu_count() or 1
-                # A cluster of one machine: on the loopback address only, nothing listening outside it.
+                # A cluster of this machine, its node on the loopback address. Ray's servers still listen on
+                # every interface; the token authentication Ray turns on for a local cluster guards them.
                 ray.init(num_cpus=self.requested or cpus, include_dashboard=False, log_to_driver=False,
                          _node_ip_address="127.0.0.1")  # fmt: skip
             else:
-                ray.init(address=self.address, log_to_driver=False)
+                try:
+                    ray.init(address=self.address, log_to_driver=False)
+                except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
+                    why = str(exc).splitlines()[0][:160]
+                    raise ConfigError(
+                        f"cannot join the Ray cluster at {self.address} ({why}); start it with 'ray start --head' "
+                        "and give this machine the cluster's token (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN=...)"
+                    ) from None
         cpus = int(ray.cluster_resources().get("CPU", 1))
         count = max(1, min(self.requested or cpus, cpus))
         return count, max(1, cpus // count)
 
-    def _pool(self, kind: type, *extra: Any) -> tuple[Callable[[], Any], list[Any], dict[Any, int]]:
-        """Open the session, share what every worker needs (once), start the actors: (spawn, actors, pids)."""
+    def _pool(self, kind: type, *extra: Any) -> _Pool:
+        """Open the session, share what every worker needs (once), start the actors."""
         ray, session = self.ray, self.session
         session.open()
         session.pipeline.warm_styles()
@@ -184,10 +260,24 @@ class ClusterRunner:
         def spawn() -> Any:
             return actor.remote(*arguments, cache, *extra)
 
-        pool = [spawn() for _ in range(count)]
-        pids = dict(zip(pool, ray.get([a.pid.remote() for a in pool]), strict=True))
-        self.say(f"ray: {count} workers, {threads} CPU each ({', '.join(f'pid {p}' for p in pids.values())})")
-        return spawn, pool, pids
+        began = time.perf_counter()
+        actors = [spawn() for _ in range(count)]
+        pids = dict(zip(actors, ray.get([a.pid.remote() for a in actors]), strict=True))
+        self.actor_start = time.perf_counter() - began
+        self.say(f"ray: {count} workers, {threads} CPU each ({', '.join(f'pid {p}' for p in pids.values())}), "
+                 f"started in {self.actor_start:.1f}s")  # fmt: skip
+        return _Pool(ray, spawn, actors, pids)
+
+    def _shape(self, job: Job) -> tuple[int, int]:
+        """The size ``job``'s image is stylised at, from its file's header ((0, 0) when unknown)."""
+        try:
+            with open(job.content, "rb") as f:
+                size = images.header_size(f.read(1 << 20))
+        except OSError:
+            size = None
+        if size is None:
+            return (0, 0)
+        return fit_long_side(size[1], size[0], self.session.config.size) if self.session.config.size else size
 
     def run(self, jobs: Sequence[Job], overwrite: bool = False) -> ClusterSummary:
         ray, session = self.ray, self.session
@@ -202,67 +292,79 @@ class ClusterRunner:
                 summary.results.append(ClusterResult(str(job.content), job.output, "skipped", message="exists"))
         if not todo:
             return summary
-        spawn, pool, pids = self._pool(_Worker)
-        summary.workers = len(pool)
-        queue = list(todo)
+        # Images of one size together, and a worker kept on its last size while there is more of it: on a GPU
+        # each new size costs a worker its convolution autotuning (cudnn.benchmark) once.
+        shapes = {job: self._shape(job) for job in todo}
+        queue = sorted(todo, key=lambda j: shapes[j])
+        pool = self._pool(_Worker)
+        summary.workers, summary.actor_start = len(pool.idle), self.actor_start
         retries: dict[Job, int] = {}
-        running: dict[Any, tuple[Job, Any]] = {}  # task ref -> (job, actor)
-        idle = list(pool)
+        running: dict[Any, tuple[Job, Any, float]] = {}  # task ref -> (job, actor, when it was sent)
+        last: dict[Any, tuple[int, int]] = {}  # actor -> the size of its last image
         began = time.perf_counter()
 
         def progress() -> None:
             if self.on_progress is None:
                 return
-            on = {pids[w]: Path(j.content).name for j, w in running.values() if w in pids}
+            on = {pool.pids[w]: Path(j.content).name for j, w, _ in running.values() if w in pool.pids}
             done = summary.count("done")
             minutes = (time.perf_counter() - began) / 60
-            status = {pid: on.get(pid, "idle") for pid in pids.values()}
+            status = {pid: on.get(pid, "idle") for pid in pool.pids.values()}
             self.on_progress(ClusterProgress(len(jobs), done, summary.count("failed"), summary.count("skipped"),
                                              summary.retried, done / minutes if minutes else 0.0, status))  # fmt: skip
 
+        def fail(job: Job, why: str) -> None:
+            summary.results.append(ClusterResult(str(job.content), job.output, "failed", message=why))
+            self.say(f"failed {job.content}: {why}")
+
         try:
             while queue or running:
-                while queue and idle:
-                    job = queue.pop(0)
+                while queue and pool.idle:
+                    worker = pool.idle.pop(0)
+                    same = [j for j in queue if worker in last and shapes[j] == last[worker]]
+                    job = same[0] if same else queue[0]
+                    queue.remove(job)
                     try:
                         content = images.load(job.content, session.config.size, session.config.max_input_pixels)
                     except StyleTransferError as exc:
-                        summary.results.append(ClusterResult(str(job.content), job.output, "failed", message=str(exc)))
-                        self.say(f"failed {job.content}: {exc}")
+                        pool.idle.insert(0, worker)
+                        fail(job, str(exc))
                         continue
-                    worker = idle.pop(0)
-                    running[worker.stylize.remote(content)] = (job, worker)
+                    last[worker] = shapes[job]
+                    running[worker.stylize.remote(content)] = (job, worker, time.perf_counter())
                     if self.on_dispatch is not None:
-                        self.on_dispatch(job, pids[worker])
+                        self.on_dispatch(job, pool.pids[worker])
                     progress()
-                if not running:
+                if not running and not queue:
                     break
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+                if pool.stalled(list(running)):
+                    for job in queue:
+                        fail(job, "no worker is left on the cluster (its nodes were lost); rerun to continue")
+                    queue.clear()
+                    break
+                ready = pool.wait(list(running), timeout=0.5)
                 if session.stop_requested:
                     summary.interrupted = True
                     break
                 for ref in ready:
-                    job, worker = running.pop(ref)
+                    job, worker, sent = running.pop(ref)
                     try:
                         status, image, message, seconds = ray.get(ref)
-                    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+                    except _lost(ray) as exc:
                         retries[job] = retries.get(job, 0) + 1
                         summary.retried += 1
-                        dead = pids.pop(worker, 0)
+                        dead = pool.replace(worker)
                         if retries[job] > MAX_RETRIES:
-                            why = f"its worker died {retries[job]} times"
-                            summary.results.append(ClusterResult(str(job.content), job.output, "failed", message=why))
+                            fail(job, f"its worker died {retries[job]} times")
                         else:
                             queue.insert(0, job)
                             self.say(f"worker pid {dead} died ({type(exc).__name__}); {job.content} is retried")
-                        replacement = spawn()
-                        pids[replacement] = ray.get(replacement.pid.remote())
-                        idle.append(replacement)
                         progress()
                         continue
-                    idle.append(worker)
+                    pool.idle.append(worker)
                     result = ClusterResult(str(job.content), job.output, status, seconds, message,
-                                           retries.get(job, 0), pids.get(worker, 0))  # fmt: skip
+                                           retries.get(job, 0), pool.pids.get(worker, 0),
+                                           time.perf_counter() - sent - seconds)  # fmt: skip
                     if status == "done" and image is not None:
                         session.save(torch.from_numpy(np.array(image)), job.output)
                         self.say(f"done {job.output} on pid {result.worker} in {seconds:.1f}s")
@@ -271,10 +373,7 @@ class ClusterRunner:
                     summary.results.append(result)
                     progress()
         finally:
-            for ref in running:
-                ray.cancel(ref, force=True)
-            for worker in pids:
-                ray.kill(worker)
+            pool.close()  # killing the actors ends their tasks (Ray cannot force-cancel an actor's task)
         summary.seconds = time.perf_counter() - start
         return summary
 
@@ -343,18 +442,20 @@ def run_video(runner: ClusterRunner, clip: Any, output: Path, source: str, setti
     todo = [c for c in chunks if not all((folder / frame_name(t)).is_file() for t in range(*c))]
     result = ClusterVideoResult("done", len(clip), len(chunks), 0, 0, 0.0, None, None)
     if todo:
-        spawn, pool, pids = runner._pool(_VideoWorker, settings)
-        queue, idle = list(todo), list(pool)
+        pool = runner._pool(_VideoWorker, settings)
+        queue = list(todo)
         running: dict[Any, tuple[tuple[int, int], Any]] = {}
         tries: dict[tuple[int, int], int] = {}
         try:
             while queue or running:
-                while queue and idle:
+                while queue and pool.idle:
                     first, end = queue.pop(0)
-                    worker = idle.pop(0)
+                    worker = pool.idle.pop(0)
                     lead = max(0, first - 1)  # one frame early: the join's reference, stylised independently
                     running[worker.chunk.remote(clip.frames[lead:end])] = ((first, end), worker)
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+                if pool.stalled(list(running)):
+                    raise ConfigError("no worker is left on the cluster (its nodes were lost); rerun to continue")
+                ready = pool.wait(list(running), timeout=0.5)
                 if session.stop_requested:
                     result.status = "interrupted"
                     break
@@ -362,19 +463,16 @@ def run_video(runner: ClusterRunner, clip: Any, output: Path, source: str, setti
                     span, worker = running.pop(ref)
                     try:
                         pngs = ray.get(ref)
-                    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
+                    except _lost(ray):
                         tries[span] = tries.get(span, 0) + 1
                         result.retried += 1
                         if tries[span] > MAX_RETRIES:
                             why = f"frames {span[0] + 1}-{span[1]}: a worker died {tries[span]} times"
                             raise ConfigError(why) from None
-                        runner.say(f"worker pid {pids.pop(worker, 0)} died; frames {span[0] + 1}-{span[1]} retried")
+                        runner.say(f"worker pid {pool.replace(worker)} died; frames {span[0] + 1}-{span[1]} retried")
                         queue.insert(0, span)
-                        replacement = spawn()
-                        pids[replacement] = ray.get(replacement.pid.remote())
-                        idle.append(replacement)
                         continue
-                    idle.append(worker)
+                    pool.idle.append(worker)
                     if pngs is None:
                         result.status = "interrupted"
                         continue
@@ -383,12 +481,9 @@ def run_video(runner: ClusterRunner, clip: Any, output: Path, source: str, setti
                     for t, data in zip(range(first, end), kept, strict=True):
                         write_atomic(folder / frame_name(t), data)
                     result.made_chunks += 1
-                    runner.say(f"frames {first + 1}-{end} of {len(clip)} written (pid {pids.get(worker, 0)})")
+                    runner.say(f"frames {first + 1}-{end} of {len(clip)} written (pid {pool.pids.get(worker, 0)})")
         finally:
-            for ref in running:
-                ray.cancel(ref, force=True)
-            for worker in pids:
-                ray.kill(worker)
+            pool.close()  # killing the actors ends their tasks (Ray cannot force-cancel an actor's task)
     if result.status != "done":
         result.seconds = time.perf_counter() - start
         return result

@@ -4,6 +4,7 @@ on this machine only (127.0.0.1, two worker CPUs) and stopped by the tests that 
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sys
@@ -128,6 +129,24 @@ def test_a_clip_runs_in_chunks_that_start_one_frame_early(
     assert again.made_chunks == 0  # a rerun redoes nothing that is on disk
 
 
+@pytest.mark.slow
+def test_images_of_one_size_go_together_and_each_result_counts_its_overhead(
+    local_ray, photos: list[Path], model_path: Path, shared_images: Path, tmp_path: Path
+) -> None:
+    for tall in photos[1::2]:  # every other photo on its side: two sizes, interleaved
+        images.save(images.load(tall).transpose(-1, -2).contiguous(), tall)
+    sizes = {p: images.load(p, CONFIG.size).shape[-2:] for p in photos}
+    assert len(set(sizes.values())) == 2 and sizes[photos[0]] != sizes[photos[1]]  # given interleaved
+    order: list[Path] = []
+    runner = ClusterRunner(_session(model_path, shared_images), None, 1,
+                           on_dispatch=lambda job, _pid: order.append(Path(job.content)))  # fmt: skip
+    summary = runner.run(_jobs(photos, tmp_path / "out"))
+    shapes = [sizes[p] for p in order]
+    assert sorted(order) == sorted(photos)
+    assert sum(a != b for a, b in itertools.pairwise(shapes)) == 1  # one change of size, not three
+    assert summary.actor_start > 0 and all(0 <= r.overhead < 60 for r in summary.results)
+
+
 def test_bad_cluster_values_and_a_missing_ray_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_cluster("ray") is None and parse_cluster("ray:127.0.0.1:6379") == "127.0.0.1:6379"
     with pytest.raises(ConfigError, match="ray or ray:ADDRESS"):
@@ -153,36 +172,140 @@ def test_the_cli_runs_a_batch_on_ray_and_stops_the_cluster_it_started(
     assert not ray.is_initialized()
 
 
-@pytest.mark.slow
-def test_a_cluster_of_two_nodes_started_with_ray_start(
-    photos: list[Path], model_path: Path, shared_images: Path, tmp_path: Path
-) -> None:
-    import shutil
+def _free_port() -> int:
     import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _ray_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of every node and driver of a test cluster: Ray's token authentication with a token of
+    this test's own (Ray's servers listen on every interface; the token keeps others out), no usage stats."""
+    import secrets
+
+    token = secrets.token_hex(32)
+    return {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
+            "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}  # fmt: skip
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "engine", *args]
+
+
+def _read_until(process, text: str, seconds: float) -> list[str]:  # type: ignore[no-untyped-def]
+    """Lines of ``process``'s output up to the first holding ``text`` (the test fails after ``seconds``)."""
+    import selectors
+    import time
+
+    lines: list[str] = []
+    deadline = time.monotonic() + seconds
+    with selectors.DefaultSelector() as wait:
+        wait.register(process.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if wait.select(timeout=1.0):
+                line = process.stdout.readline()
+                if not line:
+                    break
+                lines.append(line)
+                if text in line:
+                    return lines
+    process.kill()
+    raise AssertionError(f"no line with {text!r} in {seconds:.0f}s:\n{''.join(lines)}")
+
+
+@pytest.mark.slow
+def test_a_node_lost_midway_on_a_two_node_cluster_moves_its_work_and_a_rerun_skips_everything(
+    model_path: Path, shared_images: Path, tmp_path: Path
+) -> None:
+    """Issue 24's check: ``ray start --head`` plus a second node, both on 127.0.0.1; the driver is the real
+    command. The second node is killed (its raylet and workers) once the first image is done: every output is
+    still there, once, with the local runner's bytes, the summary counts the retry, and a rerun skips them all."""
+    import shutil
     import subprocess
 
     if ray.is_initialized():
         ray.shutdown()
     command = shutil.which("ray", path=str(Path(sys.executable).parent))
     assert command, "the ray command is installed with Ray"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    photos = []
+    for i, name in enumerate(["content_turtle.jpg", "content_tubingen.jpg"] * 3):
+        photos.append(tmp_path / f"photo{i}.png")
+        images.save(images.load(shared_images / name, 48), photos[-1])
+    config = StyleConfig(size=48, steps=30)
+    style = shared_images / "style_great_wave.jpg"
+    local = [Job(p, tmp_path / "local" / f"{p.stem}_style_great_wave.png") for p in photos]  # the CLI's names
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # each node has one CPU, so each worker one thread
     try:
-        subprocess.run([command, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
-                       check=True, capture_output=True, timeout=120, env=env)  # fmt: skip
-        subprocess.run([command, "start", f"--address={address}", *common],
-                       check=True, capture_output=True, timeout=120, env=env)  # fmt: skip
-        style = shared_images / "style_great_wave.jpg"
-        out = tmp_path / "out"
-        args = ["stylize", *map(str, photos), "--style", str(style), "-o", str(out), "--model", str(model_path)]
-        result = CliRunner().invoke(app, [*args, "--size", "32", "--steps", "3", "--cluster", f"ray:{address}"])
-        assert result.exit_code == 0, result.output
-        assert "4 done" in result.output and "2 workers" in " ".join(result.output.split())
+        Session(config, [style], model=ModelSpec(model=model_path)).run(local)
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
+        torch.set_num_threads(threads)
+    env = _ray_env(tmp_path)
+    address = f"127.0.0.1:{_free_port()}"
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    out = tmp_path / "ray"
+    job = _cli("stylize", *map(str, photos), "--style", str(style), "-o", str(out), "--model", str(model_path),
+               "--size", "48", "--steps", "30", "--cluster", f"ray:{address}")  # fmt: skip
+    node = None
+    try:
+        subprocess.run([command, "start", "--head", f"--port={address.split(':')[1]}", "--include-dashboard=false",
+                        *common], check=True, capture_output=True, timeout=120, env=env)  # fmt: skip
+        # The second node in a process group of its own, to be lost all at once.
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        node = subprocess.Popen([command, "start", f"--address={address}", "--block", *common], env=env,
+                                start_new_session=True, **quiet)  # fmt: skip
+        for _ in range(60):  # until the second node has joined
+            status = subprocess.run([command, "status", f"--address={address}"], capture_output=True, text=True,
+                                    timeout=60, env=env).stdout  # fmt: skip
+            if status.count(" node_") >= 2:
+                break
+        driver = subprocess.Popen(job, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = _read_until(driver, "ray: 2 workers", 180)  # both nodes' workers hold a session
+        lines += _read_until(driver, "done ", 180)
+        os.killpg(node.pid, signal.SIGKILL)
+        rest, _ = driver.communicate(timeout=300)
+        output = " ".join("".join([*lines, rest]).split())
+        assert driver.returncode == 0, output
+        assert "6 done, 0 skipped, 0 failed" in output and "died" in output, output
+        assert "0 retried" not in output, output
+        assert sorted(p.name for p in out.iterdir()) == sorted(j.output.name for j in local)  # once, no leftovers
+        for theirs in local:
+            assert (out / theirs.output.name).read_bytes() == theirs.output.read_bytes(), theirs.output.name
+        again = subprocess.run(job, env=env, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "0 done, 6 skipped" in " ".join((again.stdout + again.stderr).split()), again.stdout + again.stderr
+    finally:
+        if node is not None and node.poll() is None:
+            os.killpg(node.pid, signal.SIGKILL)
         subprocess.run([command, "stop", "--force"], capture_output=True, timeout=120, env=env)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_driver_stops_the_cluster_work_and_the_rerun_continues(
+    photos: list[Path], model_path: Path, shared_images: Path, tmp_path: Path
+) -> None:
+    import subprocess
+
+    env = _ray_env(tmp_path)
+    out = tmp_path / "out"
+    style = shared_images / "style_great_wave.jpg"
+    job = _cli("stylize", *map(str, photos), "--style", str(style), "-o", str(out), "--model", str(model_path),
+               "--size", "48", "--steps", "60", "--cluster", "ray", "--workers", "1")  # fmt: skip
+    driver = subprocess.Popen(job, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = _read_until(driver, "done ", 240)
+    driver.send_signal(signal.SIGINT)
+    rest, _ = driver.communicate(timeout=120)
+    output = "".join([*lines, rest])
+    assert driver.returncode == 130, output
+    assert "rerun the same command to continue" in output and "Traceback" not in output, output
+    finished = sorted(p.name for p in out.iterdir())
+    assert finished and len(finished) < len(photos), output  # stopped partway
+    assert all(name.endswith(".png") and not name.startswith(".") for name in finished)  # nothing half-written
+    for name in finished:
+        assert images.read_image(out / name).shape[0] > 0  # each decodes whole
+    again = subprocess.run(job, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    summary = " ".join((again.stdout + again.stderr).split())
+    assert f"{len(photos) - len(finished)} done, {len(finished)} skipped, 0 failed" in summary, summary

@@ -235,9 +235,10 @@ def _on_cluster(run: Run, cluster: str, workers: int | None, overwrite: bool, qu
             runner.shutdown()
     done, failed = summary.count("done"), summary.count("failed")
     rate = 60 * done / summary.seconds if summary.seconds else 0.0
+    speed = f"; {summary.workers} workers, {rate:.1f} images/min" if summary.workers else " (nothing left to do)"
     out.print(
         f"[bold]summary:[/] {done} done, {summary.count('skipped')} skipped, {failed} failed, "
-        f"{summary.retried} retried after a worker died; {summary.workers} workers, {rate:.1f} images/min"
+        f"{summary.retried} retried after a worker died{speed}"
     )
     for r in summary.results:
         if r.status == "failed":
