@@ -139,6 +139,10 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
         lines += tiling_markdown(results["tiling"])
     if results.get("cluster"):
         lines += cluster_markdown(results["cluster"])
+    if results.get("web"):
+        from bench.web import markdown as web_markdown
+
+        lines += web_markdown(results["web"])
     if results.get("video"):
         lines += video_markdown(results["video"])
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from engine.video import DEFAULT_TEMPORAL_WEIGHT
 
 DEFAULT_CASES = ("forward", "step", "ttq", "cache", "multiscale")
 #: Every case; those not in DEFAULT_CASES run only when asked for (tiling takes about 20 minutes on a CPU).
-ALL_CASES = (*DEFAULT_CASES, "tiling", "video", "cluster")
+ALL_CASES = (*DEFAULT_CASES, "tiling", "video", "cluster", "web")
 
 
 def run(
@@ -77,6 +77,12 @@ def run(
         if "cluster" in selected:
             count, size, steps = (4, 64, 5) if quick else (8, 256, 50)
             results["cluster"] = cluster.cluster_case(setup, count, size, steps, [1, 2])
+        if "web" in selected:
+            from bench.web import web_case
+
+            out.mkdir(parents=True, exist_ok=True)
+            size, steps, rounds = (64, 10, 1) if quick else (256, 30, 3)
+            results["web"] = web_case(setup, size, steps, rounds, out / "serve.png")
     env = environment() | {"weights": weights.label, "device": str(device)}
     report.write(out, env, results, quick)
     return results

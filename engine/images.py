@@ -210,6 +210,11 @@ def encode_png(tensor: torch.Tensor) -> bytes:
     return _encode(tensor, ".png", 8, 95, "<png>")
 
 
+def encode_jpeg(tensor: torch.Tensor, quality: int = 85) -> bytes:
+    """An 8-bit JPEG file's bytes (the web page's previews: a tenth of a PNG's size)."""
+    return _encode(tensor, ".jpg", 8, quality, "<jpeg>")
+
+
 def _encode(tensor: torch.Tensor, suffix: str, bits: int, jpeg_quality: int, name: str) -> bytes:
     deep = suffix == ".tiff" or bits == 16
     rgb = to_array(tensor)

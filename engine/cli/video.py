@@ -30,13 +30,14 @@ from engine.cli.options import (
 )
 from engine.cli.render import Mode, Renderer
 from engine.cli.signals import graceful_stop
-from engine.cli.stylize import build_config, describe_preset
+from engine.cli.stylize import describe_preset
 from engine.config import IO
 from engine.errors import ConfigError
 from engine.events import Event, ImageDone, ImageStarted
 from engine.files import write_atomic
 from engine.jobs import expand
 from engine.model import ModelSpec
+from engine.presets import build_config
 from engine.session import Session
 from engine.targets import target_summary
 from engine.video import DEFAULT_TEMPORAL_WEIGHT, FrameDone, VideoRun, VideoSettings, flow_cache

