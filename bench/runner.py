@@ -81,7 +81,7 @@ def run(
             from bench.web import web_case
 
             out.mkdir(parents=True, exist_ok=True)
-            size, steps, rounds = (64, 10, 1) if quick else (256, 30, 3)
+            size, steps, rounds = (64, 10, 1) if quick else (256, 40, 3)
             results["web"] = web_case(setup, size, steps, rounds, out / "serve.png")
     env = environment() | {"weights": weights.label, "device": str(device)}
     report.write(out, env, results, quick)

@@ -98,10 +98,27 @@ def web_case(setup: Setup, size: int, steps: int, rounds: int, screenshot: Path 
                 setup.log("web: a longer run for the screenshot")
                 run(True, max(steps, 100), screenshot)
             browser.close()
+        rows.append({"page": "encode", **_encode_cost(setup, size)})
     finally:
         server.should_exit = True
         thread.join(60)
     return rows
+
+
+def _encode_cost(setup: Setup, size: int, repeats: int = 50) -> dict[str, Any]:
+    """What one preview costs the job's thread: a JPEG of the image and its base64, as engine.web.jobs makes it."""
+    import base64
+
+    from engine import images
+
+    image = images.load(setup.content, size)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        base64.b64encode(images.encode_jpeg(image))
+        times.append(time.perf_counter() - start)
+    return {"encode_ms": 1000 * statistics.median(times), "jpeg_bytes": len(images.encode_jpeg(image)),
+            "height": int(image.shape[-2]), "width": int(image.shape[-1])}  # fmt: skip
 
 
 def markdown(rows: list[dict[str, Any]]) -> list[str]:
@@ -118,6 +135,8 @@ def markdown(rows: list[dict[str, Any]]) -> list[str]:
         "| page | steps | steps/s | previews | latency median (ms) | p90 | max |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    encode = [r for r in rows if r["page"] == "encode"]
+    rows = [r for r in rows if r["page"] != "encode"]
     for r in rows:
         lat = sorted(r["latency_ms"])
         if lat:
@@ -131,4 +150,7 @@ def markdown(rows: list[dict[str, Any]]) -> list[str]:
     if opened and closed:
         ratio = statistics.median(opened) / statistics.median(closed)
         lines += ["", f"Median steps/s with the page open over closed: {ratio:.3f}."]
+    for e in encode:
+        lines += ["", f"One preview ({e['width']}x{e['height']} JPEG, {e['jpeg_bytes'] / 1024:.0f} KiB, base64) costs "
+                  f"the job's thread {e['encode_ms']:.2f} ms, median of 50."]  # fmt: skip
     return [*lines, ""]

@@ -237,7 +237,7 @@ class JobQueue:
             if isinstance(event, StepDone):
                 latest.update(event.step.losses)
             elif isinstance(event, Note):  # an export for a preset's pooling, a cache warning
-                self.hub.publish({"type": "note", "id": job.id, "text": event.text})
+                self.hub.publish({"type": "note", "id": job.id, "text": event.text, "level": event.level})
 
         # The server's model, or one exported from its weights into the cache for this job's layers and pooling
         # (once: the next job with them finds it there).

@@ -28,7 +28,8 @@ async function api(path, options) {
 
 async function loadInfo() {
   const info = await api("/api/info");
-  $("weights").textContent = `weights: ${info.weights}` + (info.pretrained ? "" : " (random)");
+  const random = !info.pretrained && !/random/i.test(info.weights);
+  $("weights").textContent = `weights: ${info.weights}` + (random ? " (random)" : "");
   $("random-warning").hidden = info.pretrained;
   for (const which of ["content", "style"]) {
     for (const name of info.samples) $(`${which}-sample`).append(new Option(name, name));
@@ -206,7 +207,7 @@ function listen() {
     if (!losses.has(d.id)) losses.set(d.id, []);
     if (d.loss != null) losses.get(d.id).push(d.loss);
     const job = jobs.find((j) => j.id === d.id);
-    if (job) { job.step = d.step; job.loss = d.loss; if (d.id === watching) describe(job); }
+    if (job) { job.step = d.step; job.loss = d.loss; renderJobs(); }
     if (d.id === watching) drawLosses();
   });
   events.addEventListener("preview", (e) => {
@@ -219,7 +220,12 @@ function listen() {
     img.hidden = false;
     $("status").dataset.step = d.step;
   });
-  events.addEventListener("note", (e) => { const d = JSON.parse(e.data); if (d.id === watching) say(d.text); });
+  events.addEventListener("note", (e) => {
+    const d = JSON.parse(e.data);
+    if (d.id !== watching) return;
+    if (d.level === "warning") say(d.text);
+    else if (/^exporting/.test(d.text)) $("status").textContent = d.text; // a preset's pooling, once
+  });
   events.addEventListener("closing", () => { say("The server is shutting down."); events.close(); });
 }
 
