@@ -214,3 +214,20 @@ def test_shutdown_stops_the_running_job_at_a_step_and_removes_the_uploads(
 def test_a_bomb_header_is_refused_without_decoding(client: TestClient) -> None:
     response = _upload(client, png_header_only(60_000, 60_000), "huge.png")
     assert response.status_code == 400 and "60000x60000 pixels" in response.json()["detail"]
+
+
+def test_only_loopback_hosts_go_without_the_warning_and_a_missing_extra_is_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+    from engine.cli.serve import is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.2", "example.org"))
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the web extra were not installed
+    result = CliRunner().invoke(app, ["serve", "--weights", "random"])
+    assert result.exit_code == 1 and "pip install 'nst-engine[web]'" in " ".join(result.output.split())
