@@ -199,7 +199,10 @@ def charts(results: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
     def race(rows: list[dict[str, Any]], sides: tuple[tuple[str, str], tuple[str, str]], what: str, name: str) -> None:
         """Two bars per size: the reference's time and the challenger's (missing when it never got there)."""
         fig, ax = plt.subplots(figsize=(8, 0.5 * 2 * len(rows) + 1.5))
-        labels = [f"{label} @ {r['size']}" for r in rows for _, label in sides]
+        # A coarse-to-fine row races the same baseline: its bar is named apart, or it would overwrite the other.
+        variant = [", coarse to fine" if "scales" in str(r.get("config", "")) else "" for r in rows]
+        labels = [f"{label}{v if i else ''} @ {r['size']}" for r, v in zip(rows, variant, strict=True)
+                  for i, (_, label) in enumerate(sides)]  # fmt: skip
         values = [r.get(key) or float("nan") for r in rows for key, _ in sides]
         ax.barh(labels, values)
         ax.set_xlabel(f"seconds to {what} (lower is better; a missing bar: not reached)")
