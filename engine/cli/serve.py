@@ -32,7 +32,7 @@ SERVER = "Server"
 def require_web() -> None:
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401  (python-multipart: FastAPI's uploads)
+        import python_multipart  # noqa: F401  (FastAPI's uploads)
         import uvicorn  # noqa: F401
     except ImportError:
         raise fail("nst-engine serve needs the web extra: pip install 'nst-engine[web]'") from None
