@@ -35,6 +35,7 @@ from engine.config import ColorMode, StyleConfig
 from engine.errors import ConfigError
 from engine.model import ModelSpec
 from engine.presets import PRESETS, build_config
+from engine.presets import preset as preset_values
 from engine.web.jobs import Hub, JobQueue, QueueFull
 from engine.web.uploads import UploadRejected, Uploads
 from export.model_file import ModelInfo
@@ -262,18 +263,18 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 raise HTTPException(400, f"{name} is missing: upload an image or pick a sample")
         content, content_name = source(body["content"], "content")
         style, style_name = source(body["style"], "style")
-        given = {k: body[k] for k in PAGE_FIELDS if k in body}
-        given = {**{k: v for k, v in settings.defaults.items() if k not in given}, **given}
-        if given["size"] > settings.max_size:
-            raise HTTPException(400, f"size {given['size']} is over this server's limit of {settings.max_size} px")
-        if given["steps"] > settings.max_steps:
-            raise HTTPException(400, f"steps {given['steps']} is over this server's limit of {settings.max_steps}")
         preset = body.get("preset") or None
         try:
-            explicit = {k: v for k, v in given.items() if k in body or preset is None}
-            config = build_config(preset, explicit)  # the CLI's checks, word for word
+            # The page's defaults, then the preset, then the fields sent: the CLI's checks, word for word.
+            sets = preset_values(preset) if preset else {}
+            given = {k: v for k, v in settings.defaults.items() if k not in sets}
+            config = build_config(preset, given | {k: body[k] for k in PAGE_FIELDS if k in body})
         except ConfigError as exc:
             raise HTTPException(400, _page_words(str(exc))) from None
+        if config.size > settings.max_size:  # what the job will run at, a preset's size included
+            raise HTTPException(400, f"size {config.size} is over this server's limit of {settings.max_size} px")
+        if config.steps > settings.max_steps:
+            raise HTTPException(400, f"steps {config.steps} is over this server's limit of {settings.max_steps}")
         if settings.spec.model is not None:  # a fixed model file: the job must fit it
             if config.pooling != settings.info.pooling:
                 has = settings.info.pooling
