@@ -272,7 +272,7 @@ class ClusterRunner:
         """The size ``job``'s image is stylised at, from its file's header ((0, 0) when unknown)."""
         try:
             with open(job.content, "rb") as f:
-                size = images.header_size(f.read(1 << 20))
+                size = images.header_size(f.read(256 << 10))  # headers sit at the start
         except OSError:
             size = None
         if size is None:
@@ -321,8 +321,8 @@ class ClusterRunner:
             while queue or running:
                 while queue and pool.idle:
                     worker = pool.idle.pop(0)
-                    same = [j for j in queue if worker in last and shapes[j] == last[worker]]
-                    job = same[0] if same else queue[0]
+                    mine = last.get(worker)
+                    job = queue[0] if mine is None else next((j for j in queue if shapes[j] == mine), queue[0])
                     queue.remove(job)
                     try:
                         content = images.load(job.content, session.config.size, session.config.max_input_pixels)

@@ -14,6 +14,7 @@ import typer
 
 from engine.config import CONTROLS, IO, LOSS, RUNTIME, StyleConfig, choices, option_name, settings
 from engine.errors import ConfigError
+from engine.model import ModelSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = StyleConfig()
@@ -173,3 +174,11 @@ NoCacheOpt = Annotated[
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bars or step lines.", rich_help_panel=RUNTIME)
 ]
+
+
+def model_spec(model: Path | None, weights: str | None, network: str | None, input_convention: str | None,
+               provider: str, cache_dir: Path | None, no_cache: bool) -> ModelSpec:  # fmt: skip
+    """The feature model the options ask for: --model (an exported file), or one exported from --weights."""
+    if model is not None and weights is not None:
+        raise ConfigError("pass either --model (an exported file) or --weights (to export one), not both")
+    return ModelSpec(model, weights or "vgg19", network, input_convention, provider, cache_dir, not no_cache)

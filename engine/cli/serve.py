@@ -21,9 +21,10 @@ from engine.cli.options import (
     NoCacheOpt,
     ProviderOpt,
     RunWeightsOpt,
+    model_spec,
 )
 from engine.config import StyleConfig
-from engine.model import ModelSpec, open_model
+from engine.model import open_model
 
 Opt = typer.Option
 SERVER = "Server"
@@ -95,11 +96,9 @@ def serve(
 
     from engine.web.app import ServerSettings, create_app, samples_in
 
-    if model is not None and weights is not None:
-        raise fail("pass either --model (an exported file) or --weights (to export one), not both")
+    spec = model_spec(model, weights, network, input_convention, provider, cache_dir, no_cache)
     if samples is not None and not samples.is_dir():
         raise fail(f"--samples '{samples}' is not a folder; give a folder of images")
-    spec = ModelSpec(model, weights or "vgg19", network, input_convention, provider, cache_dir, not no_cache)
     opened = open_model(StyleConfig(), spec, on_export=lambda m: out.print(f"[dim]{escape(m)}[/]", soft_wrap=True))
     info = opened.info
     found = samples_in(samples)

@@ -26,6 +26,7 @@ from engine.cli.options import (
     RunWeightsOpt,
     StyleOpt,
     TraceOpt,
+    model_spec,
     with_settings,
 )
 from engine.cli.render import Mode, Renderer
@@ -143,15 +144,13 @@ def stylize(
     else:
         if output is None:
             raise fail("give -o OUT.png (or a folder for several content images)")
-        if model is not None and weights is not None:
-            raise fail("pass either --model (an exported file) or --weights (to export one), not both")
+        spec = model_spec(model, weights, network, input_convention, provider, cache_dir, no_cache)
         if style:
             contents, styles = expand(inputs, "content"), expand(style, "style", unique=False)
         elif len(inputs) < 2:
             raise fail("give CONTENT and STYLE, or content images with --style STYLE")
         else:
             contents, styles = expand(inputs[:-1], "content"), expand(inputs[-1:], "style")
-        spec = ModelSpec(model, weights or "vgg19", network, input_convention, provider, cache_dir, not no_cache)
         config = build_config(preset, settings, min_size)
         run = Run(config, plan(contents, styles, output, name), styles, spec, list(mask or []), content_mask, preset)
     if run.preset:

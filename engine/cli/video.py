@@ -26,6 +26,7 @@ from engine.cli.options import (
     RunWeightsOpt,
     StyleOpt,
     TraceOpt,
+    model_spec,
     with_settings,
 )
 from engine.cli.render import Mode, Renderer
@@ -36,7 +37,6 @@ from engine.errors import ConfigError
 from engine.events import Event, ImageDone, ImageStarted
 from engine.files import write_atomic
 from engine.jobs import expand
-from engine.model import ModelSpec
 from engine.presets import build_config
 from engine.session import Session
 from engine.targets import target_summary
@@ -171,13 +171,11 @@ def video(
         raise fail("give -o OUT.mp4 (or a folder for numbered PNGs)")
     if not style:
         raise fail("give --style STYLE (a painting)")
-    if model is not None and weights is not None:
-        raise fail("pass either --model (an exported file) or --weights (to export one), not both")
+    spec = model_spec(model, weights, network, input_convention, provider, cache_dir, no_cache)
     video_settings = VideoSettings(temporal_weight, _frames_list(temporal_frames), frame_steps, fps, codec, keep_frames)
     video_settings.check()
     config = build_config(preset, settings)
     styles = expand(style, "style", unique=False)
-    spec = ModelSpec(model, weights or "vgg19", network, input_convention, provider, cache_dir, not no_cache)
     clip = read_clip(source, config.size, config.max_input_pixels, frames)
     target = Path(output)
     if preset:
