@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from engine import images
 from engine.model import ModelSpec
 from engine.web.app import ServerSettings, create_app, samples_in
+from engine.web.guard import AllowedHosts
 from export.model_file import inspect
 from tests.images_corpus import corpus, png_header_only
 
@@ -26,6 +27,7 @@ def _settings(model_path: Path, shared_images: Path, **changes: Any) -> ServerSe
     settings = ServerSettings(ModelSpec(model=model_path), inspect(model_path), samples_in(shared_images),
                               max_size=256, max_steps=5000, max_queued=2, max_upload_bytes=1 << 20)  # fmt: skip
     settings.defaults = {"size": 48, "steps": 3, "style_weight": 3e6}
+    settings.hosts = AllowedHosts("127.0.0.1", ["testserver"])  # the test client's Host
     for key, value in changes.items():
         setattr(settings, key, value)
     return settings

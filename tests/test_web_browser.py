@@ -72,6 +72,9 @@ def test_upload_start_watch_stop_and_download_in_a_real_browser(
         with playwright_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
             page = browser.new_page()
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(url)
             page.wait_for_selector("#weights:has-text('random')")
             assert page.is_visible("#random-warning")  # random weights are said plainly
@@ -114,6 +117,21 @@ def test_upload_start_watch_stop_and_download_in_a_real_browser(
             bad.write_text("not an image at all")
             page.set_input_files("#content-file", str(bad))
             page.wait_for_selector("#message:has-text('not an image')")
+            # One job running, one queued: the page shows the running one, and Stop stops that one; the queued
+            # one is cancelled only by its own button, and stays listed.
+            long_run = {"content": "sample:content_turtle.jpg", "style": "sample:style_great_wave.jpg",
+                        "size": 64, "steps": 2000}  # fmt: skip
+            first = _post(url + "api/jobs", long_run)["id"]
+            _wait_state(url, first, "running")
+            second = _post(url + "api/jobs", long_run)["id"]
+            page.wait_for_selector(f"#jobs li.watched[data-id='{first}']")
+            page.click("#stop")
+            assert _wait_state(url, first, "stopped")
+            _wait_state(url, second, "running")  # not cancelled: it runs once the first has stopped
+            page.click(f"#jobs li[data-id='{second}'] button.act")
+            _wait_state(url, second, "stopped")
+            page.wait_for_selector(f"#jobs li.stopped[data-id='{second}']")
+            assert not errors, errors  # nothing the Content-Security-Policy refused, no script errors
             browser.close()
         # Ctrl-C with a job running: it stops after its current step and the server exits cleanly.
         body = {"content": "sample:content_turtle.jpg", "style": "sample:style_great_wave.jpg", "size": 64,
@@ -127,6 +145,15 @@ def test_upload_start_watch_stop_and_download_in_a_real_browser(
     assert code == 0, said
     assert "stopping: the running job ends after its current step" in said and "stopped" in said
     assert "Traceback" not in said
+
+
+def _wait_state(url: str, job_id: str, state: str, seconds: float = 60) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if any(j["id"] == job_id and j["state"] == state for j in _get(url + "api/jobs")):
+            return True
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} not {state} in {seconds}s")
 
 
 def _get(url: str) -> Any:

@@ -69,6 +69,16 @@ def serve(
     max_upload_mb: Annotated[
         int, Opt(help="Largest upload (and request), in MiB.", rich_help_panel=SERVER, min=1)
     ] = 32,
+    allow_host: Annotated[
+        list[str] | None,
+        Opt(
+            help="Another host name the page may be opened by (repeatable); loopback names and --host always work.",
+            rich_help_panel=SERVER,
+        ),
+    ] = None,
+    max_history: Annotated[
+        int, Opt(help="Finished jobs kept (results on disk); the oldest is dropped.", rich_help_panel=SERVER, min=1)
+    ] = 32,
     preview_every: Annotated[
         float,
         Opt(help="Seconds between live previews (each is a JPEG sent to open pages).", rich_help_panel=SERVER, min=0),
@@ -95,6 +105,7 @@ def serve(
     import uvicorn
 
     from engine.web.app import ServerSettings, create_app, samples_in
+    from engine.web.guard import AllowedHosts
 
     spec = model_spec(model, weights, network, input_convention, provider, cache_dir, no_cache)
     if samples is not None and not samples.is_dir():
@@ -104,8 +115,9 @@ def serve(
     found = samples_in(samples)
     if samples is not None and not found:
         raise fail(f"--samples '{samples}' holds no images (.jpg, .png, .webp, .tif, .bmp)")
+    hosts = AllowedHosts(host, allow_host or ())
     settings = ServerSettings(spec, info, found, max_size, max_steps, max_queued, max_upload_mb << 20,
-                              preview_every=preview_every)  # fmt: skip
+                              preview_every=preview_every, max_history=max_history, hosts=hosts)  # fmt: skip
     if not is_loopback(host):
         out.print(
             f"[bold yellow]warning:[/] listening on {escape(host)}: anyone who can reach port {port} can run jobs on "

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import tempfile
 import typing
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,13 +31,13 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.config import ColorMode, StyleConfig
 from engine.errors import ConfigError
 from engine.model import ModelSpec
 from engine.presets import PRESETS, build_config
 from engine.presets import preset as preset_values
+from engine.web.guard import AllowedHosts, Guard, json_depth_ok
 from engine.web.jobs import Hub, JobQueue, QueueFull
 from engine.web.uploads import UploadRejected, Uploads
 from export.model_file import ModelInfo
@@ -71,6 +73,8 @@ class ServerSettings:
     max_upload_bytes: int = 32 << 20
     max_pixels: int = 8192 * 8192
     preview_every: float = 0.2
+    max_history: int = 32  # finished jobs kept (results on disk); the oldest is dropped
+    hosts: AllowedHosts = field(default_factory=lambda: AllowedHosts("127.0.0.1"))
     # The quick-start run's size and steps (a first picture in a minute on a CPU), the engine's own weights.
     defaults: dict[str, Any] = field(default_factory=lambda: page_defaults(StyleConfig()))
 
@@ -84,55 +88,6 @@ def samples_in(folder: Path | None) -> dict[str, Path]:
     if folder is None:
         return {}
     return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES}
-
-
-class LimitBody:
-    """Refuse a request body over ``limit`` bytes with 413, by its Content-Length or as it streams in."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await _too_large(send, self.limit)
-            return
-        seen = 0
-        started = False
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def tracked(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counted, tracked)
-        except _TooLarge:
-            if not started:
-                await _too_large(send, self.limit)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"the request is over this server's limit of {limit >> 20} MiB"}).encode()
-    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
@@ -150,8 +105,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state["queue"] = JobQueue(settings.spec, hub, settings.max_queued, settings.preview_every)
-        state["uploads"] = Uploads(settings.max_pixels, in_use=state["queue"].uses)
+        folder = Path(tempfile.mkdtemp(prefix="nst-engine-serve-"))  # uploads and results: removed on shutdown
+        state["folder"] = folder
+        state["queue"] = JobQueue(settings.spec, hub, folder / "results", settings.max_queued,
+                                  settings.preview_every, settings.max_history)  # fmt: skip
+        state["uploads"] = Uploads(folder / "uploads", settings.max_pixels, in_use=state["queue"].uses)
         try:
             yield
         finally:
@@ -174,12 +132,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
         closing_soon()
         await asyncio.get_running_loop().run_in_executor(None, queue().close)
         uploads().close()
+        shutil.rmtree(state["folder"], ignore_errors=True)
 
     app.state.shutdown = shutdown
     app.state.closing_soon = closing_soon
     app.state.queue = queue  # for the tests and the bench: the job queue and the uploads folder of a running app
     app.state.uploads_folder = lambda: uploads().folder
-    app.add_middleware(LimitBody, limit=settings.max_upload_bytes)
+    app.add_middleware(Guard, hosts=settings.hosts, limit=settings.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -245,12 +204,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.post("/api/jobs")
     async def submit(request: Request) -> JSONResponse:
-        try:
-            body = await request.json()
-        except ValueError:
-            raise HTTPException(400, "the body must be a JSON object") from None
-        if not isinstance(body, dict):
-            raise HTTPException(400, "the body must be a JSON object")
+        body = json_object(await request.body(), request.headers.get("content-type", ""))
         unknown = sorted(set(body) - set(JOB_FIELDS))
         if unknown:
             raise HTTPException(400, f"unknown field {unknown[0]!r}; the fields are {', '.join(JOB_FIELDS)}")
@@ -305,26 +259,31 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.post("/api/jobs/{job_id}/stop")
     async def stop(job_id: str) -> dict[str, Any]:
+        """Stop this job if it runs, cancel it if it waits: only the job named."""
         job_or_404(job_id)
         job = queue().stop(job_id)
         return {"id": job_id, "state": job.state if job else None}
 
+    @app.delete("/api/jobs/{job_id}")
+    async def delete(job_id: str) -> dict[str, Any]:
+        job_or_404(job_id)
+        if not queue().delete(job_id):
+            raise HTTPException(409, "this job has not finished; stop it first")
+        return {"id": job_id, "deleted": True}
+
     @app.get("/api/jobs/{job_id}/result.png")
-    async def result(job_id: str) -> Response:
+    async def result(job_id: str) -> FileResponse:
         job = job_or_404(job_id)
-        if job.result is None:
+        if job.result is None or not job.result.is_file():
             raise HTTPException(404, "this job has no image yet")
-        name = f"nst-engine-{job.id}.png"
-        return Response(job.result, media_type="image/png",
-                        headers={"Content-Disposition": f'attachment; filename="{name}"'})  # fmt: skip
+        return FileResponse(job.result, media_type="image/png", filename=f"nst-engine-{job.id}.png")
 
     @app.get("/api/jobs/{job_id}/trace.json")
-    async def trace(job_id: str) -> Response:
+    async def trace(job_id: str) -> FileResponse:
         job = job_or_404(job_id)
-        if job.trace is None:
+        if job.trace is None or not job.trace.is_file():
             raise HTTPException(404, "this job has no trace yet")
-        saved_as = {"Content-Disposition": f'attachment; filename="nst-engine-{job.id}.json"'}
-        return Response(json.dumps(job.trace, indent=2), media_type="application/json", headers=saved_as)
+        return FileResponse(job.trace, media_type="application/json", filename=f"nst-engine-{job.id}.json")
 
     @app.get("/api/events")
     async def events(request: Request) -> StreamingResponse:
@@ -353,6 +312,29 @@ def create_app(settings: ServerSettings) -> FastAPI:
                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})  # fmt: skip
 
     return app
+
+
+#: The largest JSON body a route takes, and how deep it may nest: a job's fields are flat.
+MAX_JSON_BYTES = 64 << 10
+MAX_JSON_DEPTH = 8
+
+
+def json_object(data: bytes, content_type: str) -> dict[str, Any]:
+    """A request body that must be a small, flat JSON object, or the HTTP error that says why not. JSON only: a
+    form or text/plain body (which another site could send without asking) is 415."""
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
+        raise HTTPException(415, "send the job as JSON (Content-Type: application/json)")
+    if len(data) > MAX_JSON_BYTES:
+        raise HTTPException(413, f"the job's JSON is over {MAX_JSON_BYTES >> 10} KiB")
+    if not json_depth_ok(data, MAX_JSON_DEPTH):
+        raise HTTPException(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels; send a flat JSON object")
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        raise HTTPException(400, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise HTTPException(400, "the body must be a JSON object")
+    return body
 
 
 def _sse(event: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import secrets
 import threading
@@ -25,13 +26,14 @@ from engine import images
 from engine.config import StyleConfig
 from engine.errors import StyleTransferError
 from engine.events import Event, Note, StepDone
+from engine.files import write_atomic
 from engine.model import ModelSpec
 from engine.session import Session
 
 log = logging.getLogger("nst-engine.serve")
 
 State = Literal["queued", "running", "done", "stopped", "failed", "cancelled"]
-FINISHED = ("done", "stopped", "failed", "cancelled")
+ACTIVE = ("queued", "running")
 
 
 class QueueFull(Exception):
@@ -56,8 +58,8 @@ class WebJob:
     total: int = 0
     losses: list[float] = field(default_factory=list)
     preview: dict[str, Any] | None = None  # the latest "preview" event
-    result: bytes | None = None  # the PNG
-    trace: dict[str, Any] | None = None
+    result: Path | None = None  # the PNG, in the server's results folder (never held in memory)
+    trace: Path | None = None  # its trace, beside it
     message: str = ""
     session: Session | None = None
     stop_asked: str = ""  # a stop asked for before its session existed is passed on when it does
@@ -126,12 +128,18 @@ def _offer(queue: asyncio.Queue[dict[str, Any]], event: dict[str, Any]) -> None:
 
 
 class JobQueue:
-    """Runs jobs one at a time on a thread of its own, in the order they came."""
+    """Runs jobs one at a time on a thread of its own, in the order they came.
 
-    def __init__(self, spec: ModelSpec, hub: Hub, max_queued: int = 8, preview_every: float = 0.2):
-        self.spec, self.hub = spec, hub
-        self.max_queued, self.preview_every = max_queued, preview_every
-        self.jobs: dict[str, WebJob] = {}  # every job of this server, in the order submitted
+    The server's memory stays bounded however long it runs: results and traces go to files in ``folder``, and
+    at most ``max_history`` finished jobs are kept (the oldest is dropped, files and all, with a note to the
+    pages). Pages are sent only what changed: one job's summary, or the id of a job dropped."""
+
+    def __init__(self, spec: ModelSpec, hub: Hub, folder: Path, max_queued: int = 8, preview_every: float = 0.2,
+                 max_history: int = 32):  # fmt: skip
+        self.spec, self.hub, self.folder = spec, hub, folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.max_queued, self.preview_every, self.max_history = max_queued, preview_every, max_history
+        self.jobs: dict[str, WebJob] = {}  # every job kept, in the order submitted
         self._lock = threading.Condition()
         self._closing = False
         self._current: WebJob | None = None
@@ -150,11 +158,12 @@ class JobQueue:
             job = WebJob(secrets.token_hex(6), config, content, style, shown, preset, total=total_steps(config))
             self.jobs[job.id] = job
             self._lock.notify_all()
-        self._changed()
+        self._changed(job)
         return job
 
     def stop(self, job_id: str) -> WebJob | None:
-        """Cancel a waiting job, or stop the running one after its current step (its image so far is kept)."""
+        """Cancel this waiting job, or stop this running one after its current step (its image so far is kept).
+        Only the job named is touched; a finished job is left as it is."""
         with self._lock:
             job = self.jobs.get(job_id)
             if job is None:
@@ -165,8 +174,22 @@ class JobQueue:
                 job.stop_asked = job.stop_asked or "stopped from the page"
                 if job.session is not None:
                     job.session.stop(job.stop_asked)
-        self._changed()
+            else:
+                return job
+        self._changed(job, moved=True)
+        self._trim()
         return job
+
+    def delete(self, job_id: str) -> bool:
+        """Forget a finished job and delete its files; False if it is still queued or running."""
+        with self._lock:
+            job = self.jobs.get(job_id)
+            if job is None or job.state in ACTIVE:
+                return False
+            del self.jobs[job_id]
+        _remove_files(job)
+        self.hub.publish({"type": "dropped", "id": job_id, "why": "deleted"})
+        return True
 
     def position(self, job: WebJob) -> int | None:
         waiting = self._waiting()
@@ -190,22 +213,41 @@ class JobQueue:
         """``close`` without the wait."""
         with self._lock:
             self._closing = True
-            for job in self._waiting():
+            cancelled = self._waiting()
+            for job in cancelled:
                 job.state, job.ended, job.message = "cancelled", time.time(), "the server shut down"
             if self._current is not None:
                 self._current.stop_asked = "the server is shutting down"
                 if self._current.session is not None:
                     self._current.session.stop(self._current.stop_asked)
             self._lock.notify_all()
-        self._changed()
+        for job in cancelled:
+            self._changed(job)
 
     # -- the job thread -------------------------------------------------------------------------------------------
 
     def _waiting(self) -> list[WebJob]:
         return [j for j in self.jobs.values() if j.state == "queued"]
 
-    def _changed(self) -> None:
-        self.hub.publish({"type": "jobs", "jobs": self.summaries()})
+    def _changed(self, job: WebJob, moved: bool = False) -> None:
+        """Tell the pages about ``job``; with ``moved``, the waiting jobs too (their positions changed)."""
+        with self._lock:
+            changed = [job, *(j for j in self._waiting() if j is not job)] if moved else [job]
+            summaries = [j.summary(self.position(j)) for j in changed]
+        for summary in summaries:
+            self.hub.publish({"type": "job", "job": summary})
+
+    def _trim(self) -> None:
+        """Drop the oldest finished jobs over ``max_history``, with their files."""
+        with self._lock:
+            finished = [j for j in self.jobs.values() if j.state not in ACTIVE]
+            dropped = finished[: max(0, len(finished) - self.max_history)]
+            for job in dropped:
+                del self.jobs[job.id]
+        for job in dropped:
+            _remove_files(job)
+            why = f"the server keeps the last {self.max_history} finished jobs"
+            self.hub.publish({"type": "dropped", "id": job.id, "why": why})
 
     def _work(self) -> None:
         while True:
@@ -217,7 +259,7 @@ class JobQueue:
                 job = self._waiting()[0]
                 job.state, job.started = "running", time.time()
                 self._current = job
-            self._changed()
+            self._changed(job, moved=True)
             try:
                 self._run(job)
             except StyleTransferError as exc:
@@ -228,7 +270,8 @@ class JobQueue:
             finally:
                 with self._lock:
                     job.ended, job.session, self._current = time.time(), None, None
-                self._changed()
+                self._changed(job)
+                self._trim()
 
     def _run(self, job: WebJob) -> None:
         latest: dict[str, float] = {}
@@ -262,8 +305,10 @@ class JobQueue:
 
         done = session.stylize(job.content, None, on_image=on_image)
         assert done.image is not None
-        job.result = images.encode_png(done.image)
-        job.trace = session.trace_data([done], batch=False)
+        result, trace = self.folder / f"{job.id}.png", self.folder / f"{job.id}.json"
+        write_atomic(result, images.encode_png(done.image))
+        write_atomic(trace, json.dumps(session.trace_data([done], batch=False), indent=2).encode())
+        job.result, job.trace = result, trace
         job.step = len(done.steps)
         self._preview(job, job.step, done.image, time.time())
         if done.status == "interrupted":
@@ -277,3 +322,9 @@ class JobQueue:
         job.preview = {"type": "preview", "id": job.id, "step": step, "t": when, "width": width, "height": height,
                        "image": f"data:image/jpeg;base64,{data}"}  # fmt: skip
         self.hub.publish(job.preview)
+
+
+def _remove_files(job: WebJob) -> None:
+    for path in (job.result, job.trace):
+        if path is not None:
+            path.unlink(missing_ok=True)

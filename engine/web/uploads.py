@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import secrets
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,8 +41,11 @@ class Upload:
 class Uploads:
     """The server's temporary folder of uploads, bounded in count (the oldest unused ones are deleted)."""
 
-    def __init__(self, max_pixels: int, max_count: int = 64, in_use: Callable[[Path], bool] | None = None):
-        self.folder = Path(tempfile.mkdtemp(prefix="nst-engine-serve-"))
+    def __init__(
+        self, folder: Path, max_pixels: int, max_count: int = 64, in_use: Callable[[Path], bool] | None = None
+    ):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
         self.max_pixels, self.max_count = max_pixels, max_count
         self.in_use = in_use or (lambda _p: False)
         self._items: dict[str, Upload] = {}

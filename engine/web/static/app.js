@@ -4,8 +4,11 @@
 const $ = (id) => document.getElementById(id);
 const chosen = { content: null, style: null }; // "upload:ID" or "sample:NAME"
 const losses = new Map(); // job id -> [loss per step]
-let jobs = [];
-let watching = null; // the job whose preview is shown
+const previews = new Map(); // job id -> its latest preview event
+let jobs = new Map(); // job id -> its summary, in the order submitted
+let watching = null; // the job whose preview, status and curve are shown (and that Stop acts on)
+let started = null; // the job started from this page
+let picked = null; // a job the user clicked in the list
 // Milliseconds from a step finishing on the server to its preview arriving here (bench/web.py reads it).
 window.nstLatencies = [];
 window.nstPreviews = 0;
@@ -99,7 +102,8 @@ async function start(event) {
   try {
     const job = await api("/api/jobs", { method: "POST", headers: { "Content-Type": "application/json" },
                                          body: JSON.stringify(body) });
-    watching = job.id;
+    started = job.id;
+    picked = null;
     losses.set(job.id, []);
     localStorage.setItem("nst-engine-watching", job.id);
     say(job.position > 1 ? `Queued: position ${job.position}.` : "");
@@ -108,26 +112,67 @@ async function start(event) {
   }
 }
 
-async function stop() {
-  if (!watching) return;
-  try { await api(`/api/jobs/${watching}/stop`, { method: "POST" }); } catch (error) { say(error.message); }
+// The job shown (preview, status, curve) is the one Stop acts on: the page never stops one it does not show.
+async function act(job, action) {
+  say("");
+  try {
+    if (action === "delete") await api(`/api/jobs/${job}`, { method: "DELETE" });
+    else await api(`/api/jobs/${job}/stop`, { method: "POST" });
+  } catch (error) { say(error.message); }
+}
+
+function stop() { if (watching) act(watching, "stop"); }
+
+const ACTIVE = new Set(["queued", "running"]);
+
+// Which job to show: one picked in the list, else the one started here while it waits or runs, else whatever
+// runs (a page opened mid-run), else the latest.
+function pickWatched() {
+  const list = [...jobs.values()];
+  if (picked && jobs.has(picked)) return picked;
+  const mine = jobs.get(started);
+  if (mine && ACTIVE.has(mine.state)) return mine.id;
+  const running = list.find((j) => j.state === "running");
+  if (running) return running.id;
+  return mine ? mine.id : (list.length ? list[list.length - 1].id : null);
+}
+
+function watch(id) {
+  if (id === watching) return;
+  watching = id;
+  const img = $("preview");
+  const last = previews.get(id);
+  if (last) img.src = last.image;
+  img.hidden = !last;
+  drawLosses();
 }
 
 function renderJobs() {
   const list = $("jobs");
   list.replaceChildren();
-  for (const job of jobs.filter((j) => j.state === "queued" || j.state === "running")) {
+  for (const job of jobs.values()) {
     const s = job.settings;
-    const where = job.state === "running" ? `running, step ${job.step}/${job.total}` : `waiting, position ${job.position}`;
-    list.append(text("li", `${s.content} × ${s.style}, ${s.size} px: ${where}`, job.state));
+    const where = job.state === "running" ? `running, step ${job.step}/${job.total}`
+      : job.state === "queued" ? `waiting, position ${job.position}` : job.state;
+    const item = text("li", "", job.state);
+    item.dataset.id = job.id;
+    if (job.id === watching) item.classList.add("watched");
+    const label = text("button", `${s.content} × ${s.style}, ${s.size} px: ${where}`, "show");
+    label.title = "Show this job";
+    label.addEventListener("click", () => { picked = job.id; renderJobs(); });
+    const action = job.state === "running" ? "stop" : job.state === "queued" ? "cancel" : "delete";
+    const button = text("button", action === "stop" ? "Stop" : action === "cancel" ? "Cancel" : "Delete", "act");
+    button.dataset.action = action;
+    button.addEventListener("click", () => act(job.id, action));
+    item.append(label, button);
+    list.append(item);
   }
-  if (!list.children.length) list.append(text("li", "empty"));
-  // Watch the job started here while it waits or runs; otherwise whatever is running (a page opened mid-run).
-  const mine = jobs.find((j) => j.id === watching);
-  const running = jobs.find((j) => j.state === "running");
-  if (running && !(mine && (mine.state === "running" || mine.state === "queued"))) watching = running.id;
-  const current = jobs.find((j) => j.id === watching);
-  $("stop").disabled = !current || !(current.state === "running" || current.state === "queued");
+  $("jobs-empty").hidden = jobs.size > 0;
+  watch(pickWatched());
+  const current = jobs.get(watching);
+  const active = current && ACTIVE.has(current.state);
+  $("stop").disabled = !active;
+  $("stop").textContent = current && current.state === "queued" ? "Cancel" : "Stop";
   if (current) describe(current);
   renderResults();
 }
@@ -157,7 +202,7 @@ function describe(job) {
 
 function renderResults() {
   const gallery = $("results");
-  const done = jobs.filter((j) => j.has_result).reverse();
+  const done = [...jobs.values()].filter((j) => j.has_result).reverse();
   const shown = new Set([...gallery.children].map((f) => f.dataset.id));
   if (done.length === shown.size && done.every((j) => shown.has(j.id))) return;
   gallery.replaceChildren();
@@ -200,18 +245,31 @@ function drawLosses() {
 
 function listen() {
   const events = new EventSource("/api/events");
-  events.addEventListener("jobs", (e) => { jobs = JSON.parse(e.data).jobs; renderJobs(); });
+  events.addEventListener("jobs", (e) => {
+    jobs = new Map(JSON.parse(e.data).jobs.map((j) => [j.id, j]));
+    renderJobs();
+  });
+  events.addEventListener("job", (e) => { const j = JSON.parse(e.data).job; jobs.set(j.id, j); renderJobs(); });
+  events.addEventListener("dropped", (e) => {
+    const d = JSON.parse(e.data);
+    jobs.delete(d.id);
+    previews.delete(d.id);
+    losses.delete(d.id);
+    if (picked === d.id) picked = null;
+    renderJobs();
+  });
   events.addEventListener("history", (e) => { const d = JSON.parse(e.data); losses.set(d.id, d.losses); drawLosses(); });
   events.addEventListener("step", (e) => {
     const d = JSON.parse(e.data);
     if (!losses.has(d.id)) losses.set(d.id, []);
     if (d.loss != null) losses.get(d.id).push(d.loss);
-    const job = jobs.find((j) => j.id === d.id);
+    const job = jobs.get(d.id);
     if (job) { job.step = d.step; job.loss = d.loss; renderJobs(); }
     if (d.id === watching) drawLosses();
   });
   events.addEventListener("preview", (e) => {
     const d = JSON.parse(e.data);
+    previews.set(d.id, d);
     if (d.id !== watching) return;
     window.nstLatencies.push(Date.now() - d.t * 1000);
     window.nstPreviews += 1;
@@ -230,7 +288,7 @@ function listen() {
 }
 
 window.addEventListener("DOMContentLoaded", async () => {
-  watching = localStorage.getItem("nst-engine-watching");
+  started = localStorage.getItem("nst-engine-watching");
   try { await loadInfo(); } catch (error) { say(`cannot reach the server: ${error.message}`); return; }
   for (const which of ["content", "style"]) {
     $(`${which}-file`).addEventListener("change", () => upload(which));
