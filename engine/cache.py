@@ -98,6 +98,32 @@ class CacheInfo:
     bytes: int
 
 
+#: The folders this engine writes inside its cache (targets, exported models, flows, TensorRT's engines).
+CACHE_FOLDERS = ("targets", "models", "flows", "tensorrt")
+
+
+def _tree_bytes(folder: Path, device: int) -> int:
+    """Bytes of the regular files under ``folder``, not following symlinks nor leaving its file system."""
+    total, pending = 0, [folder]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if info.st_dev != device or stat.S_ISLNK(info.st_mode):
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                pending.append(Path(entry.path))
+            elif stat.S_ISREG(info.st_mode):
+                total += info.st_size
+    return total
+
+
 #: The file that marks a folder as an nst-engine cache: ``cache clear`` deletes only inside a folder holding it.
 MARKER = ".nst-engine-cache"
 #: No entry is this large (content features of a 4096 px image at relu4_2 are about 400 MB): a larger file is
@@ -176,11 +202,32 @@ class TargetCache:
             self._unusable(exc)
 
     def info(self) -> CacheInfo:
+        """What the cache holds. Only a folder marked as a cache is walked, and only the folders this engine
+        writes, never through a symlink or onto another file system (``NST_ENGINE_CACHE=/`` reads one folder
+        listing and stops)."""
+        root = self.root
+        if not root.exists():
+            return CacheInfo(root, 0, 0, 0)
+        if not root.is_dir():
+            raise ConfigError(f"cache '{root}' is a file, not a cache folder; check --cache-dir or $NST_ENGINE_CACHE")
+        try:
+            marked = (root / MARKER).is_file()
+            empty = marked or not any(root.iterdir())
+        except OSError as exc:
+            raise ConfigError(f"cannot read cache folder '{root}' ({exc.strerror}); check its permissions") from None
+        if not marked:
+            if empty:
+                return CacheInfo(root, 0, 0, 0)
+            raise ConfigError(
+                f"'{root}' is not an nst-engine cache (it has no {MARKER} file), so it was not read; give the folder "
+                "nst-engine uses (unset $NST_ENGINE_CACHE and --cache-dir for the default)"
+            )
         # Temporary files of writes in progress (or killed mid-write) end in .tmp and are not entries.
-        targets = list((self.root / "targets").glob("*/[0-9a-f]*.safetensors"))
-        models = list((self.root / "models").glob("*.onnx"))
-        files = [p for p in self.root.rglob("*") if p.is_file()] if self.root.exists() else []
-        return CacheInfo(self.root, len(targets), len(models), sum(p.stat().st_size for p in files))
+        targets = list((root / "targets").glob("*/[0-9a-f]*.safetensors"))
+        models = list((root / "models").glob("*.onnx"))
+        device = root.stat().st_dev
+        size = sum(_tree_bytes(root / part, device) for part in CACHE_FOLDERS)
+        return CacheInfo(root, len(targets), len(models), size)
 
     def clear(self) -> CacheInfo:
         """Delete every target and model this cache wrote, and nothing else; returns what was there.

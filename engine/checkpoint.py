@@ -17,6 +17,8 @@ from engine.errors import ConfigError
 from engine.files import special_kind, write_atomic
 
 FORMAT = 2  # 2: the optimiser state is device tensors only
+#: No checkpoint is larger: the image and L-BFGS's history at the largest sizes this engine optimises untiled.
+MAX_BYTES = 16 << 30
 #: Settings that may differ between the interrupted run and its continuation.
 MAY_CHANGE = {"steps", "device"}
 
@@ -81,7 +83,16 @@ class Checkpoint:
         if kind is not None:
             raise ConfigError(f"checkpoint '{path}' is {kind}; give the .ckpt file an interrupted run wrote")
         if not path.is_file():
-            raise ConfigError(f"checkpoint '{path}' not found; give the .ckpt file an interrupted run wrote")
+            raise ConfigError(
+                f"checkpoint '{path}' not found (a finished run removes its checkpoint); give the .ckpt file an "
+                "interrupted run wrote"
+            )
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ConfigError(
+                f"'{path}' is {size >> 20} MiB, over the {MAX_BYTES >> 30} GiB a checkpoint of this engine can be; "
+                "it is not an nst-engine checkpoint"
+            )
         try:
             data = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:

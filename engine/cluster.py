@@ -438,11 +438,16 @@ def run_video(runner: ClusterRunner, clip: Any, output: Path, source: str, setti
     start = time.perf_counter()
     chunks = chunks_of(clip.frames, chunk_frames)
     local = VideoRun(session, settings, FlowCache(None), lambda _done: None)
-    folder = local.check(clip, output, source, overwrite, chunks)
-    todo = [c for c in chunks if not all((folder / frame_name(t)).is_file() for t in range(*c))]
+    prepared = local.check(clip, output, source, overwrite, chunks)
+    folder, stale = prepared.folder, set(prepared.stale)
+    done = {t for t in range(len(clip)) if (folder / frame_name(t)).is_file() and folder / frame_name(t) not in stale}
+    todo = [c for c in chunks if not all(t in done for t in range(*c))]
     result = ClusterVideoResult("done", len(clip), len(chunks), 0, 0, 0.0, None, None)
-    if todo:
+    if not todo:
+        prepared.start()
+    else:
         pool = runner._pool(_VideoWorker, settings)
+        prepared.start()  # the workers are up: the run can start, and only now is anything written
         queue = list(todo)
         running: dict[Any, tuple[tuple[int, int], Any]] = {}
         tries: dict[tuple[int, int], int] = {}

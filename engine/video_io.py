@@ -9,6 +9,7 @@ track copied packet for packet when it has one. A folder output is the numbered 
 from __future__ import annotations
 
 import glob as globbing
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -80,6 +81,15 @@ def frame_files(source: str) -> list[Path]:
     if not paths:
         raise ConfigError(f"no frames (.png, .jpg, ...) in '{source}'; give a video file or a folder of frames")
     return sorted(paths, key=_natural)
+
+
+def clip_inputs(source: str) -> list[Path]:
+    """The paths a clip is read from, for the check that no output overlaps them: the video file, the frames
+    folder, or the files a glob matches (and the folders they are in)."""
+    if is_pattern(source):
+        files = [Path(p) for p in globbing.glob(source)]
+        return files + sorted({p.parent for p in files})
+    return [Path(source)]
 
 
 def _natural(path: Path) -> list[object]:
@@ -171,15 +181,40 @@ def output_kind(output: Path) -> str:
     raise ConfigError(f"cannot write video '{output.name}': use one of {known}, or a folder for numbered PNGs")
 
 
-def check_codec(output: Path, codec: str | None) -> str:
-    """The codec for a video ``output``: the container's default or ``codec``, if this ffmpeg has it."""
+def check_codec(output: Path, codec: str | None, audio_from: Path | None = None) -> str:
+    """The codec for a video ``output``: the container's default or ``codec``, checked before the first frame is
+    made by encoding a tiny trial clip into memory with the same container, pixel format and audio track (a codec
+    this ffmpeg lacks, an audio codec, or one the container cannot hold is a one-line error, not a crash after
+    every frame was computed)."""
     av = _av()
-    name = codec or CONTAINERS[output.suffix.lower()][1]
+    suffix = output.suffix.lower()
+    name = codec or CONTAINERS[suffix][1]
     try:
-        av.codec.Codec(name, "w")
+        found = av.codec.Codec(name, "w")
     except (av.codec.codec.UnknownCodecError, ValueError):
         raise ConfigError(f"unknown video codec '{name}'; try libx264, mpeg4 or libvpx-vp9") from None
+    if found.type != "video":
+        raise ConfigError(f"'{name}' is an {found.type} codec, not a video one; try --codec libx264")
+    try:
+        _trial_encode(av, CONTAINERS[suffix][0], name, audio_from)
+    except (av.error.FFmpegError, ValueError, TypeError, OSError) as exc:
+        default = CONTAINERS[suffix][1]
+        hint = f"--codec {default}" if name != default else "another container suffix such as .mkv"
+        raise ConfigError(f"cannot write {name} video into a {suffix} file ({_reason(exc)}); try {hint}") from None
     return name
+
+
+def _trial_encode(av: Any, container_format: str, codec: str, audio_from: Path | None) -> None:
+    with av.open(io.BytesIO(), "w", format=container_format) as out:
+        stream = out.add_stream(codec, rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        if audio_from is not None:
+            with av.open(str(audio_from)) as source:
+                if source.streams.audio:
+                    out.add_stream_from_template(source.streams.audio[0])
+        frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
 
 
 def frame_name(index: int) -> str:

@@ -31,7 +31,7 @@ from engine.cli.options import (
 )
 from engine.cli.render import Mode, Renderer
 from engine.cli.signals import graceful_stop
-from engine.config import CONTROLS, IO, RUNTIME, StyleConfig
+from engine.config import CONTROLS, IO, RUNTIME, StyleConfig, config_from_record
 from engine.jobs import Job, expand, plan
 from engine.model import ModelSpec
 from engine.presets import build_config
@@ -190,8 +190,8 @@ def _resumed(resume: Path, given: dict[str, Any], output: str | None) -> Run:
     run = ckpt.run
     if not run.get("content") or not run.get("styles"):
         raise fail(f"checkpoint '{resume}' does not record its inputs; give the original command with --resume")
-    saved: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in ckpt.settings.items()}
-    settings = saved | given
+    config = config_from_record(ckpt.settings | given, f"checkpoint '{resume}'")
+    _check_run_record(run, resume)
     spec = ModelSpec(
         None if run.get("model") is None else Path(run["model"]),
         run.get("weights", "vgg19"),
@@ -204,7 +204,28 @@ def _resumed(resume: Path, given: dict[str, Any], output: str | None) -> Run:
     keep = None if run.get("content_mask") is None else Path(run["content_mask"])
     job = Job(Path(run["content"]), Path(output or run["output"]))
     styles, masks = [Path(p) for p in run["styles"]], [Path(p) for p in run.get("masks", [])]
-    return Run(StyleConfig(**settings), [job], styles, spec, masks, keep, run.get("preset"))
+    return Run(config, [job], styles, spec, masks, keep, run.get("preset"))
+
+
+#: The types of a checkpoint's run record: text, optional text, lists of text, a flag.
+_RUN_TEXT = ("content", "output", "weights", "provider")
+_RUN_OPTIONAL = ("model", "network", "input_convention", "cache_dir", "content_mask", "preset")
+_RUN_LISTS = ("styles", "masks")
+
+
+def _check_run_record(run: dict[str, Any], resume: Path) -> None:
+    """A crafted checkpoint's run record is refused in one line, not as a TypeError deep in the run."""
+    bad = [k for k in _RUN_TEXT if k in run and not isinstance(run[k], str)]
+    bad += [k for k in _RUN_OPTIONAL if run.get(k) is not None and not isinstance(run[k], str)]
+    bad += [
+        k for k in _RUN_LISTS if k in run and not (isinstance(run[k], list) and all(isinstance(v, str) for v in run[k]))
+    ]
+    bad += ["use_cache"] if not isinstance(run.get("use_cache", True), bool) else []
+    if bad:
+        raise fail(
+            f"checkpoint '{resume}' is damaged (its record of '{bad[0]}' is not a path or name); rerun the "
+            "original command"
+        )
 
 
 def _on_cluster(run: Run, cluster: str, workers: int | None, overwrite: bool, quiet: bool, bit_depth: int) -> None:
