@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +35,7 @@ from engine.config import StyleConfig
 from engine.errors import ConfigError, StyleTransferError
 from engine.files import write_atomic
 from engine.flow import FlowCache, certainty, warp
-from engine.jobs import Job, check_writes, may_replace
+from engine.jobs import Job, check_writes
 from engine.model import ModelSpec
 from engine.resize import fit_long_side
 from engine.session import Session
@@ -45,13 +48,28 @@ MAX_RETRIES = 3
 STALL_SECONDS = 120.0
 
 
+#: How long joining a running cluster may take (connecting included) before the run fails in one line.
+JOIN_SECONDS = 30.0
+#: The most workers a run starts, whatever is asked (each is a process holding a network).
+MAX_WORKERS = 256
+_HOST = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}[A-Za-z0-9])?)$")
+
+
 def parse_cluster(value: str) -> str | None:
-    """``ray`` (start Ray here) or ``ray:ADDRESS`` (join a running cluster): the address, or None."""
+    """``ray`` (start Ray here) or ``ray:HOST:PORT`` (join a running cluster): the address, or None."""
     if value == "ray":
         return None
-    if value.startswith("ray:") and len(value) > 4:
-        return value[4:]
-    raise ConfigError(f"--cluster must be ray or ray:ADDRESS (e.g. ray:127.0.0.1:6379), not '{value}'")
+    address = value[4:] if value.startswith("ray:") else ""
+    host, _, port = address.rpartition(":")
+    if not (_HOST.match(host) and port.isdigit() and 0 < int(port) < 65536):
+        raise ConfigError(f"--cluster must be ray or ray:HOST:PORT (e.g. ray:127.0.0.1:6379), not '{value[:80]}'")
+    return address
+
+
+def check_workers(workers: int | None) -> None:
+    """--workers, for stylize and video alike: unset (one per CPU), or 1 to MAX_WORKERS."""
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise ConfigError(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}; leave it out for one per CPU")
 
 
 def require_ray() -> Any:
@@ -178,7 +196,8 @@ class _Worker:
         preset: str | None,
         cache: tuple[bool, Path | None],
     ) -> None:
-        torch.set_num_threads(max(1, threads))
+        self.threads = max(1, threads)
+        self.pin_threads()
         folder = Path(tempfile.mkdtemp(prefix="nst-engine-worker-"))
         model = folder / "model.onnx"
         model.write_bytes(model_bytes)
@@ -191,8 +210,14 @@ class _Worker:
     def pid(self) -> int:
         return os.getpid()
 
+    def pin_threads(self) -> None:
+        """Set torch's threads in the thread that runs this call: OpenMP keeps its thread count per calling
+        thread, and Ray may run an actor's calls on another thread than the one that built it."""
+        torch.set_num_threads(self.threads)
+
     def stylize(self, content: torch.Tensor) -> tuple[str, Any, str, float]:
         start = time.perf_counter()
+        self.pin_threads()
         try:
             done = self.session.stylize(content, None)
         except StyleTransferError as exc:
@@ -213,6 +238,7 @@ class ClusterRunner:
         on_dispatch: Callable[[Job, int], None] | None = None,
         on_progress: Callable[[ClusterProgress], None] | None = None,
     ) -> None:
+        check_workers(workers)
         self.session, self.address, self.requested = session, address, workers
         self.say = on_event or (lambda _m: None)
         self.on_dispatch = on_dispatch
@@ -226,22 +252,61 @@ class ClusterRunner:
         if not ray.is_initialized():
             if self.address is None:
                 cpus = os.cpu_count() or 1
-                # A cluster of this machine, its node on the loopback address. Ray's servers still listen on
-                # every interface; the token authentication Ray turns on for a local cluster guards them.
-                ray.init(num_cpus=self.requested or cpus, include_dashboard=False, log_to_driver=False,
+                if self.requested is not None and self.requested > cpus:
+                    self.say(f"ray: {self.requested} workers asked for, but this machine has {cpus} CPUs: {cpus} start")
+                # A cluster of this machine, its node on the loopback address, told the CPUs it has (never more:
+                # Ray would start a process per CPU it is told of). Ray's servers still listen on every interface;
+                # the token authentication Ray turns on for a local cluster guards them.
+                ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False,
                          _node_ip_address="127.0.0.1")  # fmt: skip
             else:
-                try:
-                    ray.init(address=self.address, log_to_driver=False)
-                except (ConnectionError, ray.exceptions.AuthenticationError) as exc:
-                    why = str(exc).splitlines()[0][:160]
-                    raise ConfigError(
-                        f"cannot join the Ray cluster at {self.address} ({why}); start it with 'ray start --head' "
-                        "and give this machine the cluster's token (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN=...)"
-                    ) from None
+                self._join(self.address)
         cpus = int(ray.cluster_resources().get("CPU", 1))
         count = max(1, min(self.requested or cpus, cpus))
         return count, max(1, cpus // count)
+
+    def _join(self, address: str) -> None:
+        """Join the cluster at ``address`` within JOIN_SECONDS, or a one-line error: a closed port is found by a
+        plain connection first; a port that answers but is not Ray would leave ray.init waiting for ever."""
+        ray = self.ray
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}); start it with 'ray start --head "
+                f"--port {port}', or check the address"
+            ) from None
+        if host in ("127.0.0.1", "localhost", "::1"):
+            # Ray dials a loopback address by this machine's own IP: said, so that a firewall on it is findable.
+            self.say(f"ray: Ray dials {address} as {ray.util.get_node_ip_address()}:{port}")
+        joined: dict[str, BaseException | None] = {}
+
+        def join() -> None:
+            try:
+                ray.init(address=address, log_to_driver=False)
+                joined["error"] = None
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                joined["error"] = exc
+
+        worker = threading.Thread(target=join, name="nst-engine-ray-join", daemon=True)
+        worker.start()
+        worker.join(JOIN_SECONDS)
+        if "error" not in joined:
+            raise ConfigError(
+                f"no Ray cluster answered at {address} within {JOIN_SECONDS:g} s (the port is open, but not to Ray's "
+                "head?); check the address, and that 'ray status' works there"
+            )
+        error = joined["error"]
+        if isinstance(error, (ConnectionError, ray.exceptions.AuthenticationError)):
+            why = str(error).splitlines()[0][:160]
+            raise ConfigError(
+                f"cannot join the Ray cluster at {address} ({why}); start it with 'ray start --head' "
+                "and give this machine the cluster's token (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN=...)"
+            ) from None
+        if error is not None:
+            raise error
 
     def _pool(self, kind: type, *extra: Any) -> _Pool:
         """Open the session, share what every worker needs (once), start the actors."""
@@ -284,12 +349,9 @@ class ClusterRunner:
         start = time.perf_counter()
         check_writes(jobs, session.inputs, None, overwrite, 0, None)
         summary = ClusterSummary()
-        todo = []
-        for job in jobs:
-            if may_replace(job.output, overwrite, None):
-                todo.append(job)
-            else:
-                summary.results.append(ClusterResult(str(job.content), job.output, "skipped", message="exists"))
+        todo, skipped = session.sort_existing(jobs, overwrite, None)
+        for job, why in skipped.items():
+            summary.results.append(ClusterResult(str(job.content), job.output, "skipped", message=why))
         if not todo:
             return summary
         # Images of one size together, and a worker kept on its last size while there is more of it: on a GPU
@@ -366,7 +428,7 @@ class ClusterRunner:
                                            retries.get(job, 0), pool.pids.get(worker, 0),
                                            time.perf_counter() - sent - seconds)  # fmt: skip
                     if status == "done" and image is not None:
-                        session.save(torch.from_numpy(np.array(image)), job.output)
+                        session.save(torch.from_numpy(np.array(image)), job.output, job.content)
                         self.say(f"done {job.output} on pid {result.worker} in {seconds:.1f}s")
                     else:
                         self.say(f"failed {job.content}: {message}")
@@ -414,6 +476,7 @@ class _VideoWorker(_Worker):
         self.video = VideoRun(self.session, settings, FlowCache(None), lambda _done: None)
 
     def chunk(self, frames: list[np.ndarray]) -> list[bytes] | None:
+        self.pin_threads()
         return self.video.chunk(frames)
 
 

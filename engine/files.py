@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import secrets
 import stat
@@ -116,3 +117,17 @@ def write_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (see the module docstring)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str | None:
+    """The sha256 of a regular file's bytes, read in chunks; None if it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        if special_kind(path) is not None:
+            return None
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()

@@ -7,8 +7,10 @@ ends in one ImageError that names the file and the fix.
 from __future__ import annotations
 
 import io
+import struct
 import threading
 import warnings
+import zlib
 from pathlib import Path
 
 import cv2
@@ -70,6 +72,36 @@ def _truncated(data: bytes) -> bool:
     return False
 
 
+#: The fewest bits a Huffman-coded JPEG spends on one 8x8 block of its first component (progressive scans
+#: included: the DC scan needs at least a bit a block); and deflate's best ratio (PNG), 1032:1.
+_JPEG_BITS_PER_BLOCK = 1
+_DEFLATE_RATIO = 1032
+
+
+def _too_little_data(data: bytes, width: int, height: int) -> bool:
+    """A file that declares far more pixels than its bytes could encode: a JPEG or PNG cut short and patched with
+    an end marker, which decoders fill with grey and accept (a decompression bomb's cheap cousin)."""
+    if data[:2] == b"\xff\xd8" and _jpeg_huffman(data):
+        blocks = -(-width // 8) * -(-height // 8)
+        return len(data) * 8 < blocks * _JPEG_BITS_PER_BLOCK
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return len(data) * _DEFLATE_RATIO < height * (1 + -(-width // 8))
+    return False
+
+
+def _jpeg_huffman(data: bytes) -> bool:
+    """Whether a JPEG's frame is Huffman-coded (SOF0-SOF3); arithmetic-coded frames can be far denser."""
+    at = 2
+    while at + 4 <= len(data) and data[at] == 0xFF:
+        marker = data[at + 1]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3):
+            return True
+        if marker in (0xC9, 0xCA, 0xCB, 0xDA):
+            return False
+        at += 2 + int.from_bytes(data[at + 2 : at + 4], "big")
+    return False
+
+
 def _to_rgb_float(image: np.ndarray, path: Path) -> np.ndarray:
     """Any decoded array (gray, BGR, BGRA; 8/16-bit or float) -> (H, W, 3) float32 RGB in [0, 1]."""
     if image.dtype == np.uint8:
@@ -102,6 +134,8 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     """
     path = Path(path)
     if not path.exists():
+        if path.is_symlink():
+            raise ImageError(f"'{path}' is a symlink that leads to no file (broken, or a loop); give the image itself")
         raise ImageError(f"image '{path}' not found; check the path")
     kind = special_kind(path)
     if kind is not None:
@@ -122,6 +156,11 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
         )
     if _truncated(data):
         raise ImageError(f"'{path}' is truncated (its end-of-image marker is missing); re-export or re-download it")
+    if size is not None and _too_little_data(data, *size):
+        raise ImageError(
+            f"'{path}' declares {size[0]}x{size[1]} pixels but holds only {len(data)} bytes: it is truncated or "
+            "damaged; re-export or re-download it"
+        )
     image = _decode(data, path)
     if image.shape[0] * image.shape[1] > max_pixels:
         raise ImageError(
@@ -196,13 +235,65 @@ def check_bits(path: str | Path, bits: int) -> str:
     return suffix
 
 
-def save(tensor: torch.Tensor, path: str | Path, jpeg_quality: int = 95, bits: int = 8) -> None:
+def save(
+    tensor: torch.Tensor, path: str | Path, jpeg_quality: int = 95, bits: int = 8, note: str | None = None
+) -> None:
     """Write a (1, 3, H, W) or (3, H, W) tensor in [0, 1] as PNG, JPEG or TIFF (by extension), atomically.
 
     TIFF is always 16 bits a channel, PNG with ``bits=16``: for print, the optimiser's float precision is kept
-    to 1/65535 instead of 1/255. JPEG is 8-bit only."""
+    to 1/65535 instead of 1/255. JPEG is 8-bit only. ``note`` (what made the image) is kept in the file: a PNG
+    text chunk or a JPEG comment; TIFF keeps none."""
     suffix = check_bits(path, bits)
-    write_atomic(path, _encode(tensor, suffix, bits, jpeg_quality, str(path)))
+    data = _encode(tensor, suffix, bits, jpeg_quality, str(path))
+    write_atomic(path, data if note is None else with_note(data, note))
+
+
+#: The key of the note a written image carries (a PNG tEXt keyword; a JPEG comment starts with it and a colon).
+NOTE_KEY = b"nst-engine"
+#: Where a note is looked for: it is written at the start of the file.
+NOTE_WINDOW = 128 << 10
+
+
+def with_note(data: bytes, note: str) -> bytes:
+    """``data`` (a PNG or JPEG file) with ``note`` stored in it, right after the header, so that ``read_note``
+    finds it without reading the image."""
+    text = note.encode("utf-8")
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        body = b"iTXt" + NOTE_KEY + b"\0\0\0\0\0" + text  # iTXt: UTF-8, uncompressed, no language
+        chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+        return data[:33] + chunk + data[33:]  # after the signature and IHDR (8 + 25 bytes)
+    if data[:2] == b"\xff\xd8" and len(text) < 60000:
+        body = NOTE_KEY + b":" + text
+        return data[:2] + b"\xff\xfe" + struct.pack(">H", len(body) + 2) + body + data[2:]
+    return data
+
+
+def read_note(path: Path) -> str | None:
+    """The note ``save`` stored in an image file, or None (none, another tool's file, or unreadable)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(NOTE_WINDOW)
+    except OSError:
+        return None
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        at = 8
+        while at + 8 <= len(data):
+            length, kind = struct.unpack(">I", data[at : at + 4])[0], data[at + 4 : at + 8]
+            body = data[at + 8 : at + 8 + length]
+            if kind == b"iTXt" and body.startswith(NOTE_KEY + b"\0"):
+                return body[len(NOTE_KEY) + 5 :].decode("utf-8", "replace")
+            if kind == b"IDAT":
+                return None
+            at += 12 + length
+    elif data[:2] == b"\xff\xd8":
+        at = 2
+        while at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] != 0xDA:
+            length = struct.unpack(">H", data[at + 2 : at + 4])[0]
+            body = data[at + 4 : at + 2 + length]
+            if data[at + 1] == 0xFE and body.startswith(NOTE_KEY + b":"):
+                return body[len(NOTE_KEY) + 1 :].decode("utf-8", "replace")
+            at += 2 + length
+    return None
 
 
 def encode_png(tensor: torch.Tensor) -> bytes:

@@ -53,6 +53,8 @@ def plan(contents: Sequence[Path], styles: Sequence[Path], output: str, pattern:
     """One job per content image. ``output`` is a file for a single image, else a folder named by ``pattern``."""
     out = Path(output)
     check_name("-o", out)
+    if _real(out) is None or (out.is_symlink() and not out.exists()):
+        raise ConfigError(f"-o '{output}' is a symlink that leads nowhere (broken, or a loop); give a real path")
     single_file = out.suffix.lower() in OUTPUT_SUFFIXES and not out.is_dir()
     if single_file:
         if len(contents) > 1:
@@ -100,7 +102,7 @@ def _is_step_file(candidate: Path, output: Path) -> bool:
 def _same(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop, which names no file
         return False
 
 

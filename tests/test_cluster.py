@@ -149,7 +149,7 @@ def test_images_of_one_size_go_together_and_each_result_counts_its_overhead(
 
 def test_bad_cluster_values_and_a_missing_ray_are_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_cluster("ray") is None and parse_cluster("ray:127.0.0.1:6379") == "127.0.0.1:6379"
-    with pytest.raises(ConfigError, match="ray or ray:ADDRESS"):
+    with pytest.raises(ConfigError, match="ray or ray:HOST:PORT"):
         parse_cluster("spark")
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(ConfigError, match=r"pip install 'nst-engine\[cluster\]'"):

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Column
 
-from engine.events import Event, ImageDone, ImageFailed, ImageStarted, Note, ScaleStarted, StepDone
+from engine.events import Event, ImageDone, ImageFailed, ImageSkipped, ImageStarted, Note, ScaleStarted, StepDone
 from engine.optim.loop import Step
 
 SHOWN_TERMS = ("content", "style", "tv", "temporal", "total")
@@ -92,6 +92,8 @@ class Renderer:
                 self.progress.stop()
             if self.count > 1:  # one image's failure is the command's error line
                 self.console.print(f"[red]failed:[/] {escape(f'{event.content}: {event.message}')}")
+        elif isinstance(event, ImageSkipped) and self.mode != "quiet":
+            self.console.print(f"[dim]skipped {escape(str(event.output))}: {escape(event.reason)}[/]", soft_wrap=True)
 
     def _image_started(self, event: ImageStarted) -> None:
         self.count = event.count

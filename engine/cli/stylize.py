@@ -230,11 +230,10 @@ def _check_run_record(run: dict[str, Any], resume: Path) -> None:
 
 def _on_cluster(run: Run, cluster: str, workers: int | None, overwrite: bool, quiet: bool, bit_depth: int) -> None:
     """The batch on Ray (engine.cluster): one line per image, then a summary with the retries."""
-    from engine.cluster import ClusterRunner, parse_cluster
+    from engine.cluster import ClusterRunner, check_workers, parse_cluster
 
     address = parse_cluster(cluster)
-    if workers is not None and workers < 1:
-        raise fail(f"--workers must be 1 or more, not {workers}")
+    check_workers(workers)
     bars = out.is_terminal and not quiet
     say = (lambda _m: None) if quiet or bars else (lambda m: out.print(f"[dim]{escape(m)}[/]", soft_wrap=True))
     session = Session(run.config, run.styles, model=run.spec, masks=run.masks, content_mask=run.content_mask,

@@ -171,6 +171,13 @@ def video(
         raise fail("give -o OUT.mp4 (or a folder for numbered PNGs)")
     if not style:
         raise fail("give --style STYLE (a painting)")
+    if cluster is not None:  # before any frame is read or anything written
+        from engine.cluster import check_workers, parse_cluster
+
+        parse_cluster(cluster)
+        check_workers(workers)
+        if chunk_frames < 1:
+            raise fail(f"--chunk-frames must be 1 or more, not {chunk_frames}")
     spec = model_spec(model, weights, network, input_convention, provider, cache_dir, no_cache)
     video_settings = VideoSettings(temporal_weight, _frames_list(temporal_frames), frame_steps, fps, codec, keep_frames)
     video_settings.check()
