@@ -157,11 +157,18 @@ def random_weights(seed: int = 0, network: Network = "vgg19", convention: Conven
     """
     gen = torch.Generator().manual_seed(seed)
     state: State = {}
-    for index, (cin, cout) in conv_shapes(network).items():
-        weight = torch.empty(cout, cin * 9)
-        torch.nn.init.orthogonal_(weight, gain=2.0**0.5, generator=gen)
-        state[f"features.{index}.weight"] = weight.view(cout, cin, 3, 3)
-        state[f"features.{index}.bias"] = torch.zeros(cout)
+    # On one thread: orthogonal_ takes a QR decomposition, whose last bits depend on LAPACK's thread count, so
+    # 'random:0' was another network (and another cached model) in a 1-thread process, such as a cluster worker.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for index, (cin, cout) in conv_shapes(network).items():
+            weight = torch.empty(cout, cin * 9)
+            torch.nn.init.orthogonal_(weight, gain=2.0**0.5, generator=gen)
+            state[f"features.{index}.weight"] = weight.view(cout, cin, 3, 3)
+            state[f"features.{index}.bias"] = torch.zeros(cout)
+    finally:
+        torch.set_num_threads(threads)
     return Weights(state, f"random:{seed}", state_sha256(state), False, network, convention)
 
 

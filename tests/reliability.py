@@ -35,7 +35,7 @@ from tests.conftest import LAYERS, ROOT, SHARED_IMAGES, gradient_image, poisoned
 from tests.images_corpus import corpus
 
 DOC = ROOT / "docs" / "reliability.md"
-HOSTILE_TESTS = "tests/test_nothing_lost.py"
+HOSTILE_TESTS = ("tests/test_nothing_lost.py", "tests/test_hostile_use.py", "tests/test_web_security.py")
 
 
 @dataclass(frozen=True)
@@ -224,7 +224,7 @@ def fault_outcome(name: str, ctx: Context) -> str:
 
 
 def hostile_use() -> list[tuple[str, str]]:
-    """Run tests/test_nothing_lost.py (one test per class of hostile use) and say how each case ended."""
+    """Run the hostile-use tests (one test per class of hostile use) and say how each case ended."""
     import xml.etree.ElementTree as ET
 
     with tempfile.TemporaryDirectory() as folder:
@@ -238,7 +238,7 @@ def hostile_use() -> list[tuple[str, str]]:
                 "-p",
                 "no:cacheprovider",
                 f"--junitxml={report}",
-                "tests/test_nothing_lost.py",
+                *HOSTILE_TESTS,
             ],
             cwd=ROOT,
             capture_output=True,
@@ -246,7 +246,8 @@ def hostile_use() -> list[tuple[str, str]]:
         )
         rows = []
         for case in ET.parse(report).getroot().iter("testcase"):
-            name = case.get("name", "").removeprefix("test_").replace("_", " ")
+            where = case.get("classname", "").rsplit(".", 1)[-1].removeprefix("test_").replace("_", " ")
+            name = f"{where}: " + case.get("name", "").removeprefix("test_").replace("_", " ")
             failed = case.find("failure") is not None or case.find("error") is not None
             rows.append((name, "BROKEN (the test failed)" if failed else "handled as the test requires"))
         return rows
@@ -267,8 +268,8 @@ def table(files: list[tuple[str, str]], faults: list[tuple[str, str]], hostile: 
         "| --- | --- |",
         *[f"| {name} | {observed} |" for name, observed in faults],
         "",
-        f"{len(hostile)} cases of hostile use, one per class (tests/test_nothing_lost.py): nothing lost, nothing "
-        "hung, nothing silently wrong, no traceback.",
+        f"{len(hostile)} cases of hostile use, one per class ({', '.join(HOSTILE_TESTS)}; the web page's against "
+        "a real `nst-engine serve` on 127.0.0.1): nothing lost, nothing hung, nothing silently wrong, no traceback.",
         "",
         "| hostile use | ended |",
         "| --- | --- |",

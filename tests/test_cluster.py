@@ -164,12 +164,23 @@ def test_the_cli_runs_a_batch_on_ray_and_stops_the_cluster_it_started(
         ray.shutdown()
     style = shared_images / "style_great_wave.jpg"
     out = tmp_path / "out"
-    args = ["stylize", *map(str, photos), "--style", str(style), "-o", str(out), "--model", str(model_path)]
-    result = CliRunner().invoke(app, [*args, "--size", "32", "--steps", "3", "--cluster", "ray", "--workers", "2"])
+    # Mixed sizes and --weights random, as a user would run it: the bytes equal a local run's at a worker's
+    # thread count (2 workers on 2 CPUs: one each). Random weights were once made at the caller's thread count,
+    # so the driver's network was not a one-thread process's.
+    args = ["stylize", *map(str, photos), "--style", str(style), "--weights", "random", "--size", "32", "--steps", "3"]
+    result = CliRunner().invoke(app, [*args, "-o", str(out), "--cluster", "ray", "--workers", "2"])
     assert result.exit_code == 0, result.output
     assert "4 done, 0 skipped, 0 failed, 0 retried" in " ".join(result.output.split())
     assert len(list((tmp_path / "out").glob("*.png"))) == 4
     assert not ray.is_initialized()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert CliRunner().invoke(app, [*args, "-o", str(tmp_path / "local")]).exit_code == 0
+    finally:
+        torch.set_num_threads(threads)
+    for made in sorted(out.glob("*.png")):
+        assert made.read_bytes() == (tmp_path / "local" / made.name).read_bytes(), made.name
 
 
 def _free_port() -> int:

@@ -32,6 +32,18 @@ def _save_torchvision_file(path: Path, state: dict[str, torch.Tensor], classifie
     torch.save(full, path)
 
 
+def test_random_weights_do_not_depend_on_the_thread_count() -> None:
+    threads = torch.get_num_threads()
+    try:
+        digests = set()
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            digests.add(random_weights(0).sha256)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(digests) == 1 and torch.get_num_threads() == threads
+
+
 def test_local_file_loads_and_ignores_classifier(tmp_path: Path) -> None:
     source = random_weights(3)
     path = tmp_path / "vgg19.pth"
