@@ -9,7 +9,7 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 
-from engine.vgg import VGGFeatures
+from nst_engine.vgg import VGGFeatures
 
 Forward = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 
@@ -64,7 +64,7 @@ def _torch(device: str, precision: str = "fp32", channels_last: bool = False, co
 
 def _ort(provider: str, fp16: bool = False):  # type: ignore[no-untyped-def]
     def make(net: VGGFeatures, model: Path) -> Forward:
-        from export.runtime import OnnxEncoder
+        from nst_engine.export.runtime import OnnxEncoder
 
         name = {
             "CPUExecutionProvider": "cpu",

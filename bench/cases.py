@@ -10,17 +10,17 @@ from typing import Any, Literal
 
 import torch
 
-from bench import baseline
-from bench.backends import BACKENDS
-from bench.timing import measure, peak_memory_mib, reset_peak_memory, summary, sync
-from engine import images
-from engine.config import StyleConfig
-from engine.objective import Objective
-from engine.optim.loop import optimize
-from engine.resize import resize_long
-from engine.targets import StyleRegion, content_target, style_target
-from engine.vgg import VGGFeatures
-from engine.weights import Weights
+from nst_engine import images
+from nst_engine.bench import baseline
+from nst_engine.bench.backends import BACKENDS
+from nst_engine.bench.timing import measure, peak_memory_mib, reset_peak_memory, summary, sync
+from nst_engine.config import StyleConfig
+from nst_engine.objective import Objective
+from nst_engine.optim.loop import optimize
+from nst_engine.resize import resize_long
+from nst_engine.targets import StyleRegion, content_target, style_target
+from nst_engine.vgg import VGGFeatures
+from nst_engine.weights import Weights
 
 #: The engine objective that equals the baseline's loss exactly: same layers, Gram / (C*H*W) and mean squared
 #: errors, style weight 1e6 per layer (ours averages the layers, so 5e6), no total variation.
@@ -56,7 +56,7 @@ def same_loss(setup: Setup) -> dict[str, Any]:
     weights' measured feature scale s (content / s^2, Gram style / s^4), which the baseline's weights then match."""
     if not setup.weights.pretrained:
         return dict(SAME_LOSS)
-    from engine.vgg import measure_feature_scale
+    from nst_engine.vgg import measure_feature_scale
 
     w = setup.weights
     scale = measure_feature_scale(w.state, w.network, w.convention)
@@ -143,7 +143,7 @@ CHECK_MARGIN = 0.02
 def _engine_step_samples(setup: Setup, size: int, config: StyleConfig, samples: int) -> list[float]:
     """Seconds per step: each sample is one chunk of steps timed between two synchronisations, divided by its
     steps. The first chunks (warm-up: cuDNN autotuning, compilation, CUDA-graph capture) are excluded."""
-    from engine.optim.graphs import VERIFY_STEPS, WARMUP_STEPS
+    from nst_engine.optim.graphs import VERIFY_STEPS, WARMUP_STEPS
 
     objective, content = _engine_objective(setup, size, config)
     gpu = setup.device.type == "cuda"
@@ -380,8 +380,8 @@ def _ttq_coarse_to_fine(
 ) -> dict[str, Any]:
     """The same race with coarse to fine (half the final steps at each coarser scale): the clock includes the
     coarse scales; images are scored (off the clock) only at the final scale."""
-    from engine.stylize import stylize
-    from engine.targets import DirectTargets
+    from nst_engine.stylize import stylize
+    from nst_engine.targets import DirectTargets
 
     evaluator, _ = _engine_objective(setup, config.size, config.replace(channels_last=False, compile=False))
     content, style = _pair(setup, config.size)
@@ -446,10 +446,10 @@ def cache_case(setup: Setup, size: int, count: int = 8) -> list[dict[str, Any]]:
     """Time spent on targets per image for a batch in one style: cold cache, then warm (a second process)."""
     import tempfile
 
-    from engine.cache import CachedTargets, TargetCache
-    from engine.stylize import stylize
-    from export.model_file import inspect
-    from export.runtime import OnnxEncoder
+    from nst_engine.cache import CachedTargets, TargetCache
+    from nst_engine.export.model_file import inspect
+    from nst_engine.export.runtime import OnnxEncoder
+    from nst_engine.stylize import stylize
 
     info = inspect(setup.model_path)
     config = StyleConfig(size=size, steps=1)
@@ -478,8 +478,8 @@ def cache_case(setup: Setup, size: int, count: int = 8) -> list[dict[str, Any]]:
 
 def multiscale_case(setup: Setup, size: int, steps: int) -> list[dict[str, Any]]:
     """Wall time to the single-scale run's final loss at ``size``: single scale vs coarse to fine (3 scales)."""
-    from engine.stylize import stylize
-    from engine.targets import DirectTargets
+    from nst_engine.stylize import stylize
+    from nst_engine.targets import DirectTargets
 
     content, style = _pair(setup, size)
     net = _net(setup, StyleConfig().layers)

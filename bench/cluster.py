@@ -8,13 +8,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.cases import Setup
-from engine import images
-from engine.cluster import ClusterRunner, require_ray
-from engine.config import StyleConfig
-from engine.jobs import Job
-from engine.model import ModelSpec
-from engine.session import Session
+from nst_engine import images
+from nst_engine.bench.cases import Setup
+from nst_engine.cluster import ClusterRunner, require_ray
+from nst_engine.config import StyleConfig
+from nst_engine.jobs import Job
+from nst_engine.model import ModelSpec
+from nst_engine.session import Session
 
 
 def cluster_case(setup: Setup, count: int, size: int, steps: int, workers: list[int]) -> list[dict[str, Any]]:

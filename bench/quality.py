@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.vgg import VGGFeatures
+from nst_engine.vgg import VGGFeatures
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 CONTENT_LAYER = "relu4_2"

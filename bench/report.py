@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.cluster import markdown as cluster_markdown
-from bench.tiling import markdown as tiling_markdown
-from bench.video import markdown as video_markdown
+from nst_engine.bench.cluster import markdown as cluster_markdown
+from nst_engine.bench.tiling import markdown as tiling_markdown
+from nst_engine.bench.video import markdown as video_markdown
 
 
 def relative_speed(speedup: float) -> str:
@@ -140,7 +140,7 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
     if results.get("cluster"):
         lines += cluster_markdown(results["cluster"])
     if results.get("web"):
-        from bench.web import markdown as web_markdown
+        from nst_engine.bench.web import markdown as web_markdown
 
         lines += web_markdown(results["web"])
     if results.get("video"):

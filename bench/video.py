@@ -18,10 +18,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from bench.cases import Setup
-from engine import images
-from engine.flow import FlowCache, warping_error
-from engine.video_io import frame_name, read_clip
+from nst_engine import images
+from nst_engine.bench.cases import Setup
+from nst_engine.flow import FlowCache, warping_error
+from nst_engine.video_io import frame_name, read_clip
 
 
 def clip_path(name: str = "bikes.mp4") -> Path | None:
@@ -39,7 +39,17 @@ def _run(
     setup: Setup, frames_dir: Path, out: Path, size: int, steps: int, frame_steps: int, weight: float
 ) -> dict[str, Any]:
     trace = out.with_name(out.name + ".json")
-    command = [sys.executable, "-m", "engine", "video", str(frames_dir), "-o", str(out), "--style", str(setup.style)]
+    command = [
+        sys.executable,
+        "-m",
+        "nst_engine",
+        "video",
+        str(frames_dir),
+        "-o",
+        str(out),
+        "--style",
+        str(setup.style),
+    ]
     command += ["--model", str(setup.model_path), "--size", str(size), "--steps", str(steps)]
     command += ["--frame-steps", str(frame_steps), "--temporal-weight", str(weight), "--trace", str(trace), "-q"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)

@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.cases import Setup
-from engine.errors import ConfigError
-from engine.model import ModelSpec
-from export.model_file import inspect
+from nst_engine.bench.cases import Setup
+from nst_engine.errors import ConfigError
+from nst_engine.export.model_file import inspect
+from nst_engine.model import ModelSpec
 
 
 def _browser() -> str:
@@ -30,7 +30,7 @@ def web_case(setup: Setup, size: int, steps: int, rounds: int, screenshot: Path 
     import uvicorn
     from playwright.sync_api import sync_playwright
 
-    from engine.web.app import ServerSettings, create_app
+    from nst_engine.web.app import ServerSettings, create_app
 
     samples = {setup.content.name: setup.content, setup.style.name: setup.style}
     content_name, style_name = list(samples)
@@ -109,7 +109,7 @@ def _encode_cost(setup: Setup, size: int, repeats: int = 50) -> dict[str, Any]:
     """What one preview costs the job's thread: a JPEG of the image and its base64, as engine.web.jobs makes it."""
     import base64
 
-    from engine import images
+    from nst_engine import images
 
     image = images.load(setup.content, size)
     times = []

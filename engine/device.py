@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.errors import ProviderError
+from nst_engine.errors import ProviderError
 
 
 def resolve_device(name: str) -> torch.device:

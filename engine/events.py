@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from engine.optim.loop import Step
+from nst_engine.optim.loop import Step
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.files import write_atomic
+from nst_engine.files import write_atomic
 
 #: Flows kept in memory (a frame's pairs with the 4 before it, both ways, and the warping error's).
 MEMO_FLOWS = 16

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from engine.errors import ConfigError, ImageError
-from engine.files import read_limited, special_kind, write_atomic
-from engine.resize import fit_long_side, resize_long
+from nst_engine.errors import ConfigError, ImageError
+from nst_engine.files import read_limited, special_kind, write_atomic
+from nst_engine.resize import fit_long_side, resize_long
 
 # OpenCV prints decoder warnings ("PNG input buffer is incomplete") on stderr; our errors say it better.
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)

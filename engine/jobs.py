@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.checkpoint import checkpoint_path
-from engine.errors import ConfigError, ImageError
-from engine.images import OUTPUT_SUFFIXES
+from nst_engine.checkpoint import checkpoint_path
+from nst_engine.errors import ConfigError, ImageError
+from nst_engine.images import OUTPUT_SUFFIXES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 DEFAULT_PATTERN = "{stem}_{style}.png"

@@ -13,8 +13,8 @@ def main() -> None:
     pressed: list[int] = []
     previous = signal.signal(signal.SIGINT, lambda signum, frame: pressed.append(signum))
     try:
-        import engine.cli  # noqa: F401 - registers the commands
-        from engine.cli.app import main as run
+        import nst_engine.cli  # noqa: F401 - registers the commands
+        from nst_engine.cli.app import main as run
     finally:
         signal.signal(signal.SIGINT, previous)
     if pressed:

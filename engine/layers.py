@@ -14,7 +14,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from engine.errors import LayerError
+from nst_engine.errors import LayerError
 
 Network = Literal["vgg16", "vgg19"]
 NETWORKS: tuple[Network, ...] = ("vgg16", "vgg19")

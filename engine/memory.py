@@ -12,11 +12,11 @@ from pathlib import Path
 
 import torch
 
-from engine.config import StyleConfig
-from engine.errors import ResourceError
-from engine.layers import LAYER_INDEX, LAYER_NAMES, deepest, stride
-from engine.resize import fit_long_side
-from engine.vgg import CONV_SHAPES
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ResourceError
+from nst_engine.layers import LAYER_INDEX, LAYER_NAMES, deepest, stride
+from nst_engine.resize import fit_long_side
+from nst_engine.vgg import CONV_SHAPES
 
 #: Libraries, the network's weights and ONNX Runtime's session, before any image. Measured on CPU: a CLI run at
 #: 256x192 peaked at 797 MiB RSS, about 630 MiB of it not proportional to the image.

@@ -11,15 +11,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.cache import CachedTargets, TargetCache, default_cache_dir
-from engine.config import StyleConfig
-from engine.errors import ConfigError
-from engine.targets import DirectTargets, TargetSource
-from engine.vgg import VGGFeatures
-from engine.weights import resolve
-from export.model_file import ModelInfo, inspect
-from export.onnx_export import FORMAT_VERSION, ExportReport, export
-from export.runtime import OnnxEncoder
+from nst_engine.cache import CachedTargets, TargetCache, default_cache_dir
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ConfigError
+from nst_engine.export.model_file import ModelInfo, inspect
+from nst_engine.export.onnx_export import FORMAT_VERSION, ExportReport, export
+from nst_engine.export.runtime import OnnxEncoder
+from nst_engine.targets import DirectTargets, TargetSource
+from nst_engine.vgg import VGGFeatures
+from nst_engine.weights import resolve
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.config import StyleConfig
-from engine.losses import (
+from nst_engine.config import StyleConfig
+from nst_engine.losses import (
     StyleStats,
     content_loss,
     gram_loss,
@@ -24,9 +24,9 @@ from engine.losses import (
     tv_loss,
     wasserstein_loss,
 )
-from engine.resize import resize
-from engine.targets import StyleRegion
-from engine.vgg import VGGFeatures
+from nst_engine.resize import resize
+from nst_engine.targets import StyleRegion
+from nst_engine.vgg import VGGFeatures
 
 
 class _NormalizeGrad(torch.autograd.Function):

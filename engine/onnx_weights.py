@@ -13,9 +13,9 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from engine.errors import WeightsError
-from engine.layers import Network, conv_indices, conv_shapes, layer_names, network_with_convs
-from engine.vgg import CONVENTIONS, Convention
+from nst_engine.errors import WeightsError
+from nst_engine.layers import Network, conv_indices, conv_shapes, layer_names, network_with_convs
+from nst_engine.vgg import CONVENTIONS, Convention
 
 #: Ops allowed between the graph's input and the first convolution (a layout change, nothing that changes values).
 _PASS_THROUGH = {"Transpose", "Identity"}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.config import StyleConfig
-from engine.errors import ConfigError
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ConfigError
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Gatys, Ecker, Bethge (CVPR 2016), "Image Style Transfer Using Convolutional Neural Networks".

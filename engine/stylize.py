@@ -15,20 +15,20 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from engine import color, memory
-from engine.cache import pixels_sha256
-from engine.checkpoint import Checkpoint
-from engine.config import StyleConfig
-from engine.device import configure_precision, resolve_device
-from engine.errors import ConfigError, ImageError, ProviderError
-from engine.layers import deepest, min_input_size, stride
-from engine.memory import check_fits, out_of_memory_error
-from engine.objective import Objective
-from engine.optim.loop import Callback, OptimizeResult, Step, optimize
-from engine.resize import fit_long_side, resize, resize_long
-from engine.targets import StyleRegion, StyleTarget, TargetSource, blend, normalise_blend
-from engine.tiling import Plan, TiledEncoder, TiledObjective, plan_tiles
-from engine.vgg import VGGFeatures
+from nst_engine import color, memory
+from nst_engine.cache import pixels_sha256
+from nst_engine.checkpoint import Checkpoint
+from nst_engine.config import StyleConfig
+from nst_engine.device import configure_precision, resolve_device
+from nst_engine.errors import ConfigError, ImageError, ProviderError
+from nst_engine.layers import deepest, min_input_size, stride
+from nst_engine.memory import check_fits, out_of_memory_error
+from nst_engine.objective import Objective
+from nst_engine.optim.loop import Callback, OptimizeResult, Step, optimize
+from nst_engine.resize import fit_long_side, resize, resize_long
+from nst_engine.targets import StyleRegion, StyleTarget, TargetSource, blend, normalise_blend
+from nst_engine.tiling import Plan, TiledEncoder, TiledObjective, plan_tiles
+from nst_engine.vgg import VGGFeatures
 
 #: Steps queued on a GPU between two reads of the losses (progress bars refresh at this rate).
 GPU_SYNC_EVERY = 10

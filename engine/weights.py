@@ -29,11 +29,11 @@ from typing import Any
 
 import torch
 
-from engine.errors import WeightsError
-from engine.files import special_kind
-from engine.layers import NETWORKS, Network, conv_indices, conv_shapes
-from engine.onnx_weights import read_onnx_vgg
-from engine.vgg import CONVENTIONS, Convention
+from nst_engine.errors import WeightsError
+from nst_engine.files import special_kind
+from nst_engine.layers import NETWORKS, Network, conv_indices, conv_shapes
+from nst_engine.onnx_weights import read_onnx_vgg
+from nst_engine.vgg import CONVENTIONS, Convention
 
 RANDOM_NOTE = "seeded random weights, not pretrained: results show the engine working, not real style transfer"
 

@@ -13,12 +13,12 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from engine.errors import ModelError, WeightsError
-from engine.files import special_kind
-from engine.layers import check_layer, conv_indices, ordered
-from engine.vgg import CONVENTIONS, VGGFeatures
-from engine.weights import file_sha256
-from export.onnx_export import INPUT_NAME, META_PREFIX
+from nst_engine.errors import ModelError, WeightsError
+from nst_engine.export.onnx_export import INPUT_NAME, META_PREFIX
+from nst_engine.files import special_kind
+from nst_engine.layers import check_layer, conv_indices, ordered
+from nst_engine.vgg import CONVENTIONS, VGGFeatures
+from nst_engine.weights import file_sha256
 
 REQUIRED_META = ("format", "layers", "pooling", "weights", "weights_sha256", "pretrained", "engine_version")
 

@@ -14,14 +14,14 @@ import onnx
 import torch
 from torch import nn
 
-import engine
-from engine.errors import ModelError
-from engine.files import atomic_path
-from engine.layers import min_input_size, ordered
-from engine.onnx_weights import META_PREFIX as ONNX_META_PREFIX
-from engine.vgg import Pooling, VGGFeatures, measure_feature_scale
-from engine.weights import Weights
-from export.validate import Comparison, validate
+import nst_engine
+from nst_engine.errors import ModelError
+from nst_engine.export.validate import Comparison, validate
+from nst_engine.files import atomic_path
+from nst_engine.layers import min_input_size, ordered
+from nst_engine.onnx_weights import META_PREFIX as ONNX_META_PREFIX
+from nst_engine.vgg import Pooling, VGGFeatures, measure_feature_scale
+from nst_engine.weights import Weights
 
 OPSET = 18
 INPUT_NAME = "image"
@@ -92,7 +92,7 @@ def metadata(net: VGGFeatures, weights: Weights) -> dict[str, str]:
         f"{META_PREFIX}weights_label": weights.label,
         f"{META_PREFIX}weights_sha256": weights.sha256,
         f"{META_PREFIX}pretrained": "true" if weights.pretrained else "false",
-        f"{META_PREFIX}engine_version": engine.__version__,
+        f"{META_PREFIX}engine_version": nst_engine.__version__,
         f"{META_PREFIX}input": f"RGB float32 NCHW in [0,1]; {net.convention} preprocessing inside the graph",
     }
 
@@ -151,7 +151,7 @@ def export(
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
         model.producer_name = "nst-engine"
-        model.producer_version = engine.__version__
+        model.producer_version = nst_engine.__version__
         written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
         if written != opset:
             raise ModelError(f"the exporter wrote opset {written}, not the {opset} asked for; use --opset {written}")

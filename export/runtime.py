@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from engine.errors import ModelError, ProviderError
+from nst_engine.errors import ModelError, ProviderError
 
 PROVIDERS: dict[str, str] = {
     "tensorrt": "TensorrtExecutionProvider",

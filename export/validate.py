@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.errors import ExportValidationError
-from engine.layers import min_input_size
-from engine.vgg import VGGFeatures
-from export.runtime import OnnxEncoder
+from nst_engine.errors import ExportValidationError
+from nst_engine.export.runtime import OnnxEncoder
+from nst_engine.layers import min_input_size
+from nst_engine.vgg import VGGFeatures
 
 #: (height, width) pairs used to check dynamic shapes; multiplied by the network's minimum input size.
 CHECK_SHAPES = ((4, 5), (7, 3))

@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine import images
+from nst_engine import images
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.layers import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
-from engine.weights import Weights, random_weights
+from nst_engine.layers import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+from nst_engine.weights import Weights, random_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_IMAGES = Path(os.environ.get("NST_ENGINE_SAMPLES", ROOT.parent / "shared" / "images"))
@@ -48,7 +48,7 @@ def weights() -> Weights:
 @pytest.fixture(scope="session")
 def model_path(tmp_path_factory: pytest.TempPathFactory, weights: Weights) -> Path:
     """The default-layer VGG19 with random:0 weights, exported once for the whole session."""
-    from export.onnx_export import export
+    from nst_engine.export.onnx_export import export
 
     path = tmp_path_factory.mktemp("model") / "vgg19-random0.onnx"
     export(weights, path, LAYERS, "max")
@@ -57,7 +57,7 @@ def model_path(tmp_path_factory: pytest.TempPathFactory, weights: Weights) -> Pa
 
 @pytest.fixture(scope="session")
 def model_info(model_path: Path):  # type: ignore[no-untyped-def]
-    from export.model_file import inspect
+    from nst_engine.export.model_file import inspect
 
     return inspect(model_path)
 

@@ -10,7 +10,7 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.layers import conv_indices, layer_names
+from nst_engine.layers import conv_indices, layer_names
 
 
 def keras_like_vgg(
@@ -67,7 +67,7 @@ def keras_like_vgg(
 def assert_relus_match(path: Path, relus: list[str], state: dict[str, torch.Tensor], image: torch.Tensor) -> None:
     """The caffe-convention VGG16 torch module on ``image`` (RGB [0, 1]) against ``path``'s own ReLU outputs for the
     same image preprocessed the Caffe way (BGR, 0-255, minus the mean) in NHWC, layer by layer, to 1e-4 relative."""
-    from engine.vgg import CAFFE_MEAN_BGR, VGGFeatures
+    from nst_engine.vgg import CAFFE_MEAN_BGR, VGGFeatures
 
     caffe = image[:, [2, 1, 0]] * 255.0 - torch.tensor(CAFFE_MEAN_BGR).view(1, 3, 1, 1)
     expected = relu_outputs(path, relus, caffe.permute(0, 2, 3, 1).contiguous().numpy())

@@ -21,16 +21,16 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-from engine import images
-from engine.cache import CachedTargets, TargetCache
-from engine.cli import app
-from engine.config import StyleConfig
-from engine.errors import NumericalError
-from engine.optim.loop import optimize
-from engine.stylize import stylize
-from engine.targets import DirectTargets
-from export.model_file import ModelInfo
-from export.runtime import OnnxEncoder
+from nst_engine import images
+from nst_engine.cache import CachedTargets, TargetCache
+from nst_engine.cli import app
+from nst_engine.config import StyleConfig
+from nst_engine.errors import NumericalError
+from nst_engine.export.model_file import ModelInfo
+from nst_engine.export.runtime import OnnxEncoder
+from nst_engine.optim.loop import optimize
+from nst_engine.stylize import stylize
+from nst_engine.targets import DirectTargets
 from tests.conftest import LAYERS, ROOT, SHARED_IMAGES, gradient_image, poisoned_quadratic
 from tests.images_corpus import corpus
 
@@ -283,9 +283,9 @@ def table(files: list[tuple[str, str]], faults: list[tuple[str, str]], hostile: 
 
 
 def main() -> None:
-    from engine.weights import random_weights
-    from export.model_file import inspect
-    from export.onnx_export import export
+    from nst_engine.export.model_file import inspect
+    from nst_engine.export.onnx_export import export
+    from nst_engine.weights import random_weights
 
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)

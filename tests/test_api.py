@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import images
-from engine.api import Checkpoint, ModelSpec, Session, StyleConfig, stylize_file
-from engine.errors import ConfigError
-from engine.events import Event, ImageDone, ImageStarted, Note, ScaleStarted, StepDone
+from nst_engine import images
+from nst_engine.api import Checkpoint, ModelSpec, Session, StyleConfig, stylize_file
+from nst_engine.errors import ConfigError
+from nst_engine.events import Event, ImageDone, ImageStarted, Note, ScaleStarted, StepDone
 from tests.conftest import ROOT
 
 SIZE = 48
@@ -135,7 +135,7 @@ def _piped(content: Path, style: Path, out: Path, model: Path, *extra: str) -> t
     files = [str(content), str(style), "-o", str(out), "--model", str(model)]
     with log.open("w") as handle:
         done = subprocess.run(
-            [sys.executable, "-m", "engine", "stylize", *files, "--size", str(SIZE), *extra],
+            [sys.executable, "-m", "nst_engine", "stylize", *files, "--size", str(SIZE), *extra],
             stderr=handle,
             stdout=subprocess.DEVNULL,
             cwd=ROOT,

@@ -1,10 +1,11 @@
 """The import graph, read from the source (every import, including those inside functions): no cycles, and no
 arrow that runs back up the layers.
 
-Layers, bottom to top: the engine's core (numerics, images, files, settings, the optimisers) < ``export`` (the
-ONNX side) < ``engine.model`` and ``engine.session`` (which join the two) < ``engine.api``,
-``engine.video``, ``engine.cluster`` and ``engine.web`` (runners on a session) < ``bench`` < ``engine.cli``. A
-module may import its own layer or lower ones.
+The folders are one import package, ``nst_engine`` (pyproject.toml maps ``engine/`` to it and ``export/`` and
+``bench/`` into it). Layers, bottom to top: the engine's core (numerics, images, files, settings, the optimisers)
+< ``nst_engine.export`` (the ONNX side) < ``nst_engine.model`` and ``nst_engine.session`` (which join the two) <
+``nst_engine.api``, ``.video``, ``.cluster`` and ``.web`` (runners on a session) < ``nst_engine.bench`` <
+``nst_engine.cli``. A module may import its own layer or lower ones.
 """
 
 from __future__ import annotations
@@ -13,12 +14,23 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("engine", "export", "bench")
+#: Each source folder and the package it is installed as.
+PACKAGES = {"engine": "nst_engine", "export": "nst_engine.export", "bench": "nst_engine.bench"}
 
 
 def _module(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    folder, *parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts = parts[:-1] if parts[-1] == "__init__" else parts
+    return ".".join([PACKAGES[folder], *parts])
+
+
+def _path(module: str) -> Path:
+    for folder, package in sorted(PACKAGES.items(), key=lambda kv: -len(kv[1])):
+        if module == package or module.startswith(package + "."):
+            rest = module[len(package) :].lstrip(".").replace(".", "/")
+            base = ROOT / folder / rest if rest else ROOT / folder
+            return base.with_suffix(".py") if base.with_suffix(".py").exists() else base / "__init__.py"
+    raise KeyError(module)
 
 
 def _graph() -> dict[str, set[str]]:
@@ -38,17 +50,31 @@ def _graph() -> dict[str, set[str]]:
 
 
 def layer(module: str) -> int:
-    if module.startswith("engine.cli") or module in ("engine.__main__", "engine.launch"):
+    name = module.removeprefix("nst_engine.")
+    if name.startswith("cli") or module in ("nst_engine.__main__", "nst_engine.launch"):
         return 5
-    if module.startswith("bench"):
+    if name.startswith("bench"):
         return 4
-    if module in ("engine.api", "engine.video", "engine.cluster") or module.startswith("engine.web"):  # runners
+    if name in ("api", "video", "cluster") or name.startswith("web"):  # runners
         return 3
-    if module in ("engine.model", "engine.session"):
+    if name in ("model", "session"):
         return 2
-    if module.startswith("export"):
+    if name.startswith("export"):
         return 1
     return 0
+
+
+def test_every_import_of_the_project_names_the_one_package() -> None:
+    """No module imports ``engine``, ``export`` or ``bench`` as top-level names: installed, they do not exist."""
+    stale = []
+    for folder in PACKAGES:
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                stale += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in PACKAGES]
+    assert stale == []
 
 
 def test_no_import_cycles() -> None:
@@ -85,17 +111,17 @@ def test_no_arrow_runs_back_up_the_layers() -> None:
 
 def test_bench_is_imported_only_by_the_cli() -> None:
     users = sorted(
-        a for a, targets in _graph().items() for b in targets if b.startswith("bench") and not a.startswith("bench")
+        a
+        for a, targets in _graph().items()
+        for b in targets
+        if b.startswith("nst_engine.bench") and not a.startswith("nst_engine.bench")
     )
-    assert users and all(u.startswith("engine.cli") for u in users), users
+    assert users and all(u.startswith("nst_engine.cli") for u in users), users
 
 
 def test_the_core_never_imports_onnx_runtime_or_the_exporter() -> None:
     graph = _graph()
     core = [m for m in graph if layer(m) == 0]
-    assert all(not any(t.startswith("export") for t in graph[m]) for m in core)
+    assert all(not any(t.startswith("nst_engine.export") for t in graph[m]) for m in core)
     for module in core:
-        path = ROOT / (module.replace(".", "/") + ".py")
-        if not path.exists():
-            path = ROOT / module.replace(".", "/") / "__init__.py"
-        assert "onnxruntime" not in path.read_text(), module
+        assert "onnxruntime" not in _path(module).read_text(), module

@@ -10,13 +10,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench import baseline, report
-from bench.backends import BACKENDS
-from bench.cases import SAME_LOSS
-from engine.config import StyleConfig
-from engine.objective import Objective
-from engine.targets import StyleRegion, content_target, style_target
-from engine.vgg import VGGFeatures
+from nst_engine.bench import baseline, report
+from nst_engine.bench.backends import BACKENDS
+from nst_engine.bench.cases import SAME_LOSS
+from nst_engine.config import StyleConfig
+from nst_engine.objective import Objective
+from nst_engine.targets import StyleRegion, content_target, style_target
+from nst_engine.vgg import VGGFeatures
 from tests.conftest import gradient_image
 
 
@@ -133,7 +133,7 @@ def test_time_to_quality_sentence_says_how_far_the_engine_got(
 
 
 def test_bench_command_writes_a_report(tmp_path: Path, shared_images: Path) -> None:
-    from engine.cli import app
+    from nst_engine.cli import app
 
     result = CliRunner().invoke(
         app,
@@ -160,7 +160,7 @@ def test_bench_command_writes_a_report(tmp_path: Path, shared_images: Path) -> N
 
 def _quick_cpu_setup(weights, shared_images: Path, log=lambda *_: None):  # type: ignore[no-untyped-def]
     """A quick CPU bench setup on the shared turtle + great wave pair."""
-    from bench import cases
+    from nst_engine.bench import cases
 
     return cases.Setup(
         weights=weights,
@@ -174,7 +174,7 @@ def _quick_cpu_setup(weights, shared_images: Path, log=lambda *_: None):  # type
 
 
 def test_time_to_quality_scores_the_engine_image_like_the_baseline(weights, shared_images: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from bench import cases
+    from nst_engine.bench import cases
 
     # The time cap is for benchmarks; here only the step budget stops a run, so a loaded machine cannot fail it.
     monkeypatch.setattr(cases, "TTQ_CAP", float("inf"))
@@ -187,7 +187,7 @@ def test_time_to_quality_scores_the_engine_image_like_the_baseline(weights, shar
 
 
 def test_step_case_interleaves_configurations_in_rounds(weights, shared_images: Path) -> None:  # type: ignore[no-untyped-def]
-    from bench import cases
+    from nst_engine.bench import cases
 
     logged: list[str] = []
     setup = _quick_cpu_setup(weights, shared_images, logged.append)
@@ -206,7 +206,7 @@ def test_step_case_interleaves_configurations_in_rounds(weights, shared_images: 
 
 
 def test_every_case_gets_a_chart_and_times_get_error_bars(tmp_path: Path) -> None:
-    from bench.report import charts
+    from nst_engine.bench.report import charts
 
     stats = {"median": 0.5, "p10": 0.4, "p90": 0.7, "n": 3, "min": 0.4, "max": 0.7, "samples": [0.4, 0.5, 0.7]}
     results = {

@@ -16,11 +16,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.cache import CachedTargets, TargetCache, target_key
-from engine.config import StyleConfig
-from engine.stylize import stylize
-from engine.targets import blend
-from export.runtime import OnnxEncoder
+from nst_engine.cache import CachedTargets, TargetCache, target_key
+from nst_engine.config import StyleConfig
+from nst_engine.export.runtime import OnnxEncoder
+from nst_engine.stylize import stylize
+from nst_engine.targets import blend
 from tests.conftest import gradient_image
 
 runner = CliRunner()
@@ -145,7 +145,7 @@ def test_blend_one_zero_equals_the_single_style(source, model_info) -> None:  # 
 _WRITER = textwrap.dedent("""
     import sys, torch
     from pathlib import Path
-    from engine.cache import TargetCache
+    from nst_engine.cache import TargetCache
     cache = TargetCache(Path(sys.argv[1]))
     for i in range(int(sys.argv[2])):
         key = f"{i % 8:02d}" + "0" * 62  # both writers fight over the same eight keys
@@ -193,7 +193,7 @@ def test_kill_during_writes_leaves_cache_usable(tmp_path: Path) -> None:
 
 
 def test_warm_batch_does_no_style_forward_pass(shared_images: Path, model_path: Path, tmp_path: Path) -> None:
-    from engine.cli import app
+    from nst_engine.cli import app
 
     contents = tmp_path / "photos"
     contents.mkdir()
@@ -255,7 +255,7 @@ def test_warm_batch_does_no_style_forward_pass(shared_images: Path, model_path: 
 
 
 def test_cache_info_and_clear(tmp_path: Path) -> None:
-    from engine.cli import app
+    from nst_engine.cli import app
 
     cache = TargetCache(tmp_path / "c")
     cache.save("ab" + "0" * 62, {"t": torch.zeros(4)}, "content")

@@ -15,8 +15,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine import images
-from engine.cli import app
+from nst_engine import images
+from nst_engine.cli import app
 from tests.images_corpus import corpus
 
 runner = CliRunner()
@@ -183,7 +183,7 @@ def test_odd_but_valid_images_are_converted(
 
 def _cli(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "engine", *[str(a) for a in args]],
+        [sys.executable, "-m", "nst_engine", *[str(a) for a in args]],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

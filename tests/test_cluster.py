@@ -14,14 +14,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine import images
-from engine.cli import app
-from engine.cluster import ClusterProgress, ClusterRunner, parse_cluster, require_ray
-from engine.config import StyleConfig
-from engine.errors import ConfigError
-from engine.jobs import Job
-from engine.model import ModelSpec
-from engine.session import Session
+from nst_engine import images
+from nst_engine.cli import app
+from nst_engine.cluster import ClusterProgress, ClusterRunner, parse_cluster, require_ray
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ConfigError
+from nst_engine.jobs import Job
+from nst_engine.model import ModelSpec
+from nst_engine.session import Session
 
 ray = pytest.importorskip("ray", reason="Ray is the cluster extra: pip install -e '.[cluster]' (the dev extra has it)")
 
@@ -106,9 +106,9 @@ def test_a_bad_file_is_reported_once_and_a_rerun_skips_what_is_done(
 def test_a_clip_runs_in_chunks_that_start_one_frame_early(
     local_ray, model_path: Path, shared_images: Path, tmp_path: Path
 ) -> None:
-    from engine.cluster import chunks_of, run_video
-    from engine.video import VideoSettings
-    from engine.video_io import frame_name, read_clip
+    from nst_engine.cluster import chunks_of, run_video
+    from nst_engine.video import VideoSettings
+    from nst_engine.video_io import frame_name, read_clip
     from tests.clips import panned, write_frames
 
     frames = panned(6, 48, 64)
@@ -202,7 +202,7 @@ def _ray_env(tmp_path: Path) -> dict[str, str]:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "engine", *args]
+    return [sys.executable, "-m", "nst_engine", *args]
 
 
 def _read_until(process, text: str, seconds: float) -> list[str]:  # type: ignore[no-untyped-def]

@@ -7,15 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import color
-from engine.config import StyleConfig
-from engine.errors import ConfigError
-from engine.objective import normalize_grad
-from engine.presets import PRESETS, build_config, markdown_table
-from engine.stylize import stylize
-from engine.targets import DirectTargets
-from engine.vgg import ScaledAvgPool2d, VGGFeatures
-from export.runtime import OnnxEncoder
+from nst_engine import color
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ConfigError
+from nst_engine.export.runtime import OnnxEncoder
+from nst_engine.objective import normalize_grad
+from nst_engine.presets import PRESETS, build_config, markdown_table
+from nst_engine.stylize import stylize
+from nst_engine.targets import DirectTargets
+from nst_engine.vgg import ScaledAvgPool2d, VGGFeatures
 from tests.conftest import ROOT, gradient_image
 
 
@@ -42,7 +42,7 @@ def test_scale_sizes_and_min_size() -> None:
 
 
 def test_multiscale_runs_coarse_to_fine(model_info, targets, shared_images: Path) -> None:  # type: ignore[no-untyped-def]
-    from engine import images
+    from nst_engine import images
 
     content = images.load(shared_images / "content_turtle.jpg", 96)
     style = images.load(shared_images / "style_great_wave.jpg", 96)
@@ -56,8 +56,8 @@ def test_multiscale_runs_coarse_to_fine(model_info, targets, shared_images: Path
 
 
 def test_handoff_keeps_the_photo_detail_and_the_coarse_layout_not_its_texture() -> None:
-    from engine.resize import resize as resize_tensor
-    from engine.stylize import handoff
+    from nst_engine.resize import resize as resize_tensor
+    from nst_engine.stylize import handoff
 
     photo = gradient_image(64, 96, seed=3)
     photo = (photo + 0.2 * torch.rand(photo.shape, generator=torch.Generator().manual_seed(4))).clamp(0, 1)
@@ -147,8 +147,8 @@ def test_avg_pooling_is_calibrated_to_match_max_pooling_magnitudes(weights) -> N
 
 
 def test_avg_pooling_model_round_trips_its_factors(weights, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from export.model_file import inspect
-    from export.onnx_export import export
+    from nst_engine.export.model_file import inspect
+    from nst_engine.export.onnx_export import export
 
     path = tmp_path / "avg.onnx"
     export(weights, path, ("relu1_1", "relu3_1"), "avg")

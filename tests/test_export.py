@@ -10,13 +10,13 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-import engine
-from engine.errors import ExportValidationError, ModelError
-from engine.weights import Weights
-from export.model_file import inspect
-from export.onnx_export import build_net
-from export.runtime import OnnxEncoder
-from export.validate import validate
+import nst_engine
+from nst_engine.errors import ExportValidationError, ModelError
+from nst_engine.export.model_file import inspect
+from nst_engine.export.onnx_export import build_net
+from nst_engine.export.runtime import OnnxEncoder
+from nst_engine.export.validate import validate
+from nst_engine.weights import Weights
 from tests.conftest import LAYERS, gradient_image
 
 
@@ -35,7 +35,7 @@ def test_graph_structure_and_metadata(model_path: Path, weights: Weights) -> Non
     assert meta["nst_engine.weights"] == "random" and meta["nst_engine.pretrained"] == "false"
     assert "not pretrained" in meta["nst_engine.weights_label"]
     assert meta["nst_engine.weights_sha256"] == weights.sha256
-    assert meta["nst_engine.engine_version"] == engine.__version__
+    assert meta["nst_engine.engine_version"] == nst_engine.__version__
     # Truncated after relu5_1: conv5_2 (features.30) and later are not in the file.
     assert sum(node.op_type == "Conv" for node in model.graph.node) == 13
 
@@ -111,7 +111,7 @@ def test_model_without_a_requested_layer_is_refused(model_info) -> None:  # type
 
 
 def test_export_failure_leaves_no_file(weights: Weights, tmp_path: Path) -> None:
-    from export.onnx_export import export
+    from nst_engine.export.onnx_export import export
 
     target = tmp_path / "m.onnx"
     with pytest.raises(ExportValidationError):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import files, images
-from engine.errors import ImageError
+from nst_engine import files, images
+from nst_engine.errors import ImageError
 from tests.images_corpus import photo
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from bench import gallery
+from nst_engine.bench import gallery
 
 
 @pytest.mark.slow

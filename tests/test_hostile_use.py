@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from engine import images
-from engine.checkpoint import Checkpoint
-from engine.cluster import MAX_WORKERS, check_workers, parse_cluster
-from engine.errors import ConfigError
-from engine.flow import FlowCache, read_flow
-from engine.video import MANIFEST
-from engine.video_io import frame_name
+from nst_engine import images
+from nst_engine.checkpoint import Checkpoint
+from nst_engine.cluster import MAX_WORKERS, check_workers, parse_cluster
+from nst_engine.errors import ConfigError
+from nst_engine.flow import FlowCache, read_flow
+from nst_engine.video import MANIFEST
+from nst_engine.video_io import frame_name
 from tests.clips import panned, write_frames
 from tests.test_nothing_lost import cli, one_line_error
 
@@ -290,9 +290,9 @@ def test_a_symlink_loop_is_one_line_wherever_it_is_given(pair: tuple[Path, Path]
 def test_a_huge_style_scale_is_refused_before_anything_is_allocated(
     pair: tuple[Path, Path], model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import engine.memory
+    import nst_engine.memory
 
-    monkeypatch.setattr(engine.memory, "available_bytes", lambda _device: 8 << 30)  # an 8 GiB machine
+    monkeypatch.setattr(nst_engine.memory, "available_bytes", lambda _device: 8 << 30)  # an 8 GiB machine
     result = cli("stylize", pair[0], pair[1], "-o", tmp_path / "o.png", "--model", model_path, "--size", "64",
                  "--style-scale", "100", "--steps", "1")  # fmt: skip
     one_line_error(result, "use --style-scale")

@@ -11,10 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine.cli import app
-from engine.config import StyleConfig
-from engine.errors import ConfigError, WeightsError
-from engine.weights import random_weights, resolve
+from nst_engine.cli import app
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ConfigError, WeightsError
+from nst_engine.weights import random_weights, resolve
 
 FLOAT_SETTINGS = ["lr", "style_weight", "content_weight", "tv_weight", "style_scale", "scale_factor"]
 
@@ -45,9 +45,9 @@ def test_non_finite_weights_in_a_file_are_refused(tmp_path: Path) -> None:
 
 def test_a_nan_difference_fails_validation(model_path: Path) -> None:
     """A torch side that computes NaN must not pass as 'max abs diff nan' (NaN > tolerance is False)."""
-    from engine.errors import ExportValidationError
-    from engine.vgg import VGGFeatures
-    from export.validate import validate
+    from nst_engine.errors import ExportValidationError
+    from nst_engine.export.validate import validate
+    from nst_engine.vgg import VGGFeatures
     from tests.conftest import LAYERS
 
     state = dict(random_weights(0).state)
@@ -73,8 +73,8 @@ def test_save_every_below_zero_is_one_line(shared_images: Path, tmp_path: Path) 
 
 
 def test_exported_models_and_cache_entries_honour_the_umask(tmp_path: Path) -> None:
-    from engine.cache import TargetCache
-    from export.onnx_export import export
+    from nst_engine.cache import TargetCache
+    from nst_engine.export.onnx_export import export
 
     old = os.umask(0o022)
     try:

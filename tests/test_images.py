@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine import images
-from engine.errors import ConfigError, ImageError
+from nst_engine import images
+from nst_engine.errors import ConfigError, ImageError
 from tests.conftest import gradient_image
 from tests.images_corpus import corpus, photo
 

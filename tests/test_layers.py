@@ -1,7 +1,7 @@
 import pytest
 
-from engine.errors import LayerError
-from engine.layers import LAYER_INDEX, LAYER_NAMES, check_layer, min_input_size, parse_layers, stride
+from nst_engine.errors import LayerError
+from nst_engine.layers import LAYER_INDEX, LAYER_NAMES, check_layer, min_input_size, parse_layers, stride
 
 
 def test_names_follow_torchvision_indices() -> None:

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from engine.losses import (
+from nst_engine.losses import (
     StyleStats,
     content_loss,
     gram,

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import memory
-from engine.config import StyleConfig
-from engine.errors import ResourceError
-from engine.stylize import stylize
-from engine.targets import DirectTargets
-from export.runtime import OnnxEncoder
+from nst_engine import memory
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ResourceError
+from nst_engine.export.runtime import OnnxEncoder
+from nst_engine.stylize import stylize
+from nst_engine.targets import DirectTargets
 from tests.conftest import gradient_image
 
 
@@ -63,7 +63,7 @@ def test_a_run_that_cannot_fit_fails_at_once_naming_the_size(
 def test_out_of_memory_in_mid_run_is_reported_the_same_way(
     model_info, model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    import engine.stylize as stylize_module
+    import nst_engine.stylize as stylize_module
 
     def boom(*args: object, **kwargs: object) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
@@ -85,7 +85,7 @@ def test_cli_refuses_an_oversized_run_without_writing(
 ) -> None:
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from nst_engine.cli import app
 
     monkeypatch.setattr(memory, "available_bytes", lambda device: 900 * 2**20)
     out = tmp_path / "out.png"

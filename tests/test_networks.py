@@ -10,15 +10,15 @@ import onnx
 import pytest
 import torch
 
-from engine.config import StyleConfig
-from engine.errors import LayerError, WeightsError
-from engine.layers import check_layer, conv_indices, depth, layer_index, layer_names, ordered, stride
-from engine.objective import Objective
-from engine.targets import StyleRegion
-from engine.vgg import CAFFE_MEAN_BGR, VGGFeatures, measure_feature_scale
-from engine.weights import detect_network, random_weights, resolve
-from export.model_file import inspect
-from export.onnx_export import export
+from nst_engine.config import StyleConfig
+from nst_engine.errors import LayerError, WeightsError
+from nst_engine.export.model_file import inspect
+from nst_engine.export.onnx_export import export
+from nst_engine.layers import check_layer, conv_indices, depth, layer_index, layer_names, ordered, stride
+from nst_engine.objective import Objective
+from nst_engine.targets import StyleRegion
+from nst_engine.vgg import CAFFE_MEAN_BGR, VGGFeatures, measure_feature_scale
+from nst_engine.weights import detect_network, random_weights, resolve
 from tests.conftest import LAYERS, gradient_image
 from tests.onnx_vgg import assert_relus_match, keras_like_vgg
 
@@ -46,7 +46,7 @@ def test_a_vgg19_only_layer_is_named_as_such_for_vgg16() -> None:
 
 
 def test_default_and_preset_layers_exist_in_both_networks() -> None:
-    from engine.presets import PRESETS
+    from nst_engine.presets import PRESETS
 
     for layers in [StyleConfig().layers, *(p["content_layers"] + p["style_layers"] for p in PRESETS.values())]:
         for network in ("vgg16", "vgg19"):
@@ -158,7 +158,7 @@ def test_normalised_losses_divide_by_the_feature_scale() -> None:
         net.load_features(weights.state)
         net.feature_scale = scale
         cfg = config.replace(feature_units=units)
-        from engine.losses import style_stats
+        from nst_engine.losses import style_stats
 
         with torch.no_grad():
             feats, sfeats = net(content), net(style)

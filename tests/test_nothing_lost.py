@@ -19,12 +19,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from engine import images
-from engine.api import stylize_file
-from engine.cache import MARKER, CachedTargets, TargetCache
-from engine.cli import app
-from engine.errors import ConfigError, ImageError, ModelError
-from export.runtime import OnnxEncoder
+from nst_engine import images
+from nst_engine.api import stylize_file
+from nst_engine.cache import MARKER, CachedTargets, TargetCache
+from nst_engine.cli import app
+from nst_engine.errors import ConfigError, ImageError, ModelError
+from nst_engine.export.runtime import OnnxEncoder
 from tests.conftest import ROOT, gradient_image
 from tests.images_corpus import photo
 
@@ -109,7 +109,7 @@ def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(
 def test_sigterm_during_export_leaves_no_temporary(tmp_path: Path) -> None:
     out = tmp_path / "m.onnx"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "export", "--weights", "random", "-o", str(out)],
+        [sys.executable, "-m", "nst_engine", "export", "--weights", "random", "-o", str(out)],
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -190,7 +190,7 @@ def test_declared_sizes_and_truncation_are_caught_before_decoding(
 def test_metadata_that_lies_about_pooling_is_refused(model_path: Path, tmp_path: Path) -> None:
     import onnx
 
-    from export.model_file import inspect
+    from nst_engine.export.model_file import inspect
 
     model = onnx.load(str(model_path))
     for prop in model.metadata_props:
@@ -207,7 +207,7 @@ def test_metadata_that_lies_about_pooling_is_refused(model_path: Path, tmp_path:
 
 def _run_cli(*args: str | Path, timeout: float = 120, env: dict[str, str] | None = None) -> tuple[int, str]:
     done = subprocess.run(
-        [sys.executable, "-m", "engine", *map(str, args)],
+        [sys.executable, "-m", "nst_engine", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -259,8 +259,8 @@ def test_an_opset_the_exporter_cannot_write_is_refused(tmp_path: Path) -> None:
 def test_a_checkpoint_continues_only_its_own_photo(
     pair: tuple[Path, Path], model_path: Path, tmp_path: Path, shared_images: Path
 ) -> None:
-    from engine.api import ModelSpec, Session, StyleConfig
-    from engine.events import StepDone
+    from nst_engine.api import ModelSpec, Session, StyleConfig
+    from nst_engine.events import StepDone
 
     config = StyleConfig(size=32, steps=6)
     session = Session(config, [pair[1]], model=ModelSpec(model=model_path))
@@ -340,7 +340,7 @@ def test_ctrl_c_while_starting_up_is_one_line(pair: tuple[Path, Path], model_pat
         [
             sys.executable,
             "-m",
-            "engine",
+            "nst_engine",
             "stylize",
             *map(str, pair),
             "-o",
@@ -370,7 +370,7 @@ def test_a_preset_says_what_it_set(pair: tuple[Path, Path], model_path: Path, tm
 
 
 def test_bench_ratios_read_the_right_way() -> None:
-    from bench.report import relative_speed
+    from nst_engine.bench.report import relative_speed
 
     assert relative_speed(0.89) == "1.12x slower" and relative_speed(1.34) == "1.34x faster"
 
@@ -388,7 +388,7 @@ def test_resume_alone_continues_run_and_trace(pair: tuple[Path, Path], model_pat
     out, trace = tmp_path / "out.png", tmp_path / "t.json"
     args = ["stylize", *map(str, pair), "-o", str(out), "--model", str(model_path), "--size", "32"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", *args, "--steps", "100000", "--save-every", "1", "--trace", str(trace)],
+        [sys.executable, "-m", "nst_engine", *args, "--steps", "100000", "--save-every", "1", "--trace", str(trace)],
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -413,9 +413,9 @@ def test_bars_end_at_the_last_step_with_its_loss_and_eta_before_the_wrote_line()
 
     from rich.console import Console
 
-    from engine.cli.render import Renderer
-    from engine.events import ImageDone, ImageStarted, ScaleStarted, StepDone
-    from engine.optim.loop import Step
+    from nst_engine.cli.render import Renderer
+    from nst_engine.events import ImageDone, ImageStarted, ScaleStarted, StepDone
+    from nst_engine.optim.loop import Step
 
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=80, color_system=None)

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import images
-from engine.config import StyleConfig
-from engine.errors import NumericalError
-from engine.objective import Objective
-from engine.optim.loop import optimize
-from engine.stylize import stylize
-from engine.targets import DirectTargets, StyleRegion, content_target, style_target
-from export.runtime import OnnxEncoder
+from nst_engine import images
+from nst_engine.config import StyleConfig
+from nst_engine.errors import NumericalError
+from nst_engine.export.runtime import OnnxEncoder
+from nst_engine.objective import Objective
+from nst_engine.optim.loop import optimize
+from nst_engine.stylize import stylize
+from nst_engine.targets import DirectTargets, StyleRegion, content_target, style_target
 from tests.conftest import gradient_image, poisoned_quadratic
 
 

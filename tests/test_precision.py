@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import StyleConfig
-from engine.device import configure_precision, resolve_device
-from engine.errors import ProviderError
-from engine.objective import Objective
-from engine.targets import StyleRegion, content_target, style_target
+from nst_engine.config import StyleConfig
+from nst_engine.device import configure_precision, resolve_device
+from nst_engine.errors import ProviderError
+from nst_engine.objective import Objective
+from nst_engine.targets import StyleRegion, content_target, style_target
 from tests.conftest import gradient_image
 
 

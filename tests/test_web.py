@@ -15,11 +15,11 @@ pytest.importorskip("fastapi", reason="the web extra: pip install -e '.[web]' (t
 
 from fastapi.testclient import TestClient
 
-from engine import images
-from engine.model import ModelSpec
-from engine.web.app import ServerSettings, create_app, samples_in
-from engine.web.guard import AllowedHosts
-from export.model_file import inspect
+from nst_engine import images
+from nst_engine.export.model_file import inspect
+from nst_engine.model import ModelSpec
+from nst_engine.web.app import ServerSettings, create_app, samples_in
+from nst_engine.web.guard import AllowedHosts
 from tests.images_corpus import corpus, png_header_only
 
 
@@ -226,8 +226,8 @@ def test_only_loopback_hosts_go_without_the_warning_and_a_missing_extra_is_one_l
 
     from typer.testing import CliRunner
 
-    from engine.cli import app
-    from engine.cli.serve import is_loopback
+    from nst_engine.cli import app
+    from nst_engine.cli.serve import is_loopback
 
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.2", "example.org"))

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from engine import images
+from nst_engine import images
 
 
 def browser_path() -> str | None:
@@ -31,7 +31,7 @@ def browser_path() -> str | None:
 
 def start_server(*args: str) -> tuple[subprocess.Popen[str], str]:
     """``nst-engine serve`` on a free port of 127.0.0.1; the process and the address it printed."""
-    command = [sys.executable, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", "0", *args]
+    command = [sys.executable, "-m", "nst_engine", "serve", "--host", "127.0.0.1", "--port", "0", *args]
     server = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     assert server.stderr is not None
     deadline = time.monotonic() + 120

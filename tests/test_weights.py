@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.errors import WeightsError
-from engine.vgg import VGGFeatures
-from engine.weights import URL_ENV, download_vgg19, random_weights, resolve
+from nst_engine.errors import WeightsError
+from nst_engine.vgg import VGGFeatures
+from nst_engine.weights import URL_ENV, download_vgg19, random_weights, resolve
 
 
 def test_random_weights_are_seeded_and_labelled() -> None:

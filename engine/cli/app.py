@@ -12,9 +12,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-import engine
-from engine.cli.signals import interrupt_on_signals
-from engine.errors import StyleTransferError
+import nst_engine
+from nst_engine.cli.signals import interrupt_on_signals
+from nst_engine.errors import StyleTransferError
 
 app = typer.Typer(
     help="Neural style transfer (Gatys et al.) with ONNX Runtime target caching and torch autograd.\n\n"
@@ -55,7 +55,7 @@ def handled(func: F) -> F:
 
 def version_callback(value: bool) -> None:
     if value:
-        typer.echo(f"nst-engine {engine.__version__}")
+        typer.echo(f"nst-engine {nst_engine.__version__}")
         raise typer.Exit()
 
 

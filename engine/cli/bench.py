@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from bench.runner import ALL_CASES, run
-from engine.cli.app import app, fail, handled
-from engine.cli.app import out as console
-from engine.cli.export import WeightsOpt
-from engine.video import DEFAULT_TEMPORAL_WEIGHT
+from nst_engine.bench.runner import ALL_CASES, run
+from nst_engine.cli.app import app, fail, handled
+from nst_engine.cli.app import out as console
+from nst_engine.cli.export import WeightsOpt
+from nst_engine.video import DEFAULT_TEMPORAL_WEIGHT
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
 

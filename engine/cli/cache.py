@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from engine.cache import TargetCache, default_cache_dir
-from engine.cli.app import app, handled
+from nst_engine.cache import TargetCache, default_cache_dir
+from nst_engine.cli.app import app, handled
 
 cache_app = typer.Typer(help="Inspect or empty the on-disk cache of targets and exported models.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")

@@ -8,11 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from engine.cli.app import app, fail, handled, out
-from engine.cli.options import with_settings
-from engine.config import StyleConfig
-from engine.weights import resolve
-from export.onnx_export import export as export_model
+from nst_engine.cli.app import app, fail, handled, out
+from nst_engine.cli.options import with_settings
+from nst_engine.config import StyleConfig
+from nst_engine.export.onnx_export import export as export_model
+from nst_engine.weights import resolve
 
 WeightsOpt = Annotated[
     str,

@@ -12,9 +12,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from engine.config import CONTROLS, IO, LOSS, RUNTIME, StyleConfig, choices, option_name, settings
-from engine.errors import ConfigError
-from engine.model import ModelSpec
+from nst_engine.config import CONTROLS, IO, LOSS, RUNTIME, StyleConfig, choices, option_name, settings
+from nst_engine.errors import ConfigError
+from nst_engine.model import ModelSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = StyleConfig()

@@ -11,8 +11,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Column
 
-from engine.events import Event, ImageDone, ImageFailed, ImageSkipped, ImageStarted, Note, ScaleStarted, StepDone
-from engine.optim.loop import Step
+from nst_engine.events import Event, ImageDone, ImageFailed, ImageSkipped, ImageStarted, Note, ScaleStarted, StepDone
+from nst_engine.optim.loop import Step
 
 SHOWN_TERMS = ("content", "style", "tv", "temporal", "total")
 #: A pipe gets a step line at most this often (and always for a scale's first and last step).

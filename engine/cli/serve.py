@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from engine.cli.app import app, fail, handled, out
-from engine.cli.options import (
+from nst_engine.cli.app import app, fail, handled, out
+from nst_engine.cli.options import (
     CacheDirOpt,
     InputConventionOpt,
     ModelOpt,
@@ -23,8 +23,8 @@ from engine.cli.options import (
     RunWeightsOpt,
     model_spec,
 )
-from engine.config import StyleConfig
-from engine.model import open_model
+from nst_engine.config import StyleConfig
+from nst_engine.model import open_model
 
 Opt = typer.Option
 SERVER = "Server"
@@ -104,8 +104,8 @@ def serve(
     require_web()
     import uvicorn
 
-    from engine.web.app import ServerSettings, create_app, samples_in
-    from engine.web.guard import AllowedHosts
+    from nst_engine.web.app import ServerSettings, create_app, samples_in
+    from nst_engine.web.guard import AllowedHosts
 
     spec = model_spec(model, weights, network, input_convention, provider, cache_dir, no_cache)
     if samples is not None and not samples.is_dir():

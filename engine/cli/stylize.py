@@ -9,9 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from engine.checkpoint import Checkpoint
-from engine.cli.app import app, fail, handled, out
-from engine.cli.options import (
+from nst_engine.checkpoint import Checkpoint
+from nst_engine.cli.app import app, fail, handled, out
+from nst_engine.cli.options import (
     CacheDirOpt,
     ContentMaskOpt,
     InputConventionOpt,
@@ -29,14 +29,14 @@ from engine.cli.options import (
     model_spec,
     with_settings,
 )
-from engine.cli.render import Mode, Renderer
-from engine.cli.signals import graceful_stop
-from engine.config import CONTROLS, IO, RUNTIME, StyleConfig, config_from_record
-from engine.jobs import Job, expand, plan
-from engine.model import ModelSpec
-from engine.presets import build_config
-from engine.presets import preset as preset_values
-from engine.session import ImageResult, Session
+from nst_engine.cli.render import Mode, Renderer
+from nst_engine.cli.signals import graceful_stop
+from nst_engine.config import CONTROLS, IO, RUNTIME, StyleConfig, config_from_record
+from nst_engine.jobs import Job, expand, plan
+from nst_engine.model import ModelSpec
+from nst_engine.presets import build_config
+from nst_engine.presets import preset as preset_values
+from nst_engine.session import ImageResult, Session
 
 Opt = typer.Option
 
@@ -230,7 +230,7 @@ def _check_run_record(run: dict[str, Any], resume: Path) -> None:
 
 def _on_cluster(run: Run, cluster: str, workers: int | None, overwrite: bool, quiet: bool, bit_depth: int) -> None:
     """The batch on Ray (engine.cluster): one line per image, then a summary with the retries."""
-    from engine.cluster import ClusterRunner, check_workers, parse_cluster
+    from nst_engine.cluster import ClusterRunner, check_workers, parse_cluster
 
     address = parse_cluster(cluster)
     check_workers(workers)

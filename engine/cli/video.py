@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from engine.cli.app import app, fail, handled, out
-from engine.cli.options import (
+from nst_engine.cli.app import app, fail, handled, out
+from nst_engine.cli.options import (
     CacheDirOpt,
     ContentMaskOpt,
     InputConventionOpt,
@@ -29,19 +29,19 @@ from engine.cli.options import (
     model_spec,
     with_settings,
 )
-from engine.cli.render import Mode, Renderer
-from engine.cli.signals import graceful_stop
-from engine.cli.stylize import describe_preset
-from engine.config import IO
-from engine.errors import ConfigError
-from engine.events import Event, ImageDone, ImageStarted
-from engine.files import write_atomic
-from engine.jobs import expand
-from engine.presets import build_config
-from engine.session import Session
-from engine.targets import target_summary
-from engine.video import DEFAULT_TEMPORAL_WEIGHT, FrameDone, VideoRun, VideoSettings, flow_cache
-from engine.video_io import read_clip
+from nst_engine.cli.render import Mode, Renderer
+from nst_engine.cli.signals import graceful_stop
+from nst_engine.cli.stylize import describe_preset
+from nst_engine.config import IO
+from nst_engine.errors import ConfigError
+from nst_engine.events import Event, ImageDone, ImageStarted
+from nst_engine.files import write_atomic
+from nst_engine.jobs import expand
+from nst_engine.presets import build_config
+from nst_engine.session import Session
+from nst_engine.targets import target_summary
+from nst_engine.video import DEFAULT_TEMPORAL_WEIGHT, FrameDone, VideoRun, VideoSettings, flow_cache
+from nst_engine.video_io import read_clip
 
 Opt = typer.Option
 VIDEO = "Video"
@@ -172,7 +172,7 @@ def video(
     if not style:
         raise fail("give --style STYLE (a painting)")
     if cluster is not None:  # before any frame is read or anything written
-        from engine.cluster import check_workers, parse_cluster
+        from nst_engine.cluster import check_workers, parse_cluster
 
         parse_cluster(cluster)
         check_workers(workers)
@@ -250,7 +250,7 @@ def _on_cluster(
     settings: VideoSettings, overwrite: bool, quiet: bool, session: Session,
 ) -> None:  # fmt: skip
     """The clip in chunks on Ray (engine.cluster.run_video): a line per chunk, then the warping errors."""
-    from engine.cluster import ClusterRunner, parse_cluster, run_video
+    from nst_engine.cluster import ClusterRunner, parse_cluster, run_video
 
     address = parse_cluster(cluster)
     say = (lambda _m: None) if quiet else (lambda m: out.print(f"[dim]{escape(m)}[/]", soft_wrap=True))

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from engine.optim.lbfgs import load_in_place, outcome
+from nst_engine.optim.lbfgs import load_in_place, outcome
 
 
 class Adam:

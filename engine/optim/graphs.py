@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from engine.errors import ProviderError
-from engine.optim.step import EagerStep
+from nst_engine.errors import ProviderError
+from nst_engine.optim.step import EagerStep
 
 #: Eager steps (on a side stream, as CUDA graph capture wants) before the capture: cuDNN autotuning and
 #: autograd's lazy set-up happen here, not in the graph.

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from engine.errors import NumericalError
-from engine.optim.graphs import CudaGraphStep
-from engine.optim.lbfgs import NON_FINITE, UNDONE
-from engine.optim.step import Compose, EagerStep, Objective, StepRunner, make_optimizer
+from nst_engine.errors import NumericalError
+from nst_engine.optim.graphs import CudaGraphStep
+from nst_engine.optim.lbfgs import NON_FINITE, UNDONE
+from nst_engine.optim.step import Compose, EagerStep, Objective, StepRunner, make_optimizer
 
 #: Rollbacks allowed before the loop gives up on a non-finite loss.
 MAX_RECOVERIES = 4

@@ -11,8 +11,8 @@ from typing import Any, Protocol
 
 import torch
 
-from engine.optim.adam import Adam
-from engine.optim.lbfgs import DEFAULT_MAX_STEP, LBFGS
+from nst_engine.optim.adam import Adam
+from nst_engine.optim.lbfgs import DEFAULT_MAX_STEP, LBFGS
 
 Objective = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 Compose = Callable[[torch.Tensor], torch.Tensor]

@@ -32,17 +32,18 @@ from fastapi import FastAPI, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from engine.config import ColorMode, StyleConfig
-from engine.errors import ConfigError
-from engine.model import ModelSpec
-from engine.presets import PRESETS, build_config
-from engine.presets import preset as preset_values
-from engine.web.guard import AllowedHosts, Guard, json_depth_ok
-from engine.web.jobs import Hub, JobQueue, QueueFull
-from engine.web.uploads import UploadRejected, Uploads
-from export.model_file import ModelInfo
+from nst_engine.config import ColorMode, StyleConfig
+from nst_engine.errors import ConfigError
+from nst_engine.export.model_file import ModelInfo
+from nst_engine.model import ModelSpec
+from nst_engine.presets import PRESETS, build_config
+from nst_engine.presets import preset as preset_values
+from nst_engine.web.guard import AllowedHosts, Guard, json_depth_ok
+from nst_engine.web.jobs import Hub, JobQueue, QueueFull
+from nst_engine.web.uploads import UploadRejected, Uploads
 
-STATIC = Path(__file__).parent / "static"
+# Resolved: an editable install links each file, and StaticFiles serves no file through a link out of its folder.
+STATIC = Path(__file__).resolve().parent / "static"
 SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 #: The fields a job takes from the page, and their types; anything else in the body is refused.
 JOB_FIELDS: dict[str, tuple[type, ...]] = {

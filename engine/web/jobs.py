@@ -22,13 +22,13 @@ from typing import Any, Literal
 
 import torch
 
-from engine import images
-from engine.config import StyleConfig
-from engine.errors import StyleTransferError
-from engine.events import Event, Note, StepDone
-from engine.files import write_atomic
-from engine.model import ModelSpec
-from engine.session import Session
+from nst_engine import images
+from nst_engine.config import StyleConfig
+from nst_engine.errors import StyleTransferError
+from nst_engine.events import Event, Note, StepDone
+from nst_engine.files import write_atomic
+from nst_engine.model import ModelSpec
+from nst_engine.session import Session
 
 log = logging.getLogger("nst-engine.serve")
 

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import images
-from engine.errors import ImageError
-from engine.resize import resize_long
+from nst_engine import images
+from nst_engine.errors import ImageError
+from nst_engine.resize import resize_long
 
 #: The upload ids this server makes, and the only ones it looks up.
 UPLOAD_ID = re.compile(r"^[0-9a-f]{16}$")
