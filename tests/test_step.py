@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-import nst_engine.optim.lbfgs
 from nst_engine.config import StyleConfig
 from nst_engine.errors import ProviderError
 from nst_engine.objective import Objective
 from nst_engine.optim.lbfgs import LBFGS
 from nst_engine.optim.loop import optimize
-from nst_engine.optim.step import EagerStep, make_optimizer
+from nst_engine.optim.registry import make_optimizer
+from nst_engine.optim.step import EagerStep
 from nst_engine.stylize import stylize
 from nst_engine.targets import DirectTargets, StyleRegion, content_target, style_target
 from tests.conftest import gradient_image, poisoned_quadratic
@@ -137,13 +137,13 @@ def test_host_and_device_indexed_rings_take_the_same_steps(model_info) -> None: 
 
 def _textbook_direction(g: torch.Tensor, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """-H g by Nocedal and Wright's two-loop recursion (Algorithm 7.4), oldest pair first in ``pairs``, with the
-    engine's initial scale of the newest pair (their y.s / y.y, or |s| / |y| when lbfgs.GAMMA says so)."""
+    engine's default initial scale of the newest pair (their y.s / y.y)."""
     q, alphas = g.clone(), []
     for s, y in reversed(pairs):
         alphas.append((s @ q) / (y @ s))
         q = q - alphas[-1] * y
     s, y = pairs[-1]
-    r = q * (s.norm() / y.norm() if nst_engine.optim.lbfgs.GAMMA == "geometric" else (y @ s) / (y @ y))
+    r = q * ((y @ s) / (y @ y))
     for (s, y), a in zip(pairs, reversed(alphas), strict=True):
         r = r + s * (a - (y @ r) / (y @ s))
     return -r

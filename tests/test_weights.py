@@ -13,7 +13,13 @@ import torch
 
 from nst_engine.errors import WeightsError
 from nst_engine.vgg import VGGFeatures
-from nst_engine.weights import URL_ENV, download_vgg19, random_weights, resolve
+from nst_engine.weights import download, env_name, random_weights, resolve
+
+URL_ENV = env_name("vgg19")
+
+
+def download_vgg19():  # type: ignore[no-untyped-def]
+    return download("vgg19")
 
 
 def test_random_weights_are_seeded_and_labelled() -> None:

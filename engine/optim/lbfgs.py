@@ -39,13 +39,6 @@ GROW = 1.25
 #: A step whose loss exceeds the previous loss by this factor is undone.
 BLOWUP = 2.0
 
-#: Default for new optimisers: retry from the last accepted point, shorter, after a step that raised the loss.
-#: A switch for experiments (bench.tune), not an option.
-BACKTRACK = True
-#: The initial inverse-Hessian scale: "short" y.s / y.y (Nocedal and Wright's, the default), or "geometric"
-#: |s| / |y|. A switch for experiments (bench.tune), not an option.
-GAMMA = "short"
-
 #: Step outcomes, returned as a device tensor by ``step`` and read by the host only when it reports.
 OK, UNDONE, NON_FINITE = 0, 1, 2
 
@@ -67,8 +60,12 @@ class LBFGS:
         max_step: float = DEFAULT_MAX_STEP,
         device_indexed: bool | None = None,
         bounds: tuple[float, float] | None = None,
-        backtrack: bool | None = None,
+        backtrack: bool = True,
+        gamma: str = "short",
     ) -> None:
+        """``backtrack``: retry from the last accepted point, shorter, after a step that raised the loss.
+        ``gamma``: the initial inverse-Hessian scale, "short" y.s / y.y (Nocedal and Wright's) or "geometric"
+        |s| / |y|. Both are experiments' switches (``registry.Tuning``), not options."""
         flat = param.detach().reshape(-1)
         n = flat.numel()
         self.history = history
@@ -85,11 +82,12 @@ class LBFGS:
         self.prev_x = flat.clone()  # the last point with a finite loss, where an undone step returns to
         self.prev_g = torch.zeros_like(flat)
         self.prev_loss = flat.new_tensor(float("inf"))
-        self.gamma = flat.new_zeros(())  # initial inverse-Hessian scale (GAMMA); 0 until a pair is kept
+        self.gamma = flat.new_zeros(())  # initial inverse-Hessian scale (gamma_kind); 0 until a pair is kept
         self.started = torch.zeros((), dtype=torch.bool, device=flat.device)
         #: Backtracking: a step that raised the loss is not built on; the next one starts again from the last
         #: accepted point, ``length`` times as long (halved after each rise, doubled back towards 1 after a success).
-        self.backtrack = BACKTRACK if backtrack is None else backtrack
+        self.backtrack = backtrack
+        self.gamma_kind = gamma
         self.length = flat.new_ones(())
         self._ages = torch.arange(history, device=flat.device)
 
@@ -145,7 +143,7 @@ class LBFGS:
             ring.index_copy_(0, slot, torch.where(keep, new, ring.index_select(0, slot).view(-1)).view(1, -1))
         self.rho.index_copy_(0, slot, torch.where(keep, 1.0 / ys, self.rho.index_select(0, slot)))
         self.count.add_(keep.long())
-        gamma = (ss / yy).sqrt() if GAMMA == "geometric" else ys / yy
+        gamma = (ss / yy).sqrt() if self.gamma_kind == "geometric" else ys / yy
         self.gamma.copy_(torch.where(keep, gamma, self.gamma))
 
     def step(self, x: torch.Tensor, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,8 @@ import torch
 from nst_engine.errors import NumericalError
 from nst_engine.optim.graphs import CudaGraphStep
 from nst_engine.optim.lbfgs import NON_FINITE, UNDONE
-from nst_engine.optim.step import Compose, EagerStep, Objective, StepRunner, make_optimizer
+from nst_engine.optim.registry import Tuning, make_optimizer
+from nst_engine.optim.step import Compose, EagerStep, Objective, StepRunner
 
 #: Rollbacks allowed before the loop gives up on a non-finite loss.
 MAX_RECOVERIES = 4
@@ -125,6 +126,7 @@ def optimize(
     should_stop: Callable[[], bool] | None = None,
     sync_every: int = 1,
     cuda_graph: str = "off",
+    tuning: Tuning | None = None,
 ) -> OptimizeResult:
     """Minimise ``objective(compose(x))["total"]`` over pixels x, starting from ``init`` (1, 3, H, W) in [0, 1].
 
@@ -142,7 +144,7 @@ def optimize(
     A non-finite loss rolls back to the last good image (``MAX_RECOVERIES`` times at most).
     """
     param = init.detach().clone().requires_grad_(True)
-    opt = make_optimizer(optimizer, param, lr, history)
+    opt = make_optimizer(optimizer, param, lr, history, tuning)
     if optimizer_state:
         opt.load_state_dict(optimizer_state)
     eager = EagerStep(objective, compose, param, opt)

@@ -11,9 +11,6 @@ from typing import Any, Protocol
 
 import torch
 
-from nst_engine.optim.adam import Adam
-from nst_engine.optim.lbfgs import DEFAULT_MAX_STEP, LBFGS
-
 Objective = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 Compose = Callable[[torch.Tensor], torch.Tensor]
 
@@ -26,12 +23,6 @@ class Optimizer(Protocol):
     def last_good(self) -> torch.Tensor: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-def make_optimizer(name: str, param: torch.Tensor, lr: float, history: int) -> Optimizer:
-    if name == "adam":
-        return Adam(param, lr)
-    return LBFGS(param.detach(), history=history, max_step=DEFAULT_MAX_STEP * lr, bounds=(0.0, 1.0))
 
 
 class EagerStep:
