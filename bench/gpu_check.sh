@@ -75,7 +75,9 @@ if [ -z "$DRY" ]; then
     --content "$IMAGES/content_tubingen.jpg" --style "$IMAGES/style_starry_night.jpg" -o "$OUT" 2>&1 | tee -a "$LOG"
 else
   # The same command's options must exist; the cheapest case shows the report is still written.
-  nst-engine bench --help | grep -q -- "--ttq-size"
+  # Read whole first: with pipefail, grep -q closing the pipe early would fail the command that is still writing.
+  bench_help=$(nst-engine bench --help)
+  grep -q -- "--ttq-size" <<<"$bench_help"
   nst-engine bench --quick --case cache \
     --content "$IMAGES/content_tubingen.jpg" --style "$IMAGES/style_starry_night.jpg" -o "$OUT" 2>&1 | tee -a "$LOG"
 fi

@@ -145,6 +145,10 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
         lines += web_markdown(results["web"])
     if results.get("video"):
         lines += video_markdown(results["video"])
+    if results.get("startup"):
+        from nst_engine.bench.startup import startup_markdown
+
+        lines += startup_markdown(results["startup"])
     return "\n".join(lines)
 
 

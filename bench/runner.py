@@ -9,16 +9,12 @@ from typing import Any
 
 import torch
 
-from nst_engine.bench import cases, cluster, report, video
+from nst_engine.bench import DEFAULT_CASES, cases, cluster, report, video
 from nst_engine.bench.env import environment
 from nst_engine.bench.tiling import tiling_case
 from nst_engine.errors import ConfigError
 from nst_engine.layers import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
 from nst_engine.video import DEFAULT_TEMPORAL_WEIGHT
-
-DEFAULT_CASES = ("forward", "step", "ttq", "cache", "multiscale")
-#: Every case; those not in DEFAULT_CASES run only when asked for (tiling takes about 20 minutes on a CPU).
-ALL_CASES = (*DEFAULT_CASES, "tiling", "video", "cluster", "web")
 
 
 def run(
@@ -77,6 +73,10 @@ def run(
         if "cluster" in selected:
             count, size, steps = (4, 64, 5) if quick else (8, 256, 50)
             results["cluster"] = cluster.cluster_case(setup, count, size, steps, [1, 2])
+        if "startup" in selected:
+            from nst_engine.bench.startup import startup_case
+
+            results["startup"] = startup_case(log, 3 if quick else 10)
         if "web" in selected:
             from nst_engine.bench.web import web_case
 

@@ -15,35 +15,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import re
-import shutil
 import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from platformdirs import user_cache_dir
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-from nst_engine.errors import ConfigError
-from nst_engine.files import TMP_SUFFIX, write_atomic
+from nst_engine.cache_folder import MARKER, CacheInfo, clear_folder, folder_info
+from nst_engine.files import write_atomic
 from nst_engine.losses import StyleStats
 from nst_engine.targets import Encoder, StyleTarget, TargetRecord, content_target, style_target
 
 CACHE_FORMAT = "1"
-CACHE_ENV = "NST_ENGINE_CACHE"
-
-
-def default_cache_dir() -> Path:
-    """``$NST_ENGINE_CACHE``, else the platform's user cache directory (``~/.cache/nst-engine`` on Linux)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    return Path(user_cache_dir("nst-engine", appauthor=False))
 
 
 Tensors = dict[str, torch.Tensor]
@@ -90,46 +77,9 @@ def target_key(
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-@dataclass(frozen=True)
-class CacheInfo:
-    root: Path
-    targets: int
-    models: int
-    bytes: int
-
-
-#: The folders this engine writes inside its cache (targets, exported models, flows, TensorRT's engines).
-CACHE_FOLDERS = ("targets", "models", "flows", "tensorrt")
-
-
-def _tree_bytes(folder: Path, device: int) -> int:
-    """Bytes of the regular files under ``folder``, not following symlinks nor leaving its file system."""
-    total, pending = 0, [folder]
-    while pending:
-        try:
-            entries = list(os.scandir(pending.pop()))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if info.st_dev != device or stat.S_ISLNK(info.st_mode):
-                continue
-            if stat.S_ISDIR(info.st_mode):
-                pending.append(Path(entry.path))
-            elif stat.S_ISREG(info.st_mode):
-                total += info.st_size
-    return total
-
-
-#: The file that marks a folder as an nst-engine cache: ``cache clear`` deletes only inside a folder holding it.
-MARKER = ".nst-engine-cache"
 #: No entry is this large (content features of a 4096 px image at relu4_2 are about 400 MB): a larger file is
 #: not one of ours, and is not read.
 MAX_ENTRY_BYTES = 1 << 30
-_ENTRY = re.compile(r"[0-9a-f]{64}\.safetensors")
 
 
 class TargetCache:
@@ -202,59 +152,10 @@ class TargetCache:
             self._unusable(exc)
 
     def info(self) -> CacheInfo:
-        """What the cache holds. Only a folder marked as a cache is walked, and only the folders this engine
-        writes, never through a symlink or onto another file system (``NST_ENGINE_CACHE=/`` reads one folder
-        listing and stops)."""
-        root = self.root
-        if not root.exists():
-            return CacheInfo(root, 0, 0, 0)
-        if not root.is_dir():
-            raise ConfigError(f"cache '{root}' is a file, not a cache folder; check --cache-dir or $NST_ENGINE_CACHE")
-        try:
-            marked = (root / MARKER).is_file()
-            empty = marked or not any(root.iterdir())
-        except OSError as exc:
-            raise ConfigError(f"cannot read cache folder '{root}' ({exc.strerror}); check its permissions") from None
-        if not marked:
-            if empty:
-                return CacheInfo(root, 0, 0, 0)
-            raise ConfigError(
-                f"'{root}' is not an nst-engine cache (it has no {MARKER} file), so it was not read; give the folder "
-                "nst-engine uses (unset $NST_ENGINE_CACHE and --cache-dir for the default)"
-            )
-        # Temporary files of writes in progress (or killed mid-write) end in .tmp and are not entries.
-        targets = list((root / "targets").glob("*/[0-9a-f]*.safetensors"))
-        models = list((root / "models").glob("*.onnx"))
-        device = root.stat().st_dev
-        size = sum(_tree_bytes(root / part, device) for part in CACHE_FOLDERS)
-        return CacheInfo(root, len(targets), len(models), size)
+        return folder_info(self.root)
 
     def clear(self) -> CacheInfo:
-        """Delete every target and model this cache wrote, and nothing else; returns what was there.
-
-        A folder without the marker is refused (unless it is empty): it may be someone's own ``models/``."""
-        if not self.root.exists():
-            return self.info()
-        if not self.root.is_dir():
-            raise ConfigError(f"cache '{self.root}' is a file, not a cache folder; check --cache-dir")
-        if not (self.root / MARKER).is_file() and any(self.root.iterdir()):
-            raise ConfigError(
-                f"'{self.root}' is not an nst-engine cache (it has no {MARKER} file); nothing was deleted. "
-                "Give the folder nst-engine uses (nst-engine cache info), or delete this one yourself"
-            )
-        before = self.info()
-        for entry in (self.root / "targets").glob("*/*"):
-            if entry.is_file() and (_ENTRY.fullmatch(entry.name) or entry.name.endswith(TMP_SUFFIX)):
-                entry.unlink()
-        for model in (self.root / "models").glob("*"):
-            if model.is_file() and (model.suffix == ".onnx" or model.name.endswith(TMP_SUFFIX)):
-                model.unlink()
-        shutil.rmtree(self.root / "tensorrt", ignore_errors=True)  # ONNX Runtime's engine cache, ours alone
-        folders = [*(self.root / "targets").glob("*"), self.root / "targets", self.root / "models"]
-        for folder in folders:
-            with contextlib.suppress(OSError):
-                folder.rmdir()  # only if now empty
-        return before
+        return clear_folder(self.root)
 
 
 def _style_to_tensors(target: StyleTarget) -> Tensors:

@@ -15,6 +15,7 @@ import nst_engine
 from nst_engine.config import StyleConfig
 from nst_engine.errors import ConfigError
 from nst_engine.files import special_kind, write_atomic
+from nst_engine.jobs import checkpoint_path
 
 FORMAT = 2  # 2: the optimiser state is device tensors only
 #: No checkpoint is larger: the image and L-BFGS's history at the largest sizes this engine optimises untiled.
@@ -23,9 +24,7 @@ MAX_BYTES = 16 << 30
 MAY_CHANGE = {"steps", "device"}
 
 
-def checkpoint_path(output: Path) -> Path:
-    """Where an interrupted run writing ``output`` leaves its checkpoint: OUT.png.ckpt."""
-    return output.with_name(output.name + ".ckpt")
+__all__ = ["Checkpoint", "checkpoint_path"]
 
 
 @dataclass

@@ -17,9 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from nst_engine.errors import ConfigError
-from nst_engine.layers import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, deepest, min_input_size, parse_layers
-from nst_engine.losses import Normalization, StyleLossKind
-from nst_engine.vgg import Pooling
+from nst_engine.layers import (
+    DEFAULT_CONTENT_LAYERS,
+    DEFAULT_STYLE_LAYERS,
+    Normalization,
+    Pooling,
+    StyleLossKind,
+    deepest,
+    min_input_size,
+    parse_layers,
+)
 
 Optimizer = Literal["lbfgs", "adam"]
 Precision = Literal["fp32", "tf32", "bf16", "fp16"]

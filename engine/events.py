@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from nst_engine.optim.loop import Step
+if TYPE_CHECKING:  # a type only: the events stay light to import
+    from nst_engine.optim.loop import Step
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from PIL import Image
 
 from nst_engine.errors import ConfigError, ImageError
 from nst_engine.files import read_limited, special_kind, write_atomic
+from nst_engine.jobs import OUTPUT_SUFFIXES
 from nst_engine.resize import fit_long_side, resize_long
 
 # OpenCV prints decoder warnings ("PNG input buffer is incomplete") on stderr; our errors say it better.
@@ -29,7 +30,6 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 DEFAULT_MAX_PIXELS = 8192 * 8192
 #: No usable image file is larger (8192 x 8192 pixels of 16-bit RGBA, uncompressed, is 512 MiB).
 MAX_FILE_BYTES = 1 << 30
-OUTPUT_SUFFIXES = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg", ".tif": ".tiff", ".tiff": ".tiff"}
 _ALPHA_FORMATS = (b"\x89PNG", b"RIFF", b"GIF8", b"II*\x00", b"MM\x00*")
 
 

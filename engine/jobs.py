@@ -9,12 +9,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nst_engine.checkpoint import checkpoint_path
 from nst_engine.errors import ConfigError, ImageError
-from nst_engine.images import OUTPUT_SUFFIXES
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 DEFAULT_PATTERN = "{stem}_{style}.png"
+#: The outputs a run can write, by suffix, with the encoder's suffix for each.
+OUTPUT_SUFFIXES = {".png": ".png", ".jpg": ".jpg", ".jpeg": ".jpg", ".tif": ".tiff", ".tiff": ".tiff"}
+
+
+def checkpoint_path(output: Path) -> Path:
+    """Where an interrupted run writing ``output`` leaves its checkpoint: OUT.png.ckpt."""
+    return output.with_name(output.name + ".ckpt")
 
 
 def expand(specs: Sequence[str], what: str, unique: bool = True) -> list[Path]:

@@ -17,6 +17,11 @@ from typing import Literal
 from nst_engine.errors import LayerError
 
 Network = Literal["vgg16", "vgg19"]
+#: How the style layers' second moments are scaled (engine.losses), the style loss, and the pooling: names only,
+#: here, so that the settings (and the command line's start-up) need no torch.
+Normalization = Literal["mean", "gatys"]
+StyleLossKind = Literal["gram", "wasserstein"]
+Pooling = Literal["max", "avg"]
 NETWORKS: tuple[Network, ...] = ("vgg16", "vgg19")
 #: Convolutions per block (VGG16: configuration "D", VGG19: "E").
 BLOCKS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}

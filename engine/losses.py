@@ -11,12 +11,11 @@ Gram matrices overflow fp16.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-Normalization = Literal["mean", "gatys"]
-StyleLossKind = Literal["gram", "wasserstein"]
+from nst_engine.layers import Normalization
 
 
 def _wide(x: torch.Tensor) -> torch.Tensor:

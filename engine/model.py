@@ -11,32 +11,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nst_engine.cache import CachedTargets, TargetCache, default_cache_dir
+from nst_engine.cache import CachedTargets, TargetCache
 from nst_engine.config import StyleConfig
 from nst_engine.errors import ConfigError
 from nst_engine.export.model_file import ModelInfo, inspect
 from nst_engine.export.onnx_export import FORMAT_VERSION, ExportReport, export
 from nst_engine.export.runtime import OnnxEncoder
+from nst_engine.spec import ModelSpec
 from nst_engine.targets import DirectTargets, TargetSource
 from nst_engine.vgg import VGGFeatures
 from nst_engine.weights import resolve
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which feature model a run uses: ``model`` (an exported .onnx file), else one exported from ``weights``."""
-
-    model: Path | None = None
-    weights: str = "vgg19"
-    network: str | None = None  # vgg16 / vgg19: checked against the weights, or picked for random ones
-    input_convention: str | None = None  # torchvision / caffe, for an .onnx weights file that does not say
-    provider: str = "auto"  # ONNX Runtime provider for the targets
-    cache_dir: Path | None = None  # None: $NST_ENGINE_CACHE or the user cache folder
-    use_cache: bool = True  # False: compute every target afresh and write nothing to the cache
-
-    @property
-    def cache(self) -> Path:
-        return self.cache_dir or default_cache_dir()
+__all__ = ["Model", "ModelSpec", "model_path_for", "open_model", "target_source"]
 
 
 @dataclass

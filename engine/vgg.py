@@ -21,6 +21,7 @@ from torch import nn
 from nst_engine.errors import WeightsError
 from nst_engine.layers import (
     Network,
+    Pooling,
     check_layers,
     conv_indices,
     conv_shapes,
@@ -30,7 +31,6 @@ from nst_engine.layers import (
     ordered,
 )
 
-Pooling = Literal["max", "avg"]
 Convention = Literal["torchvision", "caffe"]
 CONVENTIONS: tuple[Convention, ...] = ("torchvision", "caffe")
 

@@ -8,11 +8,11 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from nst_engine.bench.runner import ALL_CASES, run
+from nst_engine.bench import ALL_CASES
 from nst_engine.cli.app import app, fail, handled
 from nst_engine.cli.app import out as console
 from nst_engine.cli.export import WeightsOpt
-from nst_engine.video import DEFAULT_TEMPORAL_WEIGHT
+from nst_engine.video_settings import DEFAULT_TEMPORAL_WEIGHT
 
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
 
@@ -30,8 +30,8 @@ def bench(
     case: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run only these cases: forward, step, ttq, cache, multiscale, tiling, video, cluster, web "
-            "(repeatable; the last four only when named)."
+            help="Run only these cases: forward, step, ttq, cache, multiscale, tiling, video, cluster, web, startup "
+            "(repeatable; the last five only when named)."
         ),
     ] = None,
     ttq_size: Annotated[int | None, typer.Option(help="Time-to-quality size \\[default: 512, quick CPU 128].")] = None,
@@ -62,6 +62,8 @@ def bench(
     for path in (content, style):
         if not path.is_file():
             raise fail(f"benchmark image '{path}' not found; pass --content / --style")
+    from nst_engine.bench.runner import run
+
     run(
         out,
         quick=quick,

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from nst_engine.cache import TargetCache, default_cache_dir
+from nst_engine.cache_folder import clear_folder, folder_info
 from nst_engine.cli.app import app, handled
+from nst_engine.spec import default_cache_dir
 
 cache_app = typer.Typer(help="Inspect or empty the on-disk cache of targets and exported models.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
@@ -21,7 +22,7 @@ CacheDirOpt = Annotated[
 @handled
 def cache_info(cache_dir: CacheDirOpt = None) -> None:
     """Where the cache is, how many entries it holds and how large it is."""
-    info = TargetCache(cache_dir or default_cache_dir()).info()
+    info = folder_info(cache_dir or default_cache_dir())
     typer.echo(
         f"location: {info.root}\ntargets:  {info.targets}\nmodels:   {info.models}\nsize:     {info.bytes / 1e6:.1f} MB"
     )
@@ -31,7 +32,7 @@ def cache_info(cache_dir: CacheDirOpt = None) -> None:
 @handled
 def cache_clear(cache_dir: CacheDirOpt = None) -> None:
     """Delete every cached target and exported model."""
-    before = TargetCache(cache_dir or default_cache_dir()).clear()
+    before = clear_folder(cache_dir or default_cache_dir())
     typer.echo(
         f"removed {before.targets} targets and {before.models} models ({before.bytes / 1e6:.1f} MB) from {before.root}"
     )

@@ -11,8 +11,6 @@ from rich.markup import escape
 from nst_engine.cli.app import app, fail, handled, out
 from nst_engine.cli.options import with_settings
 from nst_engine.config import StyleConfig
-from nst_engine.export.onnx_export import export as export_model
-from nst_engine.weights import resolve
 
 WeightsOpt = Annotated[
     str,
@@ -70,6 +68,9 @@ def export(
     if output.suffix.lower() != ".onnx":
         raise fail(f"-o '{output}' should end in .onnx")
     config = StyleConfig(**settings)  # the layers and pooling, checked as stylize checks them
+    from nst_engine.export.onnx_export import export as export_model
+    from nst_engine.weights import resolve
+
     loaded = resolve(weights, network, input_convention)
     if not loaded.pretrained:
         out.print(f"[yellow]warning:[/] weights {escape(loaded.label)}")

@@ -14,7 +14,7 @@ import typer
 
 from nst_engine.config import CONTROLS, IO, LOSS, RUNTIME, StyleConfig, choices, option_name, settings
 from nst_engine.errors import ConfigError
-from nst_engine.model import ModelSpec
+from nst_engine.spec import ModelSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = StyleConfig()

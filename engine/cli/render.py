@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from rich.console import Console
 from rich.markup import escape
@@ -13,6 +13,7 @@ from rich.table import Column
 
 from nst_engine.events import Event, ImageDone, ImageFailed, ImageSkipped, ImageStarted, Note, ScaleStarted, StepDone
 from nst_engine.optim.loop import Step
+from nst_engine.video import FrameDone
 
 SHOWN_TERMS = ("content", "style", "tv", "temporal", "total")
 #: A pipe gets a step line at most this often (and always for a scale's first and last step).
@@ -173,3 +174,36 @@ class Renderer:
         )
         loss = f" (final loss {event.losses['total']:.4g})" if "total" in event.losses else ""
         self.console.print(f"[green]wrote[/] {escape(str(event.output))} in {event.seconds:.1f}s{loss}")
+
+
+class FrameRenderer(Renderer):
+    """The stylize renderer with frames for images: one bar over the clip, one over the current frame's steps."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.resumed = 0
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, ImageStarted):
+            self.count = event.count
+            if self.progress is not None:
+                self._clear_bars()
+                self.progress.start()
+                if self.overall is None:
+                    self.overall = self.progress.add_task("frames", total=event.count, losses="", rate="")
+                    self.progress.update(self.overall, completed=event.index)
+            return
+        if isinstance(event, ImageDone):
+            return  # a frame is reported once it is on disk (frame_done)
+        super().__call__(event)
+
+    def frame_done(self, done: FrameDone) -> None:
+        if done.resumed:
+            self.resumed += 1
+        if self.progress is not None:
+            if self.overall is None:
+                self.overall = self.progress.add_task("frames", total=done.count, losses="", rate="")
+            self.progress.update(self.overall, completed=done.index + 1)
+        elif self.mode == "plain" and not done.resumed:
+            losses = f" (loss {done.losses['total']:.4g})" if "total" in done.losses else ""
+            self.console.print(f"frame {done.index + 1}/{done.count} in {done.seconds:.1f}s{losses}", highlight=False)

@@ -24,7 +24,6 @@ from nst_engine.cli.options import (
     model_spec,
 )
 from nst_engine.config import StyleConfig
-from nst_engine.model import open_model
 
 Opt = typer.Option
 SERVER = "Server"
@@ -110,6 +109,8 @@ def serve(
     spec = model_spec(model, weights, network, input_convention, provider, cache_dir, no_cache)
     if samples is not None and not samples.is_dir():
         raise fail(f"--samples '{samples}' is not a folder; give a folder of images")
+    from nst_engine.model import open_model
+
     opened = open_model(StyleConfig(), spec, on_export=lambda m: out.print(f"[dim]{escape(m)}[/]", soft_wrap=True))
     info = opened.info
     found = samples_in(samples)

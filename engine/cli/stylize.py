@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from nst_engine.checkpoint import Checkpoint
 from nst_engine.cli.app import app, fail, handled, out
 from nst_engine.cli.options import (
     CacheDirOpt,
@@ -29,14 +28,15 @@ from nst_engine.cli.options import (
     model_spec,
     with_settings,
 )
-from nst_engine.cli.render import Mode, Renderer
 from nst_engine.cli.signals import graceful_stop
 from nst_engine.config import CONTROLS, IO, RUNTIME, StyleConfig, config_from_record
 from nst_engine.jobs import Job, expand, plan
-from nst_engine.model import ModelSpec
 from nst_engine.presets import build_config
 from nst_engine.presets import preset as preset_values
-from nst_engine.session import ImageResult, Session
+from nst_engine.spec import ModelSpec
+
+if TYPE_CHECKING:  # the run's machinery (torch, ONNX Runtime) is imported when a run starts, not for --help
+    from nst_engine.session import ImageResult
 
 Opt = typer.Option
 
@@ -157,6 +157,9 @@ def stylize(
         out.print(f"[dim]{escape(describe_preset(run.preset, settings))}[/]", soft_wrap=True)
     if cluster is not None:
         return _on_cluster(run, cluster, workers, overwrite, quiet, bit_depth)
+    from nst_engine.cli.render import Mode, Renderer
+    from nst_engine.session import Session
+
     mode: Mode = "quiet" if quiet else ("bars" if out.is_terminal else "plain")
     with Renderer(out, mode) as render:
         session = Session(
@@ -186,6 +189,8 @@ class Run:
 def _resumed(resume: Path, given: dict[str, Any], output: str | None) -> Run:
     """The run an interrupted checkpoint came from: its files, model and settings; options given replace the
     settings a resume may change (--steps, --device)."""
+    from nst_engine.checkpoint import Checkpoint
+
     ckpt = Checkpoint.read(resume)
     run = ckpt.run
     if not run.get("content") or not run.get("styles"):
@@ -231,6 +236,7 @@ def _check_run_record(run: dict[str, Any], resume: Path) -> None:
 def _on_cluster(run: Run, cluster: str, workers: int | None, overwrite: bool, quiet: bool, bit_depth: int) -> None:
     """The batch on Ray (engine.cluster): one line per image, then a summary with the retries."""
     from nst_engine.cluster import ClusterRunner, check_workers, parse_cluster
+    from nst_engine.session import Session
 
     address = parse_cluster(cluster)
     check_workers(workers)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -29,55 +29,21 @@ from nst_engine.cli.options import (
     model_spec,
     with_settings,
 )
-from nst_engine.cli.render import Mode, Renderer
 from nst_engine.cli.signals import graceful_stop
 from nst_engine.cli.stylize import describe_preset
 from nst_engine.config import IO
 from nst_engine.errors import ConfigError
-from nst_engine.events import Event, ImageDone, ImageStarted
 from nst_engine.files import write_atomic
 from nst_engine.jobs import expand
 from nst_engine.presets import build_config
-from nst_engine.session import Session
-from nst_engine.targets import target_summary
-from nst_engine.video import DEFAULT_TEMPORAL_WEIGHT, FrameDone, VideoRun, VideoSettings, flow_cache
-from nst_engine.video_io import read_clip
+from nst_engine.video_settings import DEFAULT_TEMPORAL_WEIGHT, VideoSettings
+
+if TYPE_CHECKING:  # the run's machinery (torch, PyAV, ONNX Runtime) is imported when a run starts
+    from nst_engine.session import Session
+    from nst_engine.video import VideoRun
 
 Opt = typer.Option
 VIDEO = "Video"
-
-
-class FrameRenderer(Renderer):
-    """The stylize renderer with frames for images: one bar over the clip, one over the current frame's steps."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.resumed = 0
-
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, ImageStarted):
-            self.count = event.count
-            if self.progress is not None:
-                self._clear_bars()
-                self.progress.start()
-                if self.overall is None:
-                    self.overall = self.progress.add_task("frames", total=event.count, losses="", rate="")
-                    self.progress.update(self.overall, completed=event.index)
-            return
-        if isinstance(event, ImageDone):
-            return  # a frame is reported once it is on disk (frame_done)
-        super().__call__(event)
-
-    def frame_done(self, done: FrameDone) -> None:
-        if done.resumed:
-            self.resumed += 1
-        if self.progress is not None:
-            if self.overall is None:
-                self.overall = self.progress.add_task("frames", total=done.count, losses="", rate="")
-            self.progress.update(self.overall, completed=done.index + 1)
-        elif self.mode == "plain" and not done.resumed:
-            losses = f" (loss {done.losses['total']:.4g})" if "total" in done.losses else ""
-            out.print(f"frame {done.index + 1}/{done.count} in {done.seconds:.1f}s{losses}", highlight=False)
 
 
 def _frames_list(value: str) -> tuple[int, ...]:
@@ -183,6 +149,11 @@ def video(
     video_settings.check()
     config = build_config(preset, settings)
     styles = expand(style, "style", unique=False)
+    from nst_engine.cli.render import FrameRenderer, Mode
+    from nst_engine.session import Session
+    from nst_engine.video import VideoRun, flow_cache
+    from nst_engine.video_io import read_clip
+
     clip = read_clip(source, config.size, config.max_input_pixels, frames)
     target = Path(output)
     if preset:
@@ -228,6 +199,8 @@ def video(
 
 
 def _write_trace(path: Path, result: Any, runner: VideoRun) -> None:
+    from nst_engine.targets import target_summary
+
     data = {
         "status": result.status,
         "frames": result.frames,
