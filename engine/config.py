@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from nst_engine.errors import ConfigError
+from nst_engine.errors import ConfigError, did_you_mean
 from nst_engine.layers import (
     DEFAULT_CONTENT_LAYERS,
     DEFAULT_STYLE_LAYERS,
@@ -127,7 +127,8 @@ def check_value(name: str, value: Any) -> None:
             raise ConfigError(f"{flag} must be a finite number, not {v}")
     allowed = choices(kind)
     if allowed and value is not None and value not in allowed:
-        raise ConfigError(f"{flag} must be one of {', '.join(allowed)}, not '{value}'")
+        hint = did_you_mean(str(value), map(str, allowed))
+        raise ConfigError(f"{flag} must be one of {', '.join(allowed)}, not '{value}';{hint or ' pick one of those'}")
     for v in values:
         if not isinstance(v, (int, float)) or isinstance(v, bool):
             continue
@@ -158,11 +159,16 @@ def config_from_record(values: Any, where: str) -> StyleConfig:
         raise ConfigError(f"{where} records a bad setting: {exc}") from None
 
 
+#: The smallest --size: the stride of VGG's deepest layers (relu5_x sees 1x1 at 16 px).
+MIN_SIZE = 16
+
+
 @dataclass(frozen=True)
 class StyleConfig:
     """Settings of one stylization. Tensors never live here: this is what a trace records."""
 
-    size: int = setting(512, "Output long side in px.", IO, low=1)
+    # One minimum for every front door: 16 px is the deepest layer's stride, so any layer set fits.
+    size: int = setting(512, "Output long side in px.", IO, low=MIN_SIZE)
     style_scale: float = setting(1.0, "Style image size relative to --size.", IO, above=0)
     max_input_pixels: int = setting(8192 * 8192, "Refuse larger inputs (read from the file header).", IO, low=1)
     content_layers: tuple[str, ...] = setting(DEFAULT_CONTENT_LAYERS, "Content layers, comma-separated.", LOSS)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class StyleTransferError(Exception):
     """Base class of every error the engine raises on purpose; the CLI prints it as one red line."""
@@ -53,3 +56,9 @@ class NumericalError(StyleTransferError):
         super().__init__(message)
         self.image = image
         self.step = step
+
+
+def did_you_mean(given: str, known: Iterable[str]) -> str:
+    """ " did you mean 'x'?" for the nearest known name, or ""."""
+    close = difflib.get_close_matches(given, list(known), n=1, cutoff=0.6)
+    return f" did you mean '{close[0]}'?" if close else ""

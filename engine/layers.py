@@ -84,12 +84,13 @@ DEFAULT_CONTENT_LAYERS: tuple[str, ...] = ("relu4_2",)
 DEFAULT_STYLE_LAYERS: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
 
-def check_layer(name: str, network: str = "vgg19") -> str:
-    """Return ``name`` if it is a layer of ``network``, else raise LayerError suggesting the nearest one."""
-    names = layer_names(network)
+def check_layer(name: str, network: str | None = "vgg19") -> str:
+    """Return ``name`` if it is a layer of ``network``, else raise LayerError suggesting the nearest one. With no
+    network (settings are read before the model is known), any VGG layer passes: VGG19's names hold VGG16's."""
+    names = layer_names(network or "vgg19")
     if name in names:
         return name
-    label = network.upper()
+    label = network.upper() if network else "VGG"
     if network == "vgg16" and name in LAYER_INDEX:
         block = name[-3] if name.startswith(("conv", "relu")) else ""
         raise LayerError(
@@ -109,7 +110,7 @@ def check_layers(names: Iterable[str], network: str) -> tuple[str, ...]:
 def parse_layers(spec: str | Iterable[str]) -> tuple[str, ...]:
     """Parse ``"relu1_1,relu2_1"`` (or a sequence of names) into checked, de-duplicated names in order."""
     items = spec.split(",") if isinstance(spec, str) else list(spec)
-    names = [check_layer(s.strip()) for s in items if s.strip()]
+    names = [check_layer(s.strip(), None) for s in items if s.strip()]
     if not names:
         raise LayerError("no layers given; pass names such as 'relu1_1,relu2_1'")
     return tuple(dict.fromkeys(names))

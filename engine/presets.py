@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from nst_engine.config import StyleConfig
-from nst_engine.errors import ConfigError
+from nst_engine.errors import ConfigError, did_you_mean
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Gatys, Ecker, Bethge (CVPR 2016), "Image Style Transfer Using Convolutional Neural Networks".
@@ -89,7 +89,7 @@ def build_config(name: str | None, given: dict[str, Any], min_size: int | None =
 
 def preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset '{name}'; choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset '{name}';{did_you_mean(name, PRESETS)} choose one of {', '.join(PRESETS)}")
     return dict(PRESETS[name])
 
 

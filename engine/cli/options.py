@@ -14,7 +14,7 @@ import typer
 
 from nst_engine.config import CONTROLS, IO, LOSS, RUNTIME, StyleConfig, choices, option_name, settings
 from nst_engine.errors import ConfigError
-from nst_engine.spec import ModelSpec
+from nst_engine.spec import ModelSpec, check_provider_name, check_weights_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = StyleConfig()
@@ -174,6 +174,15 @@ NoCacheOpt = Annotated[
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bars or step lines.", rich_help_panel=RUNTIME)
 ]
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print a JSON summary of every image (output, status, seconds, losses) on stdout, instead of the "
+        "paths written.",
+        rich_help_panel=RUNTIME,
+    ),
+]
 
 
 def model_spec(model: Path | None, weights: str | None, network: str | None, input_convention: str | None,
@@ -181,4 +190,7 @@ def model_spec(model: Path | None, weights: str | None, network: str | None, inp
     """The feature model the options ask for: --model (an exported file), or one exported from --weights."""
     if model is not None and weights is not None:
         raise ConfigError("pass either --model (an exported file) or --weights (to export one), not both")
+    if weights is not None:
+        check_weights_name(weights)
+    check_provider_name(provider)
     return ModelSpec(model, weights or "vgg19", network, input_convention, provider, cache_dir, not no_cache)

