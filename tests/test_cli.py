@@ -120,7 +120,7 @@ BAD_CASES = {
     "too large for the limit": (["{content}", "{style}", *M, "--max-input-pixels", "1000"], "limit of 1000 pixels"),
     "too thin for the network": (["{long_thin.png}", "{style}", *M], "below the network's minimum of 16 px"),
     "unknown layer": (["{content}", "{style}", *M, "--style-layers", "relu1_1,rellu2_1"], "did you mean 'relu2_1'"),
-    "size below minimum": (["{content}", "{style}", *M, "--size", "8"], "minimum of 16 px"),
+    "size below minimum": (["{content}", "{style}", *M, "--size", "8"], "--size must be 16 or more, not 8"),
     "wrong-shape weights": (["{content}", "{style}", "--weights", "{wrong.pth}"], "VGG19 needs"),
     "unavailable provider": (["{content}", "{style}", *M, "--provider", "cuda"], "provider 'cuda' is not available"),
     "bad output extension": (["{content}", "{style}", *M, "-o", "{tmp}/out.gif"], ".png, .jpg, .jpeg, .tif or .tiff"),

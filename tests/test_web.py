@@ -116,7 +116,7 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(client: TestClient) 
     ("change", "said"),
     [
         ({"size": 100000}, "over this server's limit of 256 px"),
-        ({"size": 8}, "below the network's minimum"),
+        ({"size": 8}, "size must be 16 or more, not 8"),
         ({"steps": -1}, "steps"),
         ({"steps": 10**6}, "over this server's limit of 5000"),
         ({"style_weight": -5}, "style weight"),
