@@ -33,7 +33,7 @@ def startup_case(log: Callable[[str], None], repeats: int) -> list[dict[str, Any
     probe = (
         "import runpy, sys\nsys.argv = ['nst-engine', *sys.argv[1:]]\n"
         "try:\n    runpy.run_module('nst_engine', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-        "print(' '.join(m for m in ('torch', 'onnxruntime', 'ray', 'fastapi', 'av') if m in sys.modules),"
+        "print('HEAVY:', *[m for m in ('torch', 'onnxruntime', 'ray', 'fastapi', 'av') if m in sys.modules],"
         " file=sys.stderr)\n"
     )
     with tempfile.TemporaryDirectory() as cache:
@@ -47,7 +47,7 @@ def startup_case(log: Callable[[str], None], repeats: int) -> list[dict[str, Any
                 samples.append(time.perf_counter() - start)
             loaded = subprocess.run([sys.executable, "-c", probe, *args], env=env, capture_output=True, text=True,
                                     timeout=120).stderr.strip().splitlines()  # fmt: skip
-            heavy = loaded[-1] if loaded else ""
+            heavy = next((line[6:].strip() for line in reversed(loaded) if line.startswith("HEAVY:")), "?")
             median = statistics.median(samples)
             log(f"startup {name}: median {median:.3f} s over {repeats}; heavy modules: {heavy or 'none'}")
             rows.append({"command": name, "seconds": samples, "median_s": median, "heavy_modules": heavy})
