@@ -29,7 +29,7 @@ from nst_engine.layers import (
 )
 
 Optimizer = Literal["lbfgs", "adam"]
-Precision = Literal["fp32", "tf32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
 ColorMode = Literal["none", "luminance", "histogram"]
 Device = Literal["auto", "cpu", "cuda"]
 CudaGraph = Literal["auto", "on", "off"]
@@ -215,8 +215,10 @@ class StyleConfig:
     preserve_colors: ColorMode = setting("none", "none, luminance or histogram.", CONTROLS)
     device: Device = setting("auto", "Torch device for the optimisation: auto, cpu, cuda.", RUNTIME)
     precision: Precision = setting(
-        "fp32",
-        "fp32, tf32 (CUDA), bf16 (CUDA, or a CPU with AVX-512 BF16: there about 1.8x faster) or fp16 (CUDA).",
+        "auto",
+        "auto (bf16 where the hardware computes it natively: CUDA GPUs with bf16, CPUs with AVX-512 BF16 or AMX; "
+        "else fp32), fp32, tf32 (CUDA), bf16 or fp16 (CUDA). The network only: statistics, losses and pixels stay "
+        "fp32; bytes differ between precisions.",
         RUNTIME,
     )
     compile: bool = setting(False, "torch.compile the network (slow start, faster steps on long GPU runs).", RUNTIME)

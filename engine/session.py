@@ -163,6 +163,7 @@ class Session:
             content_mask=keep,
             init_image=init,
         )
+        self.emit(Note(f"precision: {self._pipeline.config.precision} ({self._pipeline.precision_reason})"))
         return self
 
     @property
@@ -549,6 +550,7 @@ class Session:
                 "provider_note": self.model.encoder.choice.describe(),
             },
             "device": str(self.config.device),
+            "precision": {"used": self.pipeline.config.precision, "why": self.pipeline.precision_reason},
             "cache": "off" if not self.spec.use_cache else str(self.spec.cache),
             "targets": target_summary(self.targets.records),
         }

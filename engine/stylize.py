@@ -19,7 +19,7 @@ from nst_engine import color, memory
 from nst_engine.cache import pixels_sha256
 from nst_engine.checkpoint import Checkpoint
 from nst_engine.config import StyleConfig
-from nst_engine.device import configure_precision, resolve_device
+from nst_engine.device import choose_precision, configure_precision, resolve_device
 from nst_engine.errors import ConfigError, ImageError, ProviderError
 from nst_engine.layers import deepest, min_input_size, stride
 from nst_engine.memory import check_fits, out_of_memory_error
@@ -170,8 +170,12 @@ class Pipeline:
             if min(image.shape[-2:]) < 1:
                 raise ImageError("a style image is empty")
         check_mask_count(style_masks, styles)
-        self.config = config
         self.device = resolve_device(config.device)
+        # --precision auto becomes what this device computes natively, once: everything below sees the choice.
+        precision, self.precision_reason = choose_precision(config.precision, self.device)
+        self.requested = config  # what checkpoints record: a resume on other hardware chooses again
+        config = config.replace(precision=precision)
+        self.config = config
         if config.cuda_graph == "on" and self.device.type != "cuda":
             raise ProviderError("--cuda-graph on needs a CUDA device; use --cuda-graph auto or off on CPU")
         #: Steps queued between reads of the losses: 1 on CPU (no cost), more on CUDA (the GPU never idles).
@@ -255,7 +259,7 @@ class Pipeline:
                 out.steps_done,
                 pixels.cpu(),
                 out.optimizer_state,
-                cfg.to_dict(),
+                self.requested.to_dict(),
                 digest,
                 before + len(result.steps),
             )

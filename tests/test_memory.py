@@ -43,7 +43,8 @@ def test_largest_fitting_size_is_the_boundary() -> None:
 def test_a_run_that_cannot_fit_fails_at_once_naming_the_size(
     model_info, model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    config = StyleConfig(size=256, steps=3, tile="off")  # refuse, as before tiling (auto would tile)
+    # Refuse, as before tiling (auto would tile); fp32, the precision the estimate's figures are for.
+    config = StyleConfig(size=256, steps=3, tile="off", precision="fp32")
     budget = memory.estimate_bytes(96, 128, config, "cpu")
     monkeypatch.setattr(memory, "available_bytes", lambda device: math.ceil(budget / 0.9) + 1)
     calls = []

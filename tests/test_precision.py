@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 from nst_engine.config import StyleConfig
 from nst_engine.device import configure_precision, resolve_device
 from nst_engine.errors import ProviderError
+from nst_engine.jobs import Job
 from nst_engine.objective import Objective
 from nst_engine.targets import StyleRegion, content_target, style_target
 from tests.conftest import gradient_image
@@ -84,3 +88,45 @@ def test_device_and_precision_choices() -> None:
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = flags
+
+
+# -- --precision auto ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "used", "said"),
+    [(("avx512_bf16",), "bf16", "computes bf16 natively (avx512_bf16"), (("amx_bf16",), "bf16", "amx_bf16"),
+     ((), "fp32", "no native bf16")],
+)  # fmt: skip
+def test_auto_is_bf16_only_where_the_cpu_computes_it_natively(
+    flags: tuple[str, ...], used: str, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nst_engine.device as device
+
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda: flags)
+    chosen, why = device.choose_precision("auto", torch.device("cpu"))
+    assert chosen == used and said in why and why.startswith("auto: ")
+    assert device.choose_precision("fp32", torch.device("cpu")) == ("fp32", "asked for")
+
+
+@pytest.mark.parametrize(("flags", "used"), [(("avx512_bf16",), "bf16"), ((), "fp32")])
+def test_the_default_run_says_which_precision_it_chose_and_why(
+    flags: tuple[str, ...], used: str, monkeypatch: pytest.MonkeyPatch, model_path: Path, shared_images: Path,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    import nst_engine.device as device
+    from nst_engine.events import Note
+    from nst_engine.session import Session
+    from nst_engine.spec import ModelSpec
+
+    monkeypatch.setattr(device, "cpu_bf16_flags", lambda: flags)
+    notes: list[str] = []
+    config = StyleConfig(size=32, steps=2)
+    assert config.precision == "auto"
+    session = Session(config, [shared_images / "style_great_wave.jpg"], model=ModelSpec(model=model_path),
+                      on_event=lambda e: notes.append(e.text) if isinstance(e, Note) else None)  # fmt: skip
+    session.run([Job(shared_images / "content_turtle.jpg", tmp_path / "out.png")], trace=tmp_path / "t.json")
+    said = next(n for n in notes if n.startswith("precision: "))
+    assert said.startswith(f"precision: {used} (auto: ")
+    trace = json.loads((tmp_path / "t.json").read_text())
+    assert trace["precision"]["used"] == used and trace["settings"]["precision"] == "auto"

@@ -159,7 +159,8 @@ def test_a_tiled_run_matches_the_untiled_run_from_the_same_seed(shallow_model: P
     content, style = gradient_image(96, 128, 1), gradient_image(96, 96, 2)
     results = []
     for tile in ("off", "32"):
-        config = StyleConfig(size=128, steps=3, tile=tile, channels_last=False, **SHALLOW)
+        # fp32: tiling is exact in the arithmetic it is done in; bf16 rounds each tile's convolutions differently.
+        config = StyleConfig(size=128, steps=3, tile=tile, channels_last=False, precision="fp32", **SHALLOW)
         net = info.torch_module(config.layers)
         targets = DirectTargets(OnnxEncoder(model_path, "cpu"))
         results.append(stylize(content, [style], config=config, net=net, targets=targets))

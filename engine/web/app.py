@@ -33,6 +33,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response, StreamingRes
 from fastapi.staticfiles import StaticFiles
 
 from nst_engine.config import ColorMode, StyleConfig
+from nst_engine.device import choose_precision, resolve_device
 from nst_engine.errors import ConfigError
 from nst_engine.export.model_file import ModelInfo
 from nst_engine.model import ModelSpec
@@ -150,6 +151,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def info() -> dict[str, Any]:
         return {
             "weights": settings.info.weights_label,
+            "precision": " ".join(choose_precision(StyleConfig().precision, resolve_device("auto"))),
             "pretrained": settings.info.pretrained,
             "network": settings.info.network,
             "samples": list(settings.samples),

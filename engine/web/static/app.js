@@ -32,7 +32,8 @@ async function api(path, options) {
 async function loadInfo() {
   const info = await api("/api/info");
   const random = !info.pretrained && !/random/i.test(info.weights);
-  $("weights").textContent = `weights: ${info.weights}` + (random ? " (random)" : "");
+  $("weights").textContent = `weights: ${info.weights}` + (random ? " (random)" : "") +
+    ` · precision: ${info.precision}`;
   $("random-warning").hidden = info.pretrained;
   for (const which of ["content", "style"]) {
     for (const name of info.samples) $(`${which}-sample`).append(new Option(name, name));
