@@ -87,6 +87,13 @@ def test_outputs_equal_the_local_runners_and_a_killed_workers_image_is_retried(
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(j.output.name for j in on_ray)
 
 
+def test_a_cluster_never_starts_more_workers_than_it_has_cpus(local_ray, model_path: Path, shared_images: Path) -> None:  # type: ignore[no-untyped-def]
+    said: list[str] = []
+    for asked, started in ((None, 2), (1, 1), (2, 2), (4, 2), (256, 2)):
+        runner = ClusterRunner(_session(model_path, shared_images), None, asked, on_event=said.append)
+        assert runner._start() == (started, 2 // started), asked  # (actors, CPUs each) on a 2-CPU cluster
+
+
 @pytest.mark.slow
 def test_a_bad_file_is_reported_once_and_a_rerun_skips_what_is_done(
     local_ray, photos: list[Path], model_path: Path, shared_images: Path, tmp_path: Path

@@ -234,3 +234,40 @@ def test_only_loopback_hosts_go_without_the_warning_and_a_missing_extra_is_one_l
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the web extra were not installed
     result = CliRunner().invoke(app, ["serve", "--weights", "random"])
     assert result.exit_code == 1 and "pip install 'nst-engine[web]'" in " ".join(result.output.split())
+
+
+def test_pages_are_sent_only_the_job_that_changed_and_history_is_bounded(model_path: Path, shared_images: Path,
+                                                                         tmp_path: Path) -> None:  # fmt: skip
+    """What a page is sent after it connects: one job's summary per change (never every job), and a note when a
+    finished job is dropped from the bounded history."""
+    import asyncio
+
+    from nst_engine.config import StyleConfig
+    from nst_engine.web.jobs import Hub, JobQueue
+
+    async def scenario() -> list[dict[str, Any]]:
+        hub = Hub()
+        inbox = hub.subscribe()
+        queue = JobQueue(ModelSpec(model=model_path), hub, tmp_path / "results", max_queued=4, max_history=2)
+        config = StyleConfig(size=32, steps=2000)
+        content, style = shared_images / "content_turtle.jpg", shared_images / "style_great_wave.jpg"
+        for _ in range(4):
+            job = queue.submit(config, content, style, {}, None)
+            queue.stop(job.id)
+            for _ in range(600):
+                if job.state in ("stopped", "cancelled"):
+                    break
+                await asyncio.sleep(0.05)
+        await asyncio.get_running_loop().run_in_executor(None, queue.close)
+        await asyncio.sleep(0.2)
+        events = []
+        while not inbox.empty():
+            events.append(inbox.get_nowait())
+        assert len(queue.jobs) <= 2 and len(list((tmp_path / "results").glob("*.png"))) <= 2
+        return events
+
+    events = asyncio.run(scenario())
+    kinds = {e["type"] for e in events}
+    assert "jobs" not in kinds and "job" in kinds and "dropped" in kinds
+    assert all(isinstance(e["job"], dict) and "id" in e["job"] for e in events if e["type"] == "job")
+    assert any("keeps the last 2" in e["why"] for e in events if e["type"] == "dropped")
