@@ -26,7 +26,7 @@ def _shown_default(name: str) -> str:
         return spec.shown_default
     value = getattr(DEFAULTS, name)
     if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
+        return ", ".join(str(v) for v in value)  # spaced, so that --help can wrap it at 80 columns
     if isinstance(value, bool):
         return "on" if value else "off"
     return f"{value:g}" if isinstance(value, float) else str(value)
@@ -40,13 +40,27 @@ def _option(name: str) -> tuple[Any, typer.models.OptionInfo]:
     help_text = f"{spec.help} \\[default: {_shown_default(name)}]"
     base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
     if base is bool:
-        flags = (f"{flag}/--no-{flag[2:]}",)
+        # A flag that is off by default is one name; one that is on by default is turned off by its --no- form.
+        flags = (f"{flag}/--no-{flag[2:]}",) if getattr(DEFAULTS, name) else (flag,)
         return bool | None, typer.Option(*flags, help=help_text, rich_help_panel=spec.group, show_default=False)
     cli_type: Any = {int: int, float: float}.get(base, str)
     allowed = choices(kind)
     if allowed and not all(c in spec.help for c in allowed):
         help_text = f"{spec.help} One of: {', '.join(allowed)}. \\[default: {_shown_default(name)}]"
-    return cli_type | None, typer.Option(flag, help=help_text, rich_help_panel=spec.group, show_default=False)
+    option = typer.Option(flag, help=help_text, rich_help_panel=spec.group, show_default=False, metavar=_metavar(kind))
+    return cli_type | None, option
+
+
+def _metavar(kind: Any) -> str:
+    """What a value looks like, for --help: the choices, or N, X, A,B,... instead of Python's type names."""
+    allowed = choices(kind)
+    if allowed:
+        return "|".join(map(str, allowed)) if len("|".join(map(str, allowed))) <= 18 else "NAME"
+    text = str(kind)
+    if "tuple" in text:
+        return "X,Y,..." if "float" in text else "A,B,..."
+    base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
+    return {int: "N", float: "X"}.get(base, "TEXT")
 
 
 def parse_setting(name: str, value: Any) -> Any:
