@@ -57,7 +57,8 @@ def web_case(setup: Setup, size: int, steps: int, rounds: int, screenshot: Path 
             def run(watched: bool, count: int, shot: Path | None = None) -> dict[str, Any]:
                 if watched:
                     page.goto(url)
-                    page.wait_for_function("window.nstPreviews !== undefined")
+                    while not page.evaluate("window.nstPreviews !== undefined"):  # the page's CSP: no in-page eval
+                        page.wait_for_timeout(50)
                 else:
                     page.goto("about:blank")  # the page closed: no event stream, no previews encoded
                 if shot is None:

@@ -94,15 +94,15 @@ def test_upload_start_watch_stop_and_download_in_a_real_browser(
             assert len(sources) >= 3, "the preview did not change twice"
             steps = int(page.get_attribute("#status", "data-step") or 0)
             assert steps > 0
-            page.wait_for_function("document.getElementById('loss-chart').toDataURL().length > 3000")  # a curve
+            _until(page, "document.getElementById('loss-chart').toDataURL().length > 3000")  # a curve
             # The page closed and opened again: the job ran on, and the new page shows it with its curve so far.
             page.close()
             page = browser.new_page()
             page.goto(url)
             page.wait_for_selector("#preview:not([hidden])", timeout=60_000)
-            page.wait_for_function(f"Number(document.getElementById('status').dataset.step) > {steps}")
+            _until(page, f"Number(document.getElementById('status').dataset.step) > {steps}")
             assert page.inner_text("#status").startswith("Step ")
-            page.wait_for_function("document.getElementById('loss-chart').toDataURL().length > 3000")
+            _until(page, "document.getElementById('loss-chart').toDataURL().length > 3000")
             page.click("#stop")
             page.wait_for_selector("#download-png", timeout=60_000)
             assert "stopped" in page.inner_text("#status")
@@ -145,6 +145,15 @@ def test_upload_start_watch_stop_and_download_in_a_real_browser(
     assert code == 0, said
     assert "stopping: the running job ends after its current step" in said and "stopped" in said
     assert "Traceback" not in said
+
+
+def _until(page: Any, expression: str, seconds: float = 60) -> None:
+    """Wait for a page expression to be true, evaluated from outside the page: the page's Content-Security-Policy
+    (no eval) refuses Playwright's in-page poller of wait_for_function."""
+    deadline = time.monotonic() + seconds
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"not true in {seconds}s: {expression}"
+        page.wait_for_timeout(100)
 
 
 def _wait_state(url: str, job_id: str, state: str, seconds: float = 60) -> bool:

@@ -151,7 +151,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def info() -> dict[str, Any]:
         return {
             "weights": settings.info.weights_label,
-            "precision": " ".join(choose_precision(StyleConfig().precision, resolve_device("auto"))),
+            "precision": "{} ({})".format(*choose_precision(StyleConfig().precision, resolve_device("auto"))),
             "pretrained": settings.info.pretrained,
             "network": settings.info.network,
             "samples": list(settings.samples),

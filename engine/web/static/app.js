@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 const chosen = { content: null, style: null }; // "upload:ID" or "sample:NAME"
 const losses = new Map(); // job id -> [loss per step]
 const previews = new Map(); // job id -> its latest preview event
+const rates = new Map(); // job id -> {step, t}: the first step this page saw, for it/s and the ETA
 let jobs = new Map(); // job id -> its summary, in the order submitted
 let watching = null; // the job whose preview, status and curve are shown (and that Stop acts on)
 let started = null; // the job started from this page
@@ -81,7 +82,11 @@ async function upload(which) {
 
 function pickSample(which) {
   const name = $(`${which}-sample`).value;
-  if (!name) return;
+  if (!name) { // the picker reset: nothing is chosen, and no thumbnail says otherwise
+    chosen[which] = null;
+    $(`${which}-thumb`).hidden = true;
+    return;
+  }
   chosen[which] = `sample:${name}`;
   $(`${which}-file`).value = "";
   showThumb(which, `/api/samples/${encodeURIComponent(name)}`);
@@ -183,7 +188,13 @@ function describe(job) {
   if (job.state === "queued") status.textContent = `Waiting in the queue: position ${job.position}.`;
   else if (job.state === "running") {
     const loss = job.loss == null ? "" : `, loss ${job.loss.toPrecision(4)}`;
-    status.textContent = `Step ${job.step} of ${job.total}${loss}`;
+    const pace = rates.get(job.id);
+    let speed = "";
+    if (pace && job.step > pace.step) {
+      const perSecond = (job.step - pace.step) / ((Date.now() - pace.t) / 1000);
+      speed = `, ${perSecond.toFixed(2)} it/s, ETA ${Math.round((job.total - job.step) / perSecond)} s`;
+    }
+    status.textContent = `Step ${job.step} of ${job.total}${loss}${speed}`;
   } else {
     const time = job.seconds == null ? "" : ` in ${job.seconds.toFixed(1)} s`;
     status.textContent = `${job.state} after ${job.step} steps${time}` + (job.message ? `: ${job.message}` : "");
@@ -232,16 +243,43 @@ function drawLosses() {
   if (values.length < 2) { ctx.fillText("loss (log scale) appears here as the run goes", 12, 20); return; }
   const logs = values.map(Math.log10);
   const lo = Math.min(...logs), hi = Math.max(...logs), span = hi - lo || 1;
-  const pad = 24, w = canvas.width - 2 * pad, h = canvas.height - 2 * pad;
+  const left = 64, right = 12, top = 14, bottom = 34;
+  const w = canvas.width - left - right, h = canvas.height - top - bottom;
+  // Axes: loss on a log scale at the left (three ticks), steps along the bottom, each with its label.
+  ctx.strokeStyle = "#b8bcc4";
+  ctx.lineWidth = 1;
+  ctx.beginPath();
+  ctx.moveTo(left, top);
+  ctx.lineTo(left, top + h);
+  ctx.lineTo(left + w, top + h);
+  ctx.stroke();
+  ctx.textAlign = "right";
+  for (const f of [0, 0.5, 1]) {
+    const y = top + h * (1 - f);
+    ctx.fillText((10 ** (lo + f * span)).toPrecision(3), left - 6, y + 4);
+    ctx.beginPath();
+    ctx.moveTo(left - 3, y);
+    ctx.lineTo(left, y);
+    ctx.stroke();
+  }
+  ctx.textAlign = "center";
+  ctx.fillText("1", left, top + h + 14);
+  ctx.fillText(String(values.length), left + w, top + h + 14);
+  ctx.fillText("step", left + w / 2, top + h + 28);
+  ctx.save();
+  ctx.translate(12, top + h / 2);
+  ctx.rotate(-Math.PI / 2);
+  ctx.fillText("loss (log)", 0, 0);
+  ctx.restore();
+  ctx.textAlign = "left";
   ctx.strokeStyle = "#2456c9";
   ctx.lineWidth = 2;
   ctx.beginPath();
   logs.forEach((v, i) => {
-    const x = pad + (w * i) / (logs.length - 1), y = pad + h * (1 - (v - lo) / span);
+    const x = left + (w * i) / (logs.length - 1), y = top + h * (1 - (v - lo) / span);
     if (i) ctx.lineTo(x, y); else ctx.moveTo(x, y);
   });
   ctx.stroke();
-  ctx.fillText(`loss ${values[0].toPrecision(3)} → ${values[values.length - 1].toPrecision(3)} (log scale)`, pad, 16);
 }
 
 function listen() {
@@ -264,6 +302,7 @@ function listen() {
     const d = JSON.parse(e.data);
     if (!losses.has(d.id)) losses.set(d.id, []);
     if (d.loss != null) losses.get(d.id).push(d.loss);
+    if (!rates.has(d.id)) rates.set(d.id, { step: d.step, t: Date.now() });
     const job = jobs.get(d.id);
     if (job) { job.step = d.step; job.loss = d.loss; renderJobs(); }
     if (d.id === watching) drawLosses();
@@ -277,6 +316,8 @@ function listen() {
     const img = $("preview");
     img.src = d.image;
     img.hidden = false;
+    // Sharp: at most twice the image's own size, each pixel a block (a 128 px preview is not smeared to 740).
+    img.style.width = `${Math.min(img.parentElement.clientWidth - 2, d.width * 2)}px`;
     $("status").dataset.step = d.step;
   });
   events.addEventListener("note", (e) => {
