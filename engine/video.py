@@ -143,26 +143,15 @@ class VideoRun:
         digest = hashlib.sha256()
         for frame in clip.frames:
             digest.update(frame.tobytes())
-        session, spec = self.session, self.session.spec
-        weights_file = Path(spec.weights)
+        session = self.session
         manifest = {
             "engine_version": nst_engine.__version__,
             "input": source,
             "frames": len(clip),
             "frames_sha256": digest.hexdigest(),
-            "styles": [_file_sha(Path(s)) for s in session.style_names],
-            "masks": [_file_sha(p) for p in session.mask_paths],
-            "content_mask": None if session.content_mask_path is None else _file_sha(session.content_mask_path),
-            "init": _file_sha(Path(session.config.init)) if Path(session.config.init).is_file() else None,
             "settings": session.config.to_dict(),
             "video": asdict(self.settings) | {"keep_frames": None, "codec": None, "fps": None},
-            "model": {
-                "weights": spec.weights,
-                "weights_sha256": _file_sha(weights_file) if weights_file.is_file() else None,
-                "model_sha256": None if spec.model is None else _file_sha(spec.model),
-                "network": spec.network,
-                "input_convention": spec.input_convention,
-            },
+            **session.inputs_identity,  # styles, masks, content mask, init image and model, by content
         }
         if chunks is not None:  # a cluster run's frames follow its chunks: not a local run's, nor other chunks'
             manifest["chunks"] = chunks
@@ -309,10 +298,3 @@ def _remove_frames(folder: Path, count: int) -> None:
     (folder / MANIFEST).unlink(missing_ok=True)
     if folder.is_dir() and not any(folder.iterdir()):
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _file_sha(path: Path) -> str:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return str(path)

@@ -87,3 +87,23 @@ def poisoned_quadratic(target: torch.Tensor, poison_at: set[int]) -> Callable[[t
         return {"total": loss * float("nan") if calls["n"] in poison_at else loss}
 
     return objective
+
+
+@pytest.fixture()
+def style(tmp_path: Path, shared_images: Path) -> Path:
+    """The Great Wave at 48 px, as a PNG in the test's folder."""
+    from nst_engine import images
+
+    path = tmp_path / "paint.png"
+    images.save(images.load(shared_images / "style_great_wave.jpg", 48), path)
+    return path
+
+
+@pytest.fixture()
+def pair(tmp_path: Path, style: Path, shared_images: Path) -> tuple[Path, Path]:
+    """(the turtle at 48 px, the Great Wave at 48 px), as PNGs in the test's folder."""
+    from nst_engine import images
+
+    content = tmp_path / "photo.png"
+    images.save(images.load(shared_images / "content_turtle.jpg", 48), content)
+    return content, style

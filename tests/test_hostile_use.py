@@ -24,15 +24,7 @@ from nst_engine.video import MANIFEST
 from nst_engine.video_io import frame_name
 from tests.clips import panned, write_frames
 from tests.test_nothing_lost import cli, one_line_error
-
-FAST = ["--size", "48", "--steps", "3", "--frame-steps", "2", "--quiet"]
-
-
-@pytest.fixture()
-def style(tmp_path: Path, shared_images: Path) -> Path:
-    path = tmp_path / "paint.png"
-    images.save(images.load(shared_images / "style_great_wave.jpg", 48), path)
-    return path
+from tests.test_video import FAST
 
 
 @pytest.fixture()
@@ -325,11 +317,3 @@ def test_a_jpeg_that_declares_more_pixels_than_its_bytes_hold_is_refused(tmp_pat
     whole = tmp_path / "whole.jpg"
     whole.write_bytes(data)  # the same picture, whole: read
     assert images.read_image(whole).shape == (8000, 8000, 3)
-
-
-@pytest.fixture()
-def pair(tmp_path: Path, shared_images: Path) -> tuple[Path, Path]:
-    content, style = tmp_path / "photo.png", tmp_path / "paint.png"
-    images.save(images.load(shared_images / "content_turtle.jpg", 48), content)
-    images.save(images.load(shared_images / "style_great_wave.jpg", 48), style)
-    return content, style

@@ -42,14 +42,6 @@ def one_line_error(result, needle: str) -> None:  # type: ignore[no-untyped-def]
     assert needle in " ".join(result.stderr.split()), result.stderr
 
 
-@pytest.fixture()
-def pair(tmp_path: Path, shared_images: Path) -> tuple[Path, Path]:
-    content, style = tmp_path / "photo.png", tmp_path / "paint.png"
-    images.save(images.load(shared_images / "content_turtle.jpg", 48), content)
-    images.save(images.load(shared_images / "style_great_wave.jpg", 48), style)
-    return content, style
-
-
 # -- data loss --------------------------------------------------------------------------------------------------
 
 

@@ -30,15 +30,6 @@ from tests.test_nothing_lost import cli, one_line_error
 FAST = ["--size", "48", "--steps", "3", "--frame-steps", "2", "--quiet"]
 
 
-@pytest.fixture()
-def style(tmp_path: Path, shared_images: Path) -> Path:
-    from nst_engine import images
-
-    path = tmp_path / "paint.png"
-    images.save(images.load(shared_images / "style_great_wave.jpg", 48), path)
-    return path
-
-
 # -- flow and certainty -----------------------------------------------------------------------------------------
 
 
