@@ -130,7 +130,7 @@ def _engine_objective(setup: Setup, size: int, config: StyleConfig) -> tuple[Obj
     with torch.no_grad():
         c_t = content_target(net, content.to(setup.device), config.content_layers)
         s_t = style_target(net, style.to(setup.device), config.style_layers)
-    objective = Objective(net, c_t, [StyleRegion(s_t)], config).accelerate(setup.device)
+    objective = Objective.of(net, c_t, [StyleRegion(s_t)], config).accelerate(setup.device)
     return objective, content.to(setup.device)
 
 

@@ -27,7 +27,7 @@ from safetensors.torch import save as save_safetensors
 
 from nst_engine.cache_folder import MARKER, CacheInfo, clear_folder, folder_info
 from nst_engine.files import write_atomic
-from nst_engine.losses import StyleStats
+from nst_engine.losses.functional import StyleStats
 from nst_engine.targets import Encoder, StyleTarget, TargetRecord, content_target, style_target
 
 CACHE_FORMAT = "1"
@@ -162,11 +162,16 @@ def _style_to_tensors(target: StyleTarget) -> Tensors:
     out: Tensors = {}
     for layer, stats in target.items():
         out[f"{layer}.moment"], out[f"{layer}.mean"] = stats.moment, stats.mean
+        if stats.samples is not None:
+            out[f"{layer}.samples"] = stats.samples
     return out
 
 
 def _style_from_tensors(tensors: Tensors, layers: Sequence[str]) -> StyleTarget:
-    return {layer: StyleStats(tensors[f"{layer}.moment"], tensors[f"{layer}.mean"]) for layer in layers}
+    return {
+        layer: StyleStats(tensors[f"{layer}.moment"], tensors[f"{layer}.mean"], tensors.get(f"{layer}.samples"))
+        for layer in layers
+    }
 
 
 class CachedTargets:
@@ -201,7 +206,8 @@ class CachedTargets:
             self._record("style", image, start, hit=True, where="memory")
             return self._memo[key]
         found = self.cache.load(key)
-        if found is not None and all(f"{layer}.moment" in found for layer in layers):
+        # An entry from before feature samples were kept lacks them: computed again (and replaced).
+        if found is not None and all(f"{layer}.moment" in found and f"{layer}.samples" in found for layer in layers):
             self._memo[key] = _style_from_tensors(found, layers)
             self._record("style", image, start, hit=True)
             return self._memo[key]

@@ -27,6 +27,7 @@ from nst_engine.layers import (
     min_input_size,
     parse_layers,
 )
+from nst_engine.losses.registry import STYLE_LOSSES
 
 Optimizer = Literal["lbfgs", "adam"]
 Precision = Literal["auto", "fp32", "tf32", "bf16", "fp16"]
@@ -54,6 +55,7 @@ class Setting:
     above: float | None = None
     high: float | None = None
     shown_default: str | None = None  # what --help shows when the field's default is not the value used
+    choices: tuple[str, ...] = ()  # the allowed values of a str field named by a registry rather than a Literal
 
 
 def setting(default: Any, help: str, group: str, **bounds: Any) -> Any:
@@ -70,6 +72,12 @@ def settings() -> dict[str, tuple[dataclasses.Field[Any], Setting, Any]]:
         for f in dataclasses.fields(StyleConfig)
         if "setting" in f.metadata
     }
+
+
+def allowed_values(name: str) -> tuple[str, ...]:
+    """The values setting ``name`` accepts: its declared choices, or its ``Literal`` type's; () when any."""
+    _, spec, kind = settings()[name]
+    return spec.choices or choices(kind)
 
 
 def choices(kind: Any) -> tuple[str, ...]:
@@ -119,13 +127,13 @@ def check_value(name: str, value: Any) -> None:
     """One setting's value against its declaration: its type, finite, one of its choices, inside its bounds."""
     _, spec, kind = settings()[name]
     flag = option_name(name)
-    if not fits(value, kind) and not choices(kind):
+    allowed = allowed_values(name)
+    if not fits(value, kind) and not allowed:
         raise ConfigError(f"{flag} must be {_kind_words(kind)}, not {value!r}"[:200])
     values = value if isinstance(value, tuple) else (value,)
     for v in values:
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"{flag} must be a finite number, not {v}")
-    allowed = choices(kind)
     if allowed and value is not None and value not in allowed:
         hint = did_you_mean(str(value), map(str, allowed))
         raise ConfigError(f"{flag} must be one of {', '.join(allowed)}, not '{value}';{hint or ' pick one of those'}")
@@ -183,7 +191,15 @@ class StyleConfig:
     style_blend_weights: tuple[float, ...] | None = setting(
         None, "One weight per --style, e.g. 3,7 (normalised).", LOSS, low=0, shown_default="equal"
     )
-    style_loss: StyleLossKind = setting("gram", "gram, or wasserstein (mean + covariance W2).", LOSS)
+    style_loss: StyleLossKind = setting(
+        "gram",
+        "; ".join(f"{name}: {entry.help}" for name, entry in STYLE_LOSSES.items()) + ".",
+        LOSS,
+        choices=tuple(STYLE_LOSSES),
+    )
+    sw_projections: int = setting(
+        64, "Random directions per style layer and step for --style-loss sliced.", LOSS, low=1, high=4096
+    )
     pooling: Pooling = setting("max", "max, or avg (scaled to keep activation magnitudes).", LOSS)
     normalization: Normalization = setting("mean", "How Gram terms are scaled: mean, or gatys (the paper's).", LOSS)
     normalize_gradients: bool = setting(False, "Divide each term's gradient by its L1 norm.", LOSS)

@@ -20,7 +20,7 @@ Network = Literal["vgg16", "vgg19"]
 #: How the style layers' second moments are scaled (engine.losses), the style loss, and the pooling: names only,
 #: here, so that the settings (and the command line's start-up) need no torch.
 Normalization = Literal["mean", "gatys"]
-StyleLossKind = Literal["gram", "wasserstein"]
+StyleLossKind = str  # a name in engine.losses.registry.STYLE_LOSSES
 Pooling = Literal["max", "avg"]
 NETWORKS: tuple[Network, ...] = ("vgg16", "vgg19")
 #: Convolutions per block (VGG16: configuration "D", VGG19: "E").

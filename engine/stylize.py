@@ -233,9 +233,7 @@ class Pipeline:
         for index in range(len(sizes)):
             if (resume is not None and index < resume.scale) or (frame is not None and index < len(sizes) - 1):
                 continue
-            scale = self._scale(content, index, masks, keep)
-            if frame is not None:
-                scale = self._guided(scale, frame)
+            scale = self._scale(content, index, masks, keep, frame)
             if on_scale is not None:
                 on_scale(scale.info)
             if resume is not None and index == resume.scale:
@@ -308,7 +306,12 @@ class Pipeline:
         return style
 
     def _scale(
-        self, content: torch.Tensor, index: int, masks: list[torch.Tensor] | None, keep: torch.Tensor | None
+        self,
+        content: torch.Tensor,
+        index: int,
+        masks: list[torch.Tensor] | None,
+        keep: torch.Tensor | None,
+        guide: FrameGuide | None = None,
     ) -> _Scale:
         cfg, device = self.config, self.device
         sizes = cfg.scale_sizes()
@@ -329,25 +332,30 @@ class Pipeline:
             regions = [
                 StyleRegion(t, resize(m, h, w, kind="mask").to(device)) for t, m in zip(style_ts, masks, strict=True)
             ]
+        temporal = None if guide is None else self._warped(guide, (h, w))
         if plan is None:
-            objective = Objective(self.net, content_t, regions, cfg).accelerate(device)
+            objective = Objective.of(self.net, content_t, regions, cfg, temporal=temporal).accelerate(device)
         else:
-            objective = TiledObjective(self.net, content_t, regions, cfg, plan).accelerate(device)
+            objective = TiledObjective.of(self.net, content_t, regions, cfg, temporal=temporal, plan=plan)
+            objective.accelerate(device)
         kept = None if keep is None else resize(keep, h, w, kind="mask").to(device)
+        steps = steps if guide is None else guide.steps
         return _Scale(ScaleInfo(index, len(sizes), (h, w), steps, plan), seen.to(device), objective, kept)
 
     def _seen(self, image: torch.Tensor) -> torch.Tensor:
         """An image as the optimiser holds it: its luminance when preserving the photo's colours that way."""
         return color.luminance(image) if self.config.preserve_colors == "luminance" else image
 
-    def _guided(self, scale: _Scale, frame: FrameGuide) -> _Scale:
-        h, w = scale.info.size
+    def _warped(
+        self, frame: FrameGuide, size: tuple[int, int]
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], float]:
+        """A video frame's earlier results warped into it, at this scale's size, with the temporal weight."""
+        h, w = size
         warped = [
             (self._seen(resize(image, h, w)).to(self.device), resize(sure, h, w, kind="mask").to(self.device))
             for image, sure in frame.warped
         ]
-        scale.objective.guide(warped, frame.weight)
-        return dataclasses.replace(scale, info=dataclasses.replace(scale.info, steps=frame.steps))
+        return warped, frame.weight
 
     def _start(self, scale: _Scale) -> torch.Tensor:
         """What a run starts from at this scale's size when there is no coarser result."""
@@ -383,6 +391,14 @@ class Pipeline:
             if on_step is not None:
                 on_step(event, lambda: self._finish(scale.seen, image()).cpu())
 
+        # Evaluations are numbered from the first step, so a resumed run draws what the whole run would have.
+        scale.objective.terms.evaluations = start.first_step - 1
+        graph = cfg.cuda_graph if self.device.type == "cuda" else "off"
+        if scale.objective.terms.redraws and graph != "off":
+            if graph == "on":
+                raise ConfigError(f"--style-loss {cfg.style_loss} draws new directions every step, which a captured "
+                                  "CUDA graph would freeze; use --cuda-graph auto or off")  # fmt: skip
+            graph = "off"
         try:
             return optimize(
                 scale.objective,
@@ -397,7 +413,7 @@ class Pipeline:
                 first_step=start.first_step,
                 should_stop=should_stop,
                 sync_every=sync_every,
-                cuda_graph=cfg.cuda_graph if self.device.type == "cuda" else "off",
+                cuda_graph=graph,
                 tuning=self.tuning,
             )
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
@@ -429,7 +445,7 @@ def _tiled_targets(targets: TargetSource, plan: Plan | None, step: int) -> Itera
 
 
 def _to_device(target: StyleTarget, device: torch.device) -> StyleTarget:
-    return {k: dataclasses.replace(v, moment=v.moment.to(device), mean=v.mean.to(device)) for k, v in target.items()}
+    return {k: v.to(device) for k, v in target.items()}
 
 
 def stylize(

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from nst_engine.errors import ConfigError
-from nst_engine.losses import StyleStats, style_stats
+from nst_engine.losses.functional import StyleStats, style_stats
 
 Encoder = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 StyleTarget = dict[str, StyleStats]
@@ -68,8 +68,24 @@ def blend(targets: Sequence[StyleTarget], weights: Sequence[float]) -> StyleTarg
         moment = sum(w * t[layer].moment for w, t in zip(weights, targets, strict=True))
         mean = sum(w * t[layer].mean for w, t in zip(weights, targets, strict=True))
         assert isinstance(moment, torch.Tensor) and isinstance(mean, torch.Tensor)
-        out[layer] = StyleStats(moment, mean)
+        out[layer] = StyleStats(moment, mean, *_pooled_samples([t[layer] for t in targets], weights))
     return out
+
+
+def _pooled_samples(
+    stats: Sequence[StyleStats], weights: Sequence[float]
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The union of the styles' feature samples, each weighted so that style i weighs ``weights[i]`` in all."""
+    if len(stats) == 1 or any(s.samples is None for s in stats):
+        return (stats[0].samples, stats[0].sample_weights) if len(stats) == 1 else (None, None)
+    samples, sample_weights = [], []
+    for s, w in zip(stats, weights, strict=True):
+        assert s.samples is not None
+        count = int(s.samples.shape[0])
+        own = s.sample_weights if s.sample_weights is not None else s.samples.new_full((count,), 1.0 / count)
+        samples.append(s.samples)
+        sample_weights.append(own * w)
+    return torch.cat(samples), torch.cat(sample_weights)
 
 
 class TargetSource(Protocol):

@@ -28,11 +28,10 @@ import torch
 from nst_engine.config import StyleConfig
 from nst_engine.errors import ConfigError, ResourceError
 from nst_engine.layers import Network, conv_indices, deepest, layer_index, layer_names, stride
-from nst_engine.losses import StyleStats, _wide, gram_loss, style_stats, wasserstein_loss
+from nst_engine.losses.functional import StyleStats, _wide, sample_positions, style_stats
+from nst_engine.losses.terms import Stats, Terms, Window
 from nst_engine.memory import estimate_bytes
 from nst_engine.objective import Objective
-from nst_engine.resize import resize
-from nst_engine.targets import StyleRegion
 from nst_engine.vgg import VGGFeatures
 
 
@@ -157,133 +156,83 @@ def plan_tiles(
     )
 
 
-class _Sums:
-    """Per (region, layer) sums over the image's positions, and per content layer the squared error."""
+class _Joined:
+    """Every feature term's statistics joined over the tiles, and where each tile's part of a "cat" statistic
+    lies in the joined one (its first position and length)."""
 
-    def __init__(self) -> None:
-        self.moment: dict[tuple[int, str], torch.Tensor] = {}
-        self.first: dict[tuple[int, str], torch.Tensor] = {}
-        self.weight: dict[tuple[int, str], torch.Tensor] = {}
-        self.content: dict[str, torch.Tensor] = {}
+    def __init__(self, terms: Terms) -> None:
+        self.terms = terms
+        self.parts: list[list[Stats]] = [[] for _ in terms.features]  # per term, per tile
 
-    @staticmethod
-    def add(table: dict[Any, torch.Tensor], key: Any, value: torch.Tensor) -> None:
-        table[key] = value if key not in table else table[key] + value
+    def add(self, index: int, stats: Stats) -> None:
+        self.parts[index].append(stats)
+
+    def joined(self, index: int) -> Stats:
+        term, parts = self.terms.features[index], self.parts[index]
+        out: Stats = {}
+        for key in parts[0]:
+            values = [p[key] for p in parts]
+            if term.combine[key] == "cat":
+                out[key] = torch.cat(values, dim=0)
+            else:
+                total = values[0]
+                for v in values[1:]:
+                    total = total + v
+                out[key] = total
+        return out
+
+    def share(self, index: int, tile: int, key: str, grad: torch.Tensor) -> torch.Tensor:
+        """The part of the joined statistic's gradient that belongs to one tile's statistic."""
+        if self.terms.features[index].combine[key] != "cat":
+            return grad
+        start = sum(int(p[key].shape[0]) for p in self.parts[index][:tile])
+        return grad.narrow(0, start, int(self.parts[index][tile][key].shape[0]))
 
 
 class TiledObjective(Objective):
     """An ``Objective`` whose forward and backward run tile by tile (see the module docstring); same terms."""
 
-    def __init__(
-        self,
-        net: VGGFeatures,
-        content: dict[str, torch.Tensor],
-        regions: Sequence[StyleRegion],
-        config: StyleConfig,
-        plan: Plan,
-    ) -> None:
+    def __init__(self, net: VGGFeatures, terms: Terms, config: StyleConfig, plan: Plan) -> None:
         if config.normalize_gradients:
             raise ConfigError("--normalize-gradients needs the whole feature map; it cannot be tiled (use --tile off)")
-        super().__init__(net, content, regions, config)
+        super().__init__(net, terms, config)
         self.plan = plan
-        self._full_masks: dict[tuple[int, str], torch.Tensor] = {}
 
-    # -- shared pieces --------------------------------------------------------------------------------------------
-
-    def _features(self, crop: torch.Tensor) -> Mapping[str, torch.Tensor]:
-        if self.channels_last:
-            crop = crop.contiguous(memory_format=torch.channels_last)
-        with self._autocast(crop):
-            return self.forward_net(crop)
-
-    def _full_mask(self, index: int, layer: str, shape: tuple[int, int]) -> torch.Tensor | None:
-        mask = self.regions[index].mask
-        if mask is None:
-            return None
-        key = (index, layer)
-        if key not in self._full_masks or tuple(self._full_masks[key].shape[-2:]) != shape:
-            self._full_masks[key] = resize(mask, *shape, kind="mask")
-        return self._full_masks[key]
-
-    def _tile_sums(self, image: torch.Tensor, tile: Tile, features: Mapping[str, torch.Tensor], sums: _Sums) -> None:
+    def tile_stats(self, image: torch.Tensor, tile: Tile, crop: torch.Tensor) -> list[Stats]:
+        """Every feature term's statistics of one tile's core."""
         h, w = int(image.shape[-2]), int(image.shape[-1])
-        cfg = self.config
-        for layer in cfg.content_layers:
-            s = stride(layer)
-            full = (h // s, w // s)
-            f = _wide(_core(features[layer], tile, s, full))
-            target = _core_of_full(self.content[layer], tile, s, full).to(f.dtype)
-            sums.add(sums.content, layer, (f - target).pow(2).sum())
-        for layer in cfg.style_layers:
-            s = stride(layer)
-            full = (h // s, w // s)
-            f = _wide(_core(features[layer], tile, s, full)).reshape(features[layer].shape[1], -1)
-            for index in range(len(self.regions)):
-                mask = self._full_mask(index, layer, full)
-                m = None if mask is None else _core_of_full(mask, tile, s, full).reshape(-1).to(f.dtype)
-                weighted = f if m is None else f * m
-                key = (index, layer)
-                sums.add(sums.moment, key, weighted @ f.T)
-                sums.add(sums.first, key, weighted.sum(dim=1))
-                sums.add(sums.weight, key, f.new_tensor(float(f.shape[1])) if m is None else m.sum())
-
-    def _terms(
-        self, sums: _Sums, shape: tuple[int, int], stats_of: Callable[[tuple[int, str]], StyleStats]
-    ) -> list[torch.Tensor]:
-        """Content terms, then style terms, in ``names()``'s order, from the global sums."""
-        cfg = self.config
-        h, w = shape
+        features = self.features(crop)
         out = []
-        for layer in cfg.content_layers:
-            s = stride(layer)
-            count = self.content[layer].shape[1] * (h // s) * (w // s)
-            error = sums.content[layer]
-            value = 0.5 * error if cfg.normalization == "gatys" else error / count
-            out.append(self.content_factor * value)
-        for layer in cfg.style_layers:
-            total: torch.Tensor | float = 0.0
-            for index, region in enumerate(self.regions):
-                stats = stats_of((index, layer))
-                if cfg.style_loss == "wasserstein":
-                    total = total + wasserstein_loss(stats, region.target[layer], self.cov_sqrt[index][layer])
-                else:
-                    total = total + gram_loss(stats, region.target[layer], cfg.normalization)
-            assert isinstance(total, torch.Tensor)
-            out.append(self.style_factor * self.layer_weights[layer] * total)
+        for term in self.terms.features:
+            s = stride(term.layer)
+            full = (h // s, w // s)
+            window = Window(full, tile.rows(s, full), tile.cols(s, full))
+            out.append(term.local(_core(features[term.layer], tile, s, full), window))
         return out
 
-    def names(self) -> list[str]:
-        cfg = self.config
-        return [f"content.{layer}" for layer in cfg.content_layers] + [f"style.{layer}" for layer in cfg.style_layers]
-
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.terms.draw()
         values = _TiledTerms.apply(image, self)
         assert isinstance(values, torch.Tensor)
-        names = self.names()
-        terms = {name: values[i] for i, name in enumerate(names)}
-        ncontent = len(self.config.content_layers)
-        terms.update(content=values[:ncontent].sum(), style=values[ncontent:].sum())
-        return self._pixel_terms(image, terms)
+        return self.named(image, list(values.unbind()))
 
 
 class _TiledTerms(torch.autograd.Function):
-    """Loss terms of a tiled objective as one vector; backward re-runs each tile with gradients (pass 2)."""
+    """The feature terms of a tiled objective as one vector; backward re-runs each tile with gradients (pass 2)."""
 
     @staticmethod
     def forward(ctx: Any, image: torch.Tensor, objective: TiledObjective) -> torch.Tensor:
-        sums = _Sums()
+        joined = _Joined(objective.terms)
         with torch.no_grad():
             for tile in objective.plan.tiles:
                 crop = image[..., tile.cy0 : tile.cy1, tile.cx0 : tile.cx1]
-                objective._tile_sums(image, tile, objective._features(crop), sums)
-        shape = (int(image.shape[-2]), int(image.shape[-1]))
-
-        def stats_of(key: tuple[int, str]) -> StyleStats:
-            return StyleStats(sums.moment[key] / sums.weight[key], sums.first[key] / sums.weight[key])
-
-        with torch.no_grad():
-            values = torch.stack(objective._terms(sums, shape, stats_of)).float()
-        ctx.objective, ctx.sums = objective, sums
+                for index, stats in enumerate(objective.tile_stats(image, tile, crop)):
+                    joined.add(index, stats)
+            totals = [joined.joined(i) for i in range(len(objective.terms.features))]
+            values = torch.stack(
+                [t.weight * t.value(s) for t, s in zip(objective.terms.features, totals, strict=True)]
+            ).float()
+        ctx.objective, ctx.joined, ctx.totals = objective, joined, totals
         ctx.save_for_backward(image)
         return values
 
@@ -291,35 +240,29 @@ class _TiledTerms(torch.autograd.Function):
     def backward(ctx: Any, grad_values: torch.Tensor) -> tuple[torch.Tensor, None]:
         (image,) = ctx.saved_tensors
         objective: TiledObjective = ctx.objective
-        sums: _Sums = ctx.sums
-        shape = (int(image.shape[-2]), int(image.shape[-1]))
-        # dL/d(global statistics): the loss as a function of leaf copies of them.
-        moments = {k: (v / sums.weight[k]).detach().requires_grad_(True) for k, v in sums.moment.items()}
-        firsts = {k: (v / sums.weight[k]).detach().requires_grad_(True) for k, v in sums.first.items()}
-        errors = {k: v.detach().requires_grad_(True) for k, v in sums.content.items()}
-        leaf = _Sums()
-        leaf.content = errors
+        joined: _Joined = ctx.joined
+        terms = objective.terms.features
+        # dL/d(joined statistics): each term's value as a function of leaf copies of them.
+        leaves = [{k: v.detach().requires_grad_(True) for k, v in stats.items()} for stats in ctx.totals]
         with torch.enable_grad():
-            values = torch.stack(objective._terms(leaf, shape, lambda k: StyleStats(moments[k], firsts[k])))
-            wrt = [*moments.values(), *firsts.values(), *errors.values()]
-            grads = torch.autograd.grad((values * grad_values.to(values.dtype)).sum(), wrt, allow_unused=True)
-        keys = [("m", k) for k in moments] + [("f", k) for k in firsts] + [("c", k) for k in errors]
-        dstat: dict[tuple[str, Any], torch.Tensor] = {
-            key: (g if g is not None else torch.zeros_like(t)) for key, g, t in zip(keys, grads, wrt, strict=True)
-        }
+            values = torch.stack([t.weight * t.value(s) for t, s in zip(terms, leaves, strict=True)])
+            flat = [(i, k, v) for i, stats in enumerate(leaves) for k, v in stats.items()]
+            grads = torch.autograd.grad(
+                (values * grad_values.to(values.dtype)).sum(), [v for _, _, v in flat], allow_unused=True
+            )
+        dstat = {(i, k): g for (i, k, _), g in zip(flat, grads, strict=True) if g is not None}
         grad_image = torch.zeros_like(image)
-        for tile in objective.plan.tiles:
+        for t, tile in enumerate(objective.plan.tiles):
             crop = image[..., tile.cy0 : tile.cy1, tile.cx0 : tile.cx1].detach().requires_grad_(True)
             with torch.enable_grad():
-                part = _Sums()
-                objective._tile_sums(image, tile, objective._features(crop), part)
+                # <dL/dS, S_tile> is linear in the tile's statistics: its gradient is the tile's share of the exact one.
                 surrogate = crop.new_zeros((), dtype=torch.float32)
-                for k, v in part.moment.items():
-                    surrogate = surrogate + (dstat[("m", k)] * v).sum() / sums.weight[k]
-                for k, v in part.first.items():
-                    surrogate = surrogate + (dstat[("f", k)] * v).sum() / sums.weight[k]
-                for layer, v in part.content.items():
-                    surrogate = surrogate + dstat[("c", layer)] * v
+                for i, stats in enumerate(objective.tile_stats(image, tile, crop)):
+                    for key, value in stats.items():
+                        if (i, key) in dstat and value.requires_grad:
+                            surrogate = surrogate + (joined.share(i, t, key, dstat[(i, key)]) * value).sum()
+                if not surrogate.requires_grad:
+                    continue
                 (grad,) = torch.autograd.grad(surrogate, crop)
             grad_image[..., tile.cy0 : tile.cy1, tile.cx0 : tile.cx1] += grad
         return grad_image, None
@@ -360,24 +303,32 @@ class TiledEncoder:
         return out
 
     def style_stats(self, image: torch.Tensor, layers: Sequence[str]) -> dict[str, StyleStats]:
-        """Second moment and mean at ``layers``, summed tile by tile over the cores (float64 sums)."""
+        """Second moment and mean at ``layers``, summed tile by tile over the cores (float64 sums), and the same
+        sample of positions as ``style_stats`` keeps of the whole map."""
         if self._whole(image):
             features = self.encoder(image)
             return {layer: style_stats(features[layer]) for layer in layers}
         h, w = int(image.shape[-2]), int(image.shape[-1])
         moment: dict[str, torch.Tensor] = {}
         first: dict[str, torch.Tensor] = {}
-        count: dict[str, int] = {}
+        samples: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+        keep = {layer: sample_positions((h // stride(layer)) * (w // stride(layer))) for layer in layers}
         for tile in tile_grid(h, w, self.tile, self.halo, self.step):
             features = self.encoder(image[..., tile.cy0 : tile.cy1, tile.cx0 : tile.cx1])
             for layer in layers:
                 s = stride(layer)
-                core = _wide(_core(features[layer], tile, s, (h // s, w // s))).reshape(features[layer].shape[1], -1)
-                core = core.double()
-                _Sums.add(moment, layer, core @ core.T)
-                _Sums.add(first, layer, core.sum(dim=1))
-                count[layer] = count.get(layer, 0) + int(core.shape[1])
-        return {
-            layer: StyleStats((moment[layer] / count[layer]).float(), (first[layer] / count[layer]).float())
-            for layer in layers
-        }
+                full = (h // s, w // s)
+                core = _wide(_core(features[layer], tile, s, full)).reshape(features[layer].shape[1], -1)
+                (r0, r1), (c0, c1) = tile.rows(s, full), tile.cols(s, full)
+                where = (torch.arange(r0, r1)[:, None] * full[1] + torch.arange(c0, c1)[None, :]).flatten()
+                chosen = keep[layer]
+                samples[layer].append((core if chosen is None else core[:, torch.isin(where, chosen)]).T.float())
+                wide = core.double()
+                moment[layer] = wide @ wide.T + moment.get(layer, 0.0)
+                first[layer] = wide.sum(dim=1) + first.get(layer, 0.0)
+        out = {}
+        for layer in layers:
+            count = (h // stride(layer)) * (w // stride(layer))
+            sample = torch.cat(samples[layer]).contiguous()
+            out[layer] = StyleStats((moment[layer] / count).float(), (first[layer] / count).float(), sample)
+        return out

@@ -31,7 +31,7 @@ def test_baseline_loss_equals_the_engine_loss_it_is_compared_with(weights) -> No
     net = VGGFeatures(config.layers)
     net.load_features(weights.state)
     with torch.no_grad():
-        objective = Objective(
+        objective = Objective.of(
             net,
             content_target(net, content, config.content_layers),
             [StyleRegion(style_target(net, style, config.style_layers))],

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from nst_engine.losses import (
+from nst_engine.losses.functional import (
     StyleStats,
     content_loss,
     gram,

@@ -158,12 +158,12 @@ def test_normalised_losses_divide_by_the_feature_scale() -> None:
         net.load_features(weights.state)
         net.feature_scale = scale
         cfg = config.replace(feature_units=units)
-        from nst_engine.losses import style_stats
+        from nst_engine.losses.functional import style_stats
 
         with torch.no_grad():
             feats, sfeats = net(content), net(style)
         regions = [StyleRegion({k: style_stats(sfeats[k]) for k in cfg.style_layers}, None)]
-        objective = Objective(net, {k: feats[k] for k in cfg.content_layers}, regions, cfg)
+        objective = Objective.of(net, {k: feats[k] for k in cfg.content_layers}, regions, cfg)
         with torch.no_grad():
             out = objective(gradient_image(32, 32, 3))
         return {k: float(v) for k, v in out.items()}

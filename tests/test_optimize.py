@@ -27,7 +27,7 @@ def test_autograd_gradient_matches_finite_differences(model_info) -> None:  # ty
     with torch.no_grad():
         targets = content_target(net, content, config.content_layers)
         style_t = style_target(net, style, config.style_layers)
-    objective = Objective(net, targets, [StyleRegion(style_t)], config)
+    objective = Objective.of(net, targets, [StyleRegion(style_t)], config)
     x = gradient_image(16, 16, seed=3).double().requires_grad_(True)
     (grad,) = torch.autograd.grad(objective(x)["total"], x)
     gen = torch.Generator().manual_seed(0)

@@ -24,7 +24,7 @@ def _objective(model_info, **settings):  # type: ignore[no-untyped-def]
     with torch.no_grad():
         c_t = content_target(net, content, config.content_layers)
         s_t = style_target(net, style, config.style_layers)
-    return Objective(net, c_t, [StyleRegion(s_t)], config).accelerate(torch.device("cpu"))
+    return Objective.of(net, c_t, [StyleRegion(s_t)], config).accelerate(torch.device("cpu"))
 
 
 def test_bf16_autocast_keeps_losses_in_fp32_and_close(model_info) -> None:  # type: ignore[no-untyped-def]

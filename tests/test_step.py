@@ -52,7 +52,7 @@ def _objective(model_info, config: StyleConfig, size: int = 32) -> tuple[Objecti
     with torch.no_grad():
         targets = content_target(net, content, config.content_layers)
         style_t = style_target(net, style, config.style_layers)
-    return Objective(net, targets, [StyleRegion(style_t)], config).accelerate(torch.device("cpu")), content
+    return Objective.of(net, targets, [StyleRegion(style_t)], config).accelerate(torch.device("cpu")), content
 
 
 @pytest.mark.parametrize(
@@ -245,7 +245,7 @@ def test_cuda_graph_replays_match_eager_steps_without_syncs(model_info, optimize
         c_t, s_t = content_target(net, content, config.content_layers), style_target(net, style, config.style_layers)
 
     def make() -> EagerStep:
-        objective = Objective(net, c_t, [StyleRegion(s_t)], config).accelerate(torch.device("cuda"))
+        objective = Objective.of(net, c_t, [StyleRegion(s_t)], config).accelerate(torch.device("cuda"))
         param = content.clone().requires_grad_(True)
         return EagerStep(objective, lambda x: x, param, make_optimizer(optimizer, param, config.learning_rate, 5))
 

@@ -115,12 +115,12 @@ def test_the_temporal_term_is_the_weighted_certain_squared_difference_and_pulls_
     with torch.no_grad():
         content = content_target(net, image, config.content_layers)
         styles = style_target(net, image, config.style_layers)
-    objective = Objective(net, content, [StyleRegion(styles)], config)
+    objective = Objective.of(net, content, [StyleRegion(styles)], config)
     plain = objective(image)
     assert "temporal" not in plain
     warped, sure = gradient_image(32, 32, 2), torch.zeros(1, 1, 32, 32)
     sure[..., :16] = 1.0
-    objective.guide([(warped, sure)], 50.0)
+    objective = Objective.of(net, content, [StyleRegion(styles)], config, temporal=([(warped, sure)], 50.0))
     x = image.clone().requires_grad_(True)
     terms = objective(x)
     expected = 50.0 * (sure * (image - warped) ** 2).mean()
@@ -346,6 +346,7 @@ def test_colour_preservation_applies_to_every_frame(tmp_path: Path, style: Path,
 
 def test_in_luminance_mode_the_temporal_targets_and_start_are_luminance_too() -> None:
     from nst_engine import color
+    from nst_engine.losses.terms import TemporalTerm
     from nst_engine.stylize import FrameGuide, Pipeline
     from nst_engine.targets import DirectTargets
 
@@ -354,9 +355,10 @@ def test_in_luminance_mode_the_temporal_targets_and_start_are_luminance_too() ->
     net.load_features(random_weights(0).state)
     pipeline = Pipeline(config, net, DirectTargets(net), [gradient_image(32, 32, 3)])
     warped = gradient_image(32, 32, 2)
-    scale = pipeline._guided(pipeline._scale(gradient_image(32, 32, 1), 0, None, None), FrameGuide(
-        warped, [(warped, torch.ones(1, 1, 32, 32))], 10.0, 1))  # fmt: skip
-    target, _ = scale.objective.temporal[0]
+    frame = FrameGuide(warped, [(warped, torch.ones(1, 1, 32, 32))], 10.0, 1)
+    scale = pipeline._scale(gradient_image(32, 32, 1), 0, None, None, frame)
+    temporal = next(t for t in scale.objective.terms.pixels if isinstance(t, TemporalTerm))
+    target, _ = temporal.warped[0]
     torch.testing.assert_close(target, color.luminance(warped))  # compared with the luminance being optimised
     assert scale.info.steps == 1
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from nst_engine.config import CONTROLS, IO, LOSS, RUNTIME, StyleConfig, choices, option_name, settings
+from nst_engine.config import CONTROLS, IO, LOSS, RUNTIME, StyleConfig, allowed_values, option_name, settings
 from nst_engine.errors import ConfigError
 from nst_engine.spec import ModelSpec, check_provider_name, check_weights_name
 
@@ -44,16 +44,17 @@ def _option(name: str) -> tuple[Any, typer.models.OptionInfo]:
         flags = (f"{flag}/--no-{flag[2:]}",) if getattr(DEFAULTS, name) else (flag,)
         return bool | None, typer.Option(*flags, help=help_text, rich_help_panel=spec.group, show_default=False)
     cli_type: Any = {int: int, float: float}.get(base, str)
-    allowed = choices(kind)
+    allowed = allowed_values(name)
     if allowed and not all(c in spec.help for c in allowed):
         help_text = f"{spec.help} One of: {', '.join(allowed)}. \\[default: {_shown_default(name)}]"
-    option = typer.Option(flag, help=help_text, rich_help_panel=spec.group, show_default=False, metavar=_metavar(kind))
+    option = typer.Option(flag, help=help_text, rich_help_panel=spec.group, show_default=False, metavar=_metavar(name))
     return cli_type | None, option
 
 
-def _metavar(kind: Any) -> str:
+def _metavar(name: str) -> str:
     """What a value looks like, for --help: the choices, or N, X, A,B,... instead of Python's type names."""
-    allowed = choices(kind)
+    kind = settings()[name][2]
+    allowed = allowed_values(name)
     if allowed:
         return "|".join(map(str, allowed)) if len("|".join(map(str, allowed))) <= 18 else "NAME"
     text = str(kind)

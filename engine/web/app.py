@@ -7,8 +7,8 @@ Routes (all JSON unless said):
 - ``GET /api/samples/{name}``: a sample image, by a name from ``/api/info`` only.
 - ``POST /api/uploads``: one image (multipart ``file``), checked like a CLI input; its id and size.
 - ``GET /api/uploads/{id}/thumbnail.jpg``: its thumbnail, re-encoded by the server.
-- ``POST /api/jobs``: ``{content, style, size, steps, style_weight, preserve_colors, preset}``, where content and
-  style are ``upload:ID`` or ``sample:NAME``; the job's id and queue position.
+- ``POST /api/jobs``: ``{content, style, size, steps, style_weight, preserve_colors, style_loss, preset}``, where
+  content and style are ``upload:ID`` or ``sample:NAME``; the job's id and queue position.
 - ``GET /api/jobs``; ``POST /api/jobs/{id}/stop``; ``GET /api/jobs/{id}/result.png``; ``GET /api/jobs/{id}/trace.json``.
 - ``GET /api/events``: server-sent events: ``jobs`` (every job's state and queue position), ``step`` (the loss),
   ``preview`` (a JPEG of the image, at most every ``preview_every`` seconds), ``history`` (on connecting: the
@@ -36,6 +36,7 @@ from nst_engine.config import ColorMode, StyleConfig
 from nst_engine.device import choose_precision, resolve_device
 from nst_engine.errors import ConfigError
 from nst_engine.export.model_file import ModelInfo
+from nst_engine.losses.registry import STYLE_LOSSES
 from nst_engine.model import ModelSpec
 from nst_engine.presets import PRESETS, build_config
 from nst_engine.presets import preset as preset_values
@@ -54,12 +55,13 @@ JOB_FIELDS: dict[str, tuple[type, ...]] = {
     "steps": (int,),
     "style_weight": (int, float),
     "preserve_colors": (str,),
+    "style_loss": (str,),
     "preset": (str, type(None)),
 }
 
 
 #: The settings the page has a field for.
-PAGE_FIELDS = ("size", "steps", "style_weight", "preserve_colors")
+PAGE_FIELDS = ("size", "steps", "style_weight", "preserve_colors", "style_loss")
 
 
 @dataclass
@@ -82,7 +84,8 @@ class ServerSettings:
 
 
 def page_defaults(config: StyleConfig) -> dict[str, Any]:
-    return {"size": 256, "steps": 100, "style_weight": config.style_weight, "preserve_colors": config.preserve_colors}
+    return {"size": 256, "steps": 100, "style_weight": config.style_weight, "preserve_colors": config.preserve_colors,
+            "style_loss": config.style_loss}  # fmt: skip
 
 
 def samples_in(folder: Path | None) -> dict[str, Path]:
@@ -160,6 +163,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 name: {k: v for k, v in values.items() if k in PAGE_FIELDS} for name, values in PRESETS.items()
             },
             "colors": list(typing.get_args(ColorMode)),
+            "style_losses": {name: entry.help for name, entry in STYLE_LOSSES.items()},
             "defaults": settings.defaults,
             "limits": {
                 "max_size": settings.max_size,
@@ -243,7 +247,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 raise HTTPException(400, f"{exc} (start the server with --weights instead of --model)") from None
         shown = {"content": content_name, "style": style_name, "preset": preset, "size": config.size,
                  "steps": config.steps, "style_weight": config.style_weight,
-                 "preserve_colors": config.preserve_colors}  # fmt: skip
+                 "preserve_colors": config.preserve_colors, "style_loss": config.style_loss}  # fmt: skip
         try:
             job = queue().submit(config, content, style, shown, preset)
         except QueueFull as exc:

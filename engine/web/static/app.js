@@ -40,6 +40,11 @@ async function loadInfo() {
     for (const name of info.samples) $(`${which}-sample`).append(new Option(name, name));
   }
   for (const mode of info.colors) $("colors").append(new Option(mode, mode));
+  for (const [name, help] of Object.entries(info.style_losses)) {
+    const option = new Option(name, name);
+    option.title = help;
+    $("style-loss").append(option);
+  }
   for (const name of Object.keys(info.presets)) $("preset").append(new Option(name, name));
   $("size").max = info.limits.max_size;
   $("steps").max = info.limits.max_steps;
@@ -53,6 +58,7 @@ function fill(values) {
   if (values.steps != null) $("steps").value = Math.min(values.steps, Number($("steps").max));
   if (values.style_weight != null) $("style-weight").value = values.style_weight;
   if (values.preserve_colors != null) $("colors").value = values.preserve_colors;
+  if (values.style_loss != null) $("style-loss").value = values.style_loss;
 }
 
 function showThumb(which, src) {
@@ -103,6 +109,7 @@ async function start(event) {
     steps: Number($("steps").value),
     style_weight: Number($("style-weight").value),
     preserve_colors: $("colors").value,
+    style_loss: $("style-loss").value,
     preset: $("preset").value || null,
   };
   try {
@@ -227,7 +234,7 @@ function renderResults() {
     img.alt = `${s.content} in the style of ${s.style}`;
     figure.append(img, text("figcaption",
       `${s.content} × ${s.style} · ${s.size} px · ${job.step} steps · style weight ${s.style_weight}` +
-      ` · colours ${s.preserve_colors}` + (s.preset ? ` · preset ${s.preset}` : "") +
+      ` · colours ${s.preserve_colors}` + (s.style_loss ? ` · ${s.style_loss} loss` : "") + (s.preset ? ` · preset ${s.preset}` : "") +
       (job.state === "stopped" ? " · stopped" : "")));
     gallery.append(figure);
   }
