@@ -145,6 +145,10 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
         lines += web_markdown(results["web"])
     if results.get("video"):
         lines += video_markdown(results["video"])
+    if results.get("losses"):
+        from nst_engine.bench.losses import losses_markdown
+
+        lines += losses_markdown(results["losses"])
     if results.get("startup"):
         from nst_engine.bench.startup import startup_markdown
 

@@ -77,6 +77,15 @@ def run(
             from nst_engine.bench.startup import startup_case
 
             results["startup"] = startup_case(log, 3 if quick else 10)
+        if "losses" in selected:
+            from nst_engine.bench.losses import losses_case
+
+            out.mkdir(parents=True, exist_ok=True)
+            photos = ["tubingen", "turtle"][: 1 if quick else 2]
+            paintings = ["starry_night", "great_wave", "composition_vii", "shipwreck", "the_scream"]
+            paintings = paintings[:1] if quick else paintings
+            results["losses"] = losses_case(content.parent, photos, paintings, 64 if quick else 256,
+                                            1.0 if quick else 20.0, out / "losses-panel.png", log)  # fmt: skip
         if "web" in selected:
             from nst_engine.bench.web import web_case
 

@@ -35,7 +35,10 @@ ColorMode = Literal["none", "luminance", "histogram"]
 Device = Literal["auto", "cpu", "cuda"]
 CudaGraph = Literal["auto", "on", "off"]
 FeatureUnits = Literal["normalized", "raw"]
-Init = str  # "content", "random" or an image path
+Init = str  # "content", "random", "mean" or an image path
+TvNorm = Literal["l2", "l1", "l1-sum"]
+#: --init values that are not image paths.
+NAMED_INITS = ("content", "random", "mean")
 
 #: Learning rates that suit each optimiser when --lr is not given (pixels are in [0, 1]).
 DEFAULT_LR: dict[str, float] = {"lbfgs": 1.0, "adam": 0.02}
@@ -188,6 +191,12 @@ class StyleConfig:
     # jcjohnson/neural-style's 100 : 5 on a Caffe VGG, in normalised units (bench/reports/cpu-2core-real-defaults).
     style_weight: float = setting(3e6, "Weight of the style loss.", LOSS, low=0)
     tv_weight: float = setting(1e-3, "Total variation (smoothness) weight.", LOSS, low=0)
+    tv_norm: TvNorm = setting(
+        "l2",
+        "Smoothness term: l2 (mean squared neighbour difference), l1 (mean absolute: removes speckle, keeps edges) "
+        "or l1-sum (jcjohnson's: summed absolute differences of 0-255 pixels).",
+        LOSS,
+    )
     style_blend_weights: tuple[float, ...] | None = setting(
         None, "One weight per --style, e.g. 3,7 (normalised).", LOSS, low=0, shown_default="equal"
     )
@@ -198,7 +207,10 @@ class StyleConfig:
         choices=tuple(STYLE_LOSSES),
     )
     sw_projections: int = setting(
-        64, "Random directions per style layer and step for --style-loss sliced.", LOSS, low=1, high=4096
+        64, "Random directions per style layer for --style-loss sliced.", LOSS, low=1, high=4096
+    )
+    sw_redraw: int = setting(
+        0, "Draw fresh --style-loss sliced directions every N steps (0: the same all run).", LOSS, low=0
     )
     pooling: Pooling = setting("max", "max, or avg (scaled to keep activation magnitudes).", LOSS)
     normalization: Normalization = setting("mean", "How Gram terms are scaled: mean, or gatys (the paper's).", LOSS)
@@ -223,7 +235,12 @@ class StyleConfig:
     # Each curvature pair costs 2 * 3 * H * W floats.
     lbfgs_history: int = setting(30, "L-BFGS curvature pairs kept.", OPTIMISATION, low=1)
     steps: int = setting(500, "Steps at the final scale.", OPTIMISATION, low=0)
-    init: Init = setting("content", "content, random or an image path.", OPTIMISATION)
+    init: Init = setting(
+        "content",
+        "content, random (uniform noise), mean (the ImageNet mean colour and faint noise, jcjohnson's "
+        "-init random) or an image path.",
+        OPTIMISATION,
+    )
     seed: int = setting(0, "Same seed + device = same output bytes on CPU.", OPTIMISATION, low=0, high=2**63 - 1)
     scales: int = setting(1, "Coarse-to-fine levels, each --scale-factor the last, ending at --size.", CONTROLS, low=1)
     scale_factor: float = setting(2.0, "Size ratio between successive scales.", CONTROLS, above=1)

@@ -67,7 +67,19 @@ def estimate_bytes(
     pairs = config.lbfgs_history if history is None else history
     image_state = 3 * pixels * 4 * entry(config.optimizer).image_buffers(pairs)
     targets = 0.0 if crop is None else content_floats_per_pixel(config) * pixels * 4 * 2  # targets and their stitching
-    return int(BASE_BYTES.get(device, BASE_BYTES["cpu"]) + activations + image_state + targets)
+    return int(
+        BASE_BYTES.get(device, BASE_BYTES["cpu"]) + activations + image_state + targets + sliced_bytes(pixels, config)
+    )
+
+
+def sliced_bytes(pixels: int, config: StyleConfig) -> int:
+    """What the sliced Wasserstein loss holds whole, tiled or not: every style layer's projections on
+    ``sw_projections`` directions (float32), their gradient, and a copy while a tiled step joins them (its sort is
+    global). 0 for the other losses, whose statistics are C x C."""
+    if config.style_loss != "sliced":
+        return 0
+    positions = sum(pixels / stride(layer) ** 2 for layer in config.style_layers)
+    return int(positions * config.sw_projections * 4 * 3)
 
 
 def content_floats_per_pixel(config: StyleConfig) -> float:

@@ -21,6 +21,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "content_weight": 1.0,
         "style_weight": 1e3,  # alpha/beta = 1e-3
         "tv_weight": 0.0,
+        "tv_norm": "l2",
         "pooling": "avg",
         "normalization": "gatys",
         "optimizer": "lbfgs",
@@ -35,13 +36,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
         "style_layer_weights": None,
         "content_weight": 5.0,
-        "style_weight": 100.0,
+        "style_weight": 500.0,  # 100 on each of five layers; ours averages them
         "tv_weight": 1e-3,
+        "tv_norm": "l1-sum",  # sum of absolute differences of 0-255 pixels
         "pooling": "max",
         "normalization": "mean",
         "optimizer": "lbfgs",
         "lbfgs_history": 100,
-        "init": "random",
+        "init": "mean",  # randn * 0.001 around the mean pixel
         "steps": 1000,
         "size": 512,
         "normalize_gradients": False,
@@ -55,6 +57,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "content_weight": 1.0,
         "style_weight": 5e6,  # the tutorial sums five layers at 1e6 each; ours averages them
         "tv_weight": 0.0,
+        "tv_norm": "l2",
         "pooling": "max",
         "normalization": "mean",
         "optimizer": "lbfgs",
@@ -70,8 +73,10 @@ SOURCES: dict[str, str] = {
     "average pooling, L-BFGS from white noise, E_l = 1/(4 N^2 M^2) sum (G - A)^2 and 1/2 sum (F - P)^2; "
     "the paper gives no step count (500 here). The paper names conv layers, but its Caffe ReLUs work in place, so "
     "its responses are post-ReLU, as here",
-    "jcjohnson": "jcjohnson/neural-style defaults: -content_weight 5 -style_weight 100 -tv_weight 1e-3 "
-    "-num_iterations 1000 -image_size 512 -init random -pooling max, lbfgs; Gram / (C*H*W), MSE",
+    "jcjohnson": "jcjohnson/neural-style defaults: -content_weight 5 -style_weight 100 (on each style layer) "
+    "-tv_weight 1e-3 (on the sum of absolute differences of 0-255 pixels) -num_iterations 1000 -image_size 512 "
+    "-init random (the mean pixel plus randn * 0.001) -pooling max, lbfgs; Gram / (C*H*W), MSE. Not reproduced: "
+    "the source leaves pixels unbounded and clips on saving, and takes torch's L-BFGS steps",
     "tutorial": "PyTorch 'Neural Transfer Using PyTorch': conv_4 content, conv_1..conv_5 style, style_weight 1e6 "
     "per layer, content_weight 1, num_steps 300, LBFGS, input = content clone. It squashes both images to 512x512 "
     "(128 on CPU); here the long side is 512 and the aspect ratio kept",
@@ -100,6 +105,7 @@ TABLE_FIELDS = (
     "content_weight",
     "style_weight",
     "tv_weight",
+    "tv_norm",
     "pooling",
     "normalization",
     "feature_units",

@@ -28,7 +28,7 @@ import nst_engine
 from nst_engine import images
 from nst_engine.cache import pixels_sha256
 from nst_engine.checkpoint import Checkpoint, checkpoint_path
-from nst_engine.config import StyleConfig
+from nst_engine.config import NAMED_INITS, StyleConfig
 from nst_engine.errors import ConfigError, NumericalError, StyleTransferError
 from nst_engine.events import (
     Event,
@@ -118,7 +118,7 @@ class Session:
         self._preloaded: dict[Path, torch.Tensor] = {}
         self.stop_reason = ""
         check_mask_count(masks, styles)
-        if init_image is None and config.init not in ("content", "random"):
+        if init_image is None and config.init not in NAMED_INITS:
             init_image = Path(config.init)
         self.style_names = [_label(s) for s in styles]
         self._mask_paths = [Path(m) for m in masks or () if isinstance(m, (str, Path))]

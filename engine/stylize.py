@@ -31,6 +31,9 @@ from nst_engine.targets import StyleRegion, StyleTarget, TargetSource, blend, no
 from nst_engine.tiling import Plan, TiledEncoder, TiledObjective, plan_tiles
 from nst_engine.vgg import VGGFeatures
 
+#: The ImageNet mean colour, RGB in [0, 1] (Caffe's 123.68, 116.78, 103.94).
+IMAGENET_MEAN = torch.tensor([123.68, 116.779, 103.939]) / 255
+
 #: Steps queued on a GPU between two reads of the losses (progress bars refresh at this rate).
 GPU_SYNC_EVERY = 10
 
@@ -362,15 +365,20 @@ class Pipeline:
         h, w = _hw(scale.seen)
         if self.init_image is not None:
             return resize(self.init_image, h, w)
+        generator = torch.Generator().manual_seed(self.config.seed)
         if self.config.init == "random":
-            return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(self.config.seed))
+            return torch.rand(1, 3, h, w, generator=generator)
+        if self.config.init == "mean":
+            # jcjohnson/neural-style's -init random: randn * 0.001 in Caffe's mean-subtracted 0-255 space.
+            noise = torch.randn(1, 3, h, w, generator=generator) * (0.001 / 255)
+            return (IMAGENET_MEAN.view(1, 3, 1, 1) + noise).clamp(0.0, 1.0)
         return scale.seen.detach().cpu()
 
     def _initial(self, scale: _Scale, previous: torch.Tensor | None) -> torch.Tensor:
         if previous is None:
             return self._start(scale)
-        if self.init_image is None and self.config.init == "random":
-            # White noise has no detail worth keeping: the coarse result, upsampled, is the better start.
+        if self.init_image is None and self.config.init in ("random", "mean"):
+            # Noise has no detail worth keeping: the coarse result, upsampled, is the better start.
             return resize(previous, *_hw(scale.seen))
         return handoff(previous, self._start(scale), self.tuning.handoff_smoothing)
 

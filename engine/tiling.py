@@ -173,7 +173,7 @@ class _Joined:
         for key in parts[0]:
             values = [p[key] for p in parts]
             if term.combine[key] == "cat":
-                out[key] = torch.cat(values, dim=0)
+                out[key] = torch.cat(values, dim=-1)
             else:
                 total = values[0]
                 for v in values[1:]:
@@ -185,8 +185,8 @@ class _Joined:
         """The part of the joined statistic's gradient that belongs to one tile's statistic."""
         if self.terms.features[index].combine[key] != "cat":
             return grad
-        start = sum(int(p[key].shape[0]) for p in self.parts[index][:tile])
-        return grad.narrow(0, start, int(self.parts[index][tile][key].shape[0]))
+        start = sum(int(p[key].shape[-1]) for p in self.parts[index][:tile])
+        return grad.narrow(-1, start, int(self.parts[index][tile][key].shape[-1]))
 
 
 class TiledObjective(Objective):

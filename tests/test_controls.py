@@ -199,10 +199,11 @@ SOURCE_VALUES = {
     # white-noise start, the paper's loss scaling, no smoothness term.
     "gatys": {"content_layers": ("relu4_2",), "content_weight": 1.0, "style_weight": 1e3, "tv_weight": 0.0}
     | {"pooling": "avg", "init": "random", "normalization": "gatys", "optimizer": "lbfgs"},
-    # neural_style.lua defaults: -content_weight 5 -style_weight 100 -tv_weight 1e-3 -num_iterations 1000
-    # -image_size 512 -init random -pooling max, -lbfgs_num_correction default 100 (via optim.lbfgs nCorrection).
-    "jcjohnson": {"content_weight": 5.0, "style_weight": 100.0, "tv_weight": 1e-3, "steps": 1000, "size": 512}
-    | {"init": "random", "pooling": "max", "optimizer": "lbfgs", "lbfgs_history": 100},
+    # neural_style.lua defaults: -content_weight 5 -style_weight 100 on each of the five style layers (ours are
+    # averaged: 500) -tv_weight 1e-3 on sum(|dx|) + sum(|dy|) of the 0-255 image -num_iterations 1000 -image_size 512
+    # -init random (randn * 0.001 around the mean pixel) -pooling max, -lbfgs_num_correction default 100.
+    "jcjohnson": {"content_weight": 5.0, "style_weight": 500.0, "tv_weight": 1e-3, "steps": 1000, "size": 512}
+    | {"init": "mean", "tv_norm": "l1-sum", "pooling": "max", "optimizer": "lbfgs", "lbfgs_history": 100},
     # The PyTorch tutorial: content after conv_4 (= conv2_2), style after conv_1..conv_5, num_steps 300, input =
     # a clone of the content image, no TV term.
     "tutorial": {"content_layers": ("conv2_2",), "steps": 300, "init": "content", "tv_weight": 0.0}

@@ -20,9 +20,9 @@ def _rand(*shape: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_equal_counts_give_the_mean_squared_difference_of_sorted_projections() -> None:
-    image, target = _rand(50, 6), _rand(50, 6, seed=1)
+    image, target = _rand(6, 50), _rand(6, 50, seed=1)  # a row per direction
     expected = sum(
-        sum((a - b) ** 2 for a, b in zip(sorted(image[:, n].tolist()), sorted(target[:, n].tolist()), strict=True))
+        sum((a - b) ** 2 for a, b in zip(sorted(image[n].tolist()), sorted(target[n].tolist()), strict=True))
         for n in range(6)
     ) / (50 * 6)
     ordered, levels = sorted_quantiles(target)
@@ -31,30 +31,30 @@ def test_equal_counts_give_the_mean_squared_difference_of_sorted_projections() -
 
 
 def test_zero_for_the_same_set_in_any_order_and_invariant_to_permuting_positions() -> None:
-    image = _rand(40, 5)
-    shuffled = image[torch.randperm(40, generator=torch.Generator().manual_seed(3))]
+    image = _rand(5, 40)
+    shuffled = image[:, torch.randperm(40, generator=torch.Generator().manual_seed(3))]
     ordered, _ = sorted_quantiles(image)
     assert float(sliced_loss(shuffled, ordered)) == 0.0
-    target, _ = sorted_quantiles(_rand(40, 5, seed=2))
+    target, _ = sorted_quantiles(_rand(5, 40, seed=2))
     assert float(sliced_loss(image, target)) == float(sliced_loss(shuffled, target)) > 0
 
 
 def test_unequal_counts_are_matched_by_quantiles_not_cropped() -> None:
-    image, target = _rand(30, 4), _rand(30, 4, seed=1)
-    twice = torch.cat([target, target])  # the same distribution with twice the samples
+    image, target = _rand(4, 30), _rand(4, 30, seed=1)
+    twice = torch.cat([target, target], dim=1)  # the same distribution with twice the samples
     once, _ = sorted_quantiles(target)
     doubled, _ = sorted_quantiles(twice)
     torch.testing.assert_close(sliced_loss(image, doubled), sliced_loss(image, once))
     # Fewer target samples than positions: the quantile function is interpolated, not the image cropped.
-    few, _ = sorted_quantiles(target[:7])
+    few, _ = sorted_quantiles(target[:, :7])
     assert float(sliced_loss(image, few)) > 0 and torch.isfinite(sliced_loss(image, few))
 
 
 def test_weights_select_positions_and_weighted_targets_pool_styles() -> None:
-    image, target = _rand(40, 3), _rand(25, 3, seed=1)
+    image, target = _rand(3, 40), _rand(3, 25, seed=1)
     ordered, _ = sorted_quantiles(target)
     mask = (torch.arange(40) % 3 == 0).double()
-    torch.testing.assert_close(sliced_loss(image, ordered, None, mask), sliced_loss(image[mask > 0], ordered))
+    torch.testing.assert_close(sliced_loss(image, ordered, None, mask), sliced_loss(image[:, mask > 0], ordered))
     torch.testing.assert_close(sliced_loss(image, ordered, None, torch.ones(40, dtype=torch.float64)),
                                sliced_loss(image, ordered))  # fmt: skip
     # Equal explicit weights are the unweighted target.
@@ -64,8 +64,8 @@ def test_weights_select_positions_and_weighted_targets_pool_styles() -> None:
 
 
 def test_gradient_matches_finite_differences_in_float64() -> None:
-    target, _ = sorted_quantiles(_rand(17, 3, seed=1))
-    image = _rand(11, 3).requires_grad_(True)
+    target, _ = sorted_quantiles(_rand(3, 17, seed=1))
+    image = _rand(3, 11).requires_grad_(True)
     weights = torch.rand(11, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda x: sliced_loss(x, target), (image,))
     assert torch.autograd.gradcheck(lambda x: sliced_loss(x, target, None, weights), (image,))
@@ -75,8 +75,12 @@ def _stats(channels: int = 6, seed: int = 1) -> StyleStats:
     return style_stats(_rand(1, channels, 9, 7, seed=seed))
 
 
-def test_the_sliced_term_draws_fresh_directions_each_evaluation_from_the_seed() -> None:
-    config = StyleConfig(style_loss="sliced", sw_projections=8, seed=5)
+def test_the_sliced_term_draws_directions_from_the_seed_and_redraws_only_when_asked() -> None:
+    fixed = SlicedLoss(_stats(), StyleConfig(style_loss="sliced", sw_projections=8), "relu1_1")
+    first = fixed.directions.clone()
+    fixed.draw(7)
+    assert torch.equal(first, fixed.directions) and not fixed.redraws
+    config = StyleConfig(style_loss="sliced", sw_projections=8, seed=5, sw_redraw=1)
     a, b = SlicedLoss(_stats(), config, "relu1_1"), SlicedLoss(_stats(), config, "relu1_1")
     a.draw(3)
     b.draw(3)
@@ -103,7 +107,8 @@ def test_every_style_loss_joined_over_parts_equals_the_whole(name: str, masked: 
     whole = term.value(term.local(feature, Window.whole(feature)))
     parts = [term.local(feature[..., r0:r1, :], Window((10, 8), (r0, r1), (0, 8))) for r0, r1 in ((0, 4), (4, 10))]
     joined = {
-        k: torch.cat([p[k] for p in parts]) if term.combine[k] == "cat" else parts[0][k] + parts[1][k] for k in parts[0]
+        k: torch.cat([p[k] for p in parts], dim=-1) if term.combine[k] == "cat" else parts[0][k] + parts[1][k]
+        for k in parts[0]
     }
     split = term.value(joined)
     torch.testing.assert_close(split, whole)

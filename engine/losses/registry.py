@@ -23,9 +23,9 @@ class Entry(NamedTuple):
 STYLE_LOSSES: dict[str, Entry] = {
     "gram": Entry("Gram matrices (Gatys et al. 2016)", "nst_engine.losses.gram:GramLoss"),
     "wasserstein": Entry(
-        "W2 between Gaussians: mean and covariance", "nst_engine.losses.wasserstein:WassersteinLoss", 1.0
+        "W2 between Gaussians: mean and covariance", "nst_engine.losses.wasserstein:WassersteinLoss", 2 / 3e6
     ),
-    "sliced": Entry("sliced Wasserstein: whole feature distributions", "nst_engine.losses.sliced:SlicedLoss", 1.0),
+    "sliced": Entry("sliced Wasserstein: whole feature distributions", "nst_engine.losses.sliced:SlicedLoss", 1 / 1e6),
 }
 
 

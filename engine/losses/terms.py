@@ -2,9 +2,9 @@
 
 A *feature term* reads one layer's features. It says how it is computed over parts of the image: ``local`` gives
 its statistics of one part (a tile's core, or the whole map), ``combine`` says how parts join ("sum": add them;
-"cat": concatenate along positions), and ``value`` is the loss of the joined statistics. The whole objective calls
-``value(local(features))``; the tiled one joins every tile's ``local`` first (engine.tiling), which is exact for
-any term written this way. A *pixel term* (smoothness, temporal) reads the image itself.
+"cat": concatenate along positions, the last dim), and ``value`` is the loss of the joined statistics. The whole
+objective calls ``value(local(features))``; the tiled one joins every tile's ``local`` first (engine.tiling), which
+is exact for any term written this way. A *pixel term* (smoothness, temporal) reads the image itself.
 
 A style loss (``StyleLoss``: Gram, Wasserstein, sliced, one file each, named in ``registry``) is one region's
 loss at one layer; a ``StyleTerm`` adds its regions up.
@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 import torch
 
 from nst_engine.config import StyleConfig
-from nst_engine.losses.functional import StyleStats, _wide, tv_abs_loss, tv_loss
+from nst_engine.losses.functional import StyleStats, _wide, tv_abs_loss, tv_abs_sum_loss, tv_loss
 from nst_engine.losses.registry import STYLE_LOSSES, style_loss_class
 from nst_engine.resize import resize
 from nst_engine.targets import StyleRegion
@@ -60,8 +60,8 @@ class StyleLoss:
 
     power: ClassVar[int] = 2
     combine: ClassVar[Mapping[str, Combine]] = {}
-    #: Whether ``draw`` changes the loss (a captured CUDA graph would freeze what it draws).
-    redraws: ClassVar[bool] = False
+    #: Whether ``draw`` changes the loss during a run (a captured CUDA graph would freeze what it draws).
+    redraws: bool = False
 
     def __init__(self, target: StyleStats, config: StyleConfig, layer: str) -> None:
         self.target, self.config, self.layer = target, config, layer
@@ -164,11 +164,19 @@ class PixelTerm:
 
 
 class SmoothnessTerm(PixelTerm):
-    """Total variation: squared neighbour differences (``l2``), or absolute ones (``l1``, jcjohnson's)."""
+    """Total variation of the pixels: the mean squared neighbour difference (``l2``), the mean absolute one (``l1``),
+    or jcjohnson/neural-style's sum of absolute differences of 0-255 pixels (``l1-sum``), whose size grows with
+    the image's. An absolute difference penalises a speckle as much as a squared one does but an edge far less."""
+
+    LOSSES: ClassVar[dict[str, Callable[[torch.Tensor], torch.Tensor]]] = {
+        "l2": tv_loss,
+        "l1": tv_abs_loss,
+        "l1-sum": tv_abs_sum_loss,
+    }
 
     def __init__(self, weight: float, norm: str = "l2") -> None:
         self.name, self.weight = "tv", weight
-        self.loss: Callable[[torch.Tensor], torch.Tensor] = tv_abs_loss if norm == "l1" else tv_loss
+        self.loss = self.LOSSES[norm]
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
         return self.loss(image)
@@ -234,7 +242,7 @@ def build_terms(
         losses = [style_cls(r.target[layer], config, layer) for r in regions]
         weight = style_factor * config.layer_weights[layer]
         features.append(StyleTerm(layer, losses, [r.mask for r in regions], weight))
-    pixels: list[PixelTerm] = [SmoothnessTerm(config.tv_weight)]
+    pixels: list[PixelTerm] = [SmoothnessTerm(config.tv_weight, config.tv_norm)]
     if temporal is not None and temporal[0] and temporal[1]:
         pixels.append(TemporalTerm(*temporal))
     return Terms(features, pixels)
