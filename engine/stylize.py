@@ -54,6 +54,46 @@ ScaleListener = Callable[[ScaleInfo], None]
 
 
 @dataclass(frozen=True)
+class Level:
+    """One scale of the plan: its long side, the steps run there and the style image's long side."""
+
+    index: int
+    long_side: int
+    steps: int
+    style_side: int
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    """The scales of a run, coarse to fine, computed once from the settings (pystiche's image pyramid)."""
+
+    levels: tuple[Level, ...]
+
+    @classmethod
+    def of(cls, config: StyleConfig) -> ScalePlan:
+        sizes = config.scale_sizes()
+        smallest = min_input_size(config.style_layers)
+        levels = []
+        for i, side in enumerate(sizes):
+            steps = config.steps if i == len(sizes) - 1 else config.scale_steps_or_default
+            levels.append(Level(i, side, steps, max(smallest, round(side * config.style_scale))))
+        return cls(tuple(levels))
+
+    @property
+    def total_steps(self) -> int:
+        return sum(level.steps for level in self.levels)
+
+    def todo(self, resume: Checkpoint | None, frame: FrameGuide | None) -> tuple[Level, ...]:
+        """The levels a run goes through: from a checkpoint's scale on; only the last for a video frame (which
+        starts close to its result); every one otherwise."""
+        if resume is not None and resume.scale >= len(self.levels):
+            raise ConfigError("nothing to do: the checkpoint is already past the last scale")
+        if frame is not None:
+            return self.levels[-1:]
+        return self.levels[resume.scale if resume is not None else 0 :]
+
+
+@dataclass(frozen=True)
 class FrameGuide:
     """One video frame's run: it starts from ``init`` and its temporal term compares the image with earlier
     results warped into this frame, each (1, 3, H, W) with its certainty (1, 1, H, W), at the content's size.
@@ -179,6 +219,7 @@ class Pipeline:
         self.requested = config  # what checkpoints record: a resume on other hardware chooses again
         config = config.replace(precision=precision)
         self.config = config
+        self.plan = ScalePlan.of(config)
         if config.cuda_graph == "on" and self.device.type != "cuda":
             raise ProviderError("--cuda-graph on needs a CUDA device; use --cuda-graph auto or off on CPU")
         #: Steps queued between reads of the losses: 1 on CPU (no cost), more on CUDA (the GPU never idles).
@@ -214,8 +255,7 @@ class Pipeline:
         makes it a video frame's run (see ``FrameGuide``).
         """
         self._check_content(content)
-        cfg = self.config
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(self.config.seed)
         content = content.float()
         masks = (
             None
@@ -223,47 +263,25 @@ class Pipeline:
             else [check_mask(m, content, f"mask {i + 1}") for i, m in enumerate(self.style_masks)]
         )
         keep = None if self.content_mask is None else check_mask(self.content_mask, content, "content mask")
-        sizes = cfg.scale_sizes()
         digest = pixels_sha256(content)
-        if resume is not None and resume.scale >= len(sizes):
-            raise ConfigError("nothing to do: the checkpoint is already past the last scale")
         if resume is not None and resume.content and resume.content != digest:
             raise ConfigError(
                 "the checkpoint was made from another content image; resume with the photo it was made from"
             )
         result = StylizeResult(image=content)
         image: torch.Tensor | None = None
-        for index in range(len(sizes)):
-            if (resume is not None and index < resume.scale) or (frame is not None and index < len(sizes) - 1):
-                continue
-            scale = self._scale(content, index, masks, keep, frame)
+        for level in self.plan.todo(resume, frame):
+            scale = self._scale(content, level, masks, keep, frame)
             if on_scale is not None:
                 on_scale(scale.info)
-            if resume is not None and index == resume.scale:
-                if _hw(resume.image) != scale.info.size:
-                    raise ConfigError(
-                        f"the checkpoint's image is {_hw(resume.image)[1]}x{_hw(resume.image)[0]} but this scale is "
-                        f"{scale.info.size[1]}x{scale.info.size[0]}; resume with the photo it was made from"
-                    )
-                start = _Start(resume.image, resume.optimizer, resume.step + 1)
-            elif frame is not None and frame.init is not None:
-                start = _Start(self._seen(resize(frame.init, *scale.info.size)).clamp(0.0, 1.0).contiguous())
-            else:
-                start = _Start(self._initial(scale, image))  # (image is None for a frame: its start)
+            start = self._begin(scale, image, resume, frame)
             out = self._optimize(scale, start, on_step, result, should_stop, sync_every or self.sync_every)
             image = out.image
             result.recoveries += out.recoveries
-            pixels = out.pixels if out.pixels is not None else out.image
             before = 0 if resume is None else resume.steps_done
-            result.checkpoint = Checkpoint(
-                index,
-                out.steps_done,
-                pixels.cpu(),
-                out.optimizer_state,
-                self.requested.to_dict(),
-                digest,
-                before + len(result.steps),
-            )
+            pixels = (out.pixels if out.pixels is not None else out.image).cpu()
+            result.checkpoint = Checkpoint(level.index, out.steps_done, pixels, out.optimizer_state,
+                                           self.requested.to_dict(), digest, before + len(result.steps))  # fmt: skip
             if out.interrupted:
                 result.interrupted = True
                 break
@@ -271,16 +289,32 @@ class Pipeline:
         result.image = self._finish(content, image).cpu()
         return result
 
+    def _begin(
+        self, scale: _Scale, previous: torch.Tensor | None, resume: Checkpoint | None, frame: FrameGuide | None
+    ) -> _Start:
+        """Where a scale's optimisation starts: the checkpoint at its own scale, a video frame's start, or the
+        previous scale's result (the run's start at the first)."""
+        size = scale.info.size
+        if resume is not None and scale.info.index == resume.scale:
+            if _hw(resume.image) != size:
+                raise ConfigError(
+                    f"the checkpoint's image is {_hw(resume.image)[1]}x{_hw(resume.image)[0]} but this scale is "
+                    f"{size[1]}x{size[0]}; resume with the photo it was made from"
+                )
+            return _Start(resume.image, resume.optimizer, resume.step + 1)
+        if frame is not None and frame.init is not None:
+            return _Start(self._seen(resize(frame.init, *size)).clamp(0.0, 1.0).contiguous())
+        return _Start(self._initial(scale, previous))  # (previous is None for a frame: its start)
+
     def warm_styles(self) -> None:
         """Compute every scale's style targets now (they do not depend on the content, except with histogram
         colour matching, where nothing is done), so that they can be shared before any image runs."""
         cfg = self.config
         if cfg.preserve_colors == "histogram":
             return
-        for long_side in cfg.scale_sizes():
-            style_side = max(min_input_size(cfg.style_layers), round(long_side * cfg.style_scale))
+        for level in self.plan.levels:
             for style in self.styles:
-                sized = resize_long(style, style_side)
+                sized = resize_long(style, level.style_side)
                 self.targets.style(color.luminance(sized) if cfg.preserve_colors == "luminance" else sized,
                                    cfg.style_layers)  # fmt: skip
 
@@ -290,7 +324,7 @@ class Pipeline:
             raise ConfigError(f"content must be a (1, 3, H, W) tensor, not {tuple(content.shape)}")
         if min(content.shape[-2:]) < 1:
             raise ImageError("the content image is empty")
-        h, w = fit_long_side(*_hw(content), cfg.scale_sizes()[0])
+        h, w = fit_long_side(*_hw(content), self.plan.levels[0].long_side)
         if cfg.tile == "off":
             check_fits(*fit_long_side(*_hw(content), cfg.size), cfg, self.device)
         smallest = min_input_size(cfg.layers)
@@ -311,21 +345,17 @@ class Pipeline:
     def _scale(
         self,
         content: torch.Tensor,
-        index: int,
+        level: Level,
         masks: list[torch.Tensor] | None,
         keep: torch.Tensor | None,
         guide: FrameGuide | None = None,
     ) -> _Scale:
         cfg, device = self.config, self.device
-        sizes = cfg.scale_sizes()
-        long_side = sizes[index]
-        h, w = fit_long_side(*_hw(content), long_side)
-        steps = cfg.steps if index == len(sizes) - 1 else cfg.scale_steps_or_default
+        h, w = fit_long_side(*_hw(content), level.long_side)
         plan = plan_tiles(h, w, cfg, device, int(memory.available_bytes(device) * 0.9), self.net.network)
         sized = resize(content, h, w)
         seen = color.luminance(sized) if cfg.preserve_colors == "luminance" else sized
-        style_side = max(min_input_size(cfg.style_layers), round(long_side * cfg.style_scale))
-        styles = [self._style(resize_long(s, style_side), sized) for s in self.styles]
+        styles = [self._style(resize_long(s, level.style_side), sized) for s in self.styles]
         with _tiled_targets(self.targets, plan, stride(deepest(cfg.layers))):
             content_t = {k: v.to(device) for k, v in self.targets.content(seen, cfg.content_layers).items()}
             style_ts = [_to_device(self.targets.style(s, cfg.style_layers), device) for s in styles]
@@ -342,8 +372,9 @@ class Pipeline:
             objective = TiledObjective.of(self.net, content_t, regions, cfg, temporal=temporal, plan=plan)
             objective.accelerate(device)
         kept = None if keep is None else resize(keep, h, w, kind="mask").to(device)
-        steps = steps if guide is None else guide.steps
-        return _Scale(ScaleInfo(index, len(sizes), (h, w), steps, plan), seen.to(device), objective, kept)
+        steps = level.steps if guide is None else guide.steps
+        info = ScaleInfo(level.index, len(self.plan.levels), (h, w), steps, plan)
+        return _Scale(info, seen.to(device), objective, kept)
 
     def _seen(self, image: torch.Tensor) -> torch.Tensor:
         """An image as the optimiser holds it: its luminance when preserving the photo's colours that way."""

@@ -101,3 +101,18 @@ def test_serve_uses_installed_trained_weights_when_none_are_named(monkeypatch: p
     (tmp_path / "hub").mkdir()
     (tmp_path / "hub" / weights.DOWNLOADS["vgg19"].url.rsplit("/", 1)[-1]).write_bytes(b"x")
     assert serve_cli.offline_weights(None) == "vgg19"  # downloaded earlier: no network needed
+
+
+@pytest.mark.parametrize("command", [[], ["stylize"], ["video"], ["serve"], ["export"], ["bench"], ["cache", "info"]])
+def test_help_shows_placeholders_a_person_reads_not_python_types(command: list[str]) -> None:
+    import os
+    import re
+
+    done = subprocess.run([sys.executable, "-m", "nst_engine", *command, "--help"], capture_output=True, text=True,
+                          timeout=120, env=os.environ | {"COLUMNS": "80"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout + done.stderr
+    options = [line for line in shown.splitlines() if re.match(r"^│\s+(-\w\s+)?--", line)]
+    assert options, shown
+    typed = [line for line in options if re.search(r"<(bool|int|str|float|path|list\[\w+\])>", line)]
+    assert typed == [], typed  # PATH, N, X, TEXT or the choices instead; nothing after a flag

@@ -356,7 +356,7 @@ def test_in_luminance_mode_the_temporal_targets_and_start_are_luminance_too() ->
     pipeline = Pipeline(config, net, DirectTargets(net), [gradient_image(32, 32, 3)])
     warped = gradient_image(32, 32, 2)
     frame = FrameGuide(warped, [(warped, torch.ones(1, 1, 32, 32))], 10.0, 1)
-    scale = pipeline._scale(gradient_image(32, 32, 1), 0, None, None, frame)
+    scale = pipeline._scale(gradient_image(32, 32, 1), pipeline.plan.levels[0], None, None, frame)
     temporal = next(t for t in scale.objective.terms.pixels if isinstance(t, TemporalTerm))
     target, _ = temporal.warped[0]
     torch.testing.assert_close(target, color.luminance(warped))  # compared with the luminance being optimised

@@ -129,6 +129,12 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(client: TestClient) 
         ({"content": "/etc/passwd"}, "content must be upload:ID or sample:NAME"),
         ({"style": "upload:0123456789abcdef"}, "no upload"),
         ({"output": "/tmp/x.png"}, "unknown field 'output'"),
+        ({"init": "/etc/passwd"}, "init must be one of content, random, mean"),  # never a server path
+        ({"init": "../shared/images/style_great_wave.jpg"}, "init must be one of"),
+        ({"scales": 40}, "scales must be 1 to 4"),
+        ({"seed": -1}, "seed must be 0 or more"),
+        ({"style_loss": "slicd"}, "did you mean 'sliced'"),
+        ({"content_weight": "1e9; drop"}, "content_weight must be int or float"),
     ],
 )
 def test_hostile_parameters_are_refused_by_the_clis_checks(

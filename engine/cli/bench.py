@@ -25,13 +25,17 @@ def bench(
     ),
     quick: Annotated[bool, typer.Option(help="About a minute on a CPU: small sizes, fewer repeats.")] = False,
     weights: WeightsOpt = "random",
-    content: Annotated[Path, typer.Option(help="Content image.")] = SAMPLES / "content_tubingen.jpg",
-    style: Annotated[Path, typer.Option(help="Style image.")] = SAMPLES / "style_starry_night.jpg",
+    content: Annotated[
+        Path, typer.Option(help="Content image.", show_default="the samples' content_tubingen.jpg")
+    ] = SAMPLES / "content_tubingen.jpg",
+    style: Annotated[
+        Path, typer.Option(help="Style image.", show_default="the samples' style_starry_night.jpg")
+    ] = SAMPLES / "style_starry_night.jpg",
     case: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run only these cases: forward, step, ttq, cache, multiscale, tiling, video, cluster, web, startup "
-            "(repeatable; the last five only when named)."
+            help="Run only these cases: forward, step, ttq, cache, multiscale, tiling, video, cluster, web, startup, "
+            "losses (repeatable; the last six only when named)."
         ),
     ] = None,
     ttq_size: Annotated[int | None, typer.Option(help="Time-to-quality size \\[default: 512, quick CPU 128].")] = None,

@@ -138,7 +138,7 @@ def stylize(
         str | None,
         Opt(
             help="Run the batch on Ray: 'ray' starts it here, 'ray:ADDRESS' joins a running cluster "
-            "(pip install 'nst-engine\\[cluster]').",
+            "(the cluster extra).",
             rich_help_panel=RUNTIME,
         ),
     ] = None,

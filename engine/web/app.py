@@ -7,7 +7,8 @@ Routes (all JSON unless said):
 - ``GET /api/samples/{name}``: a sample image, by a name from ``/api/info`` only.
 - ``POST /api/uploads``: one image (multipart ``file``), checked like a CLI input; its id and size.
 - ``GET /api/uploads/{id}/thumbnail.jpg``: its thumbnail, re-encoded by the server.
-- ``POST /api/jobs``: ``{content, style, size, steps, style_weight, preserve_colors, style_loss, preset}``, where
+- ``POST /api/jobs``: ``{content, style, size, steps, style_weight, preserve_colors, style_loss, content_weight,
+  seed, init, scales, preset}`` (init: content, random or mean, never a path), where
   content and style are ``upload:ID`` or ``sample:NAME``; the job's id and queue position.
 - ``GET /api/jobs``; ``POST /api/jobs/{id}/stop``; ``GET /api/jobs/{id}/result.png``; ``GET /api/jobs/{id}/trace.json``.
 - ``GET /api/events``: server-sent events: ``jobs`` (every job's state and queue position), ``step`` (the loss),
@@ -32,7 +33,7 @@ from fastapi import FastAPI, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from nst_engine.config import ColorMode, StyleConfig
+from nst_engine.config import NAMED_INITS, ColorMode, StyleConfig
 from nst_engine.device import choose_precision, resolve_device
 from nst_engine.errors import ConfigError
 from nst_engine.export.model_file import ModelInfo
@@ -56,12 +57,28 @@ JOB_FIELDS: dict[str, tuple[type, ...]] = {
     "style_weight": (int, float),
     "preserve_colors": (str,),
     "style_loss": (str,),
+    "content_weight": (int, float),
+    "seed": (int,),
+    "init": (str,),
+    "scales": (int,),
     "preset": (str, type(None)),
 }
+#: How many coarse-to-fine scales a page's job may ask for.
+MAX_PAGE_SCALES = 4
 
 
 #: The settings the page has a field for.
-PAGE_FIELDS = ("size", "steps", "style_weight", "preserve_colors", "style_loss")
+PAGE_FIELDS = (
+    "size",
+    "steps",
+    "style_weight",
+    "preserve_colors",
+    "style_loss",
+    "content_weight",
+    "seed",
+    "init",
+    "scales",
+)
 
 
 @dataclass
@@ -84,8 +101,8 @@ class ServerSettings:
 
 
 def page_defaults(config: StyleConfig) -> dict[str, Any]:
-    return {"size": 256, "steps": 100, "style_weight": config.style_weight, "preserve_colors": config.preserve_colors,
-            "style_loss": config.style_loss}  # fmt: skip
+    fields = ("style_weight", "preserve_colors", "style_loss", "content_weight", "seed", "init", "scales")
+    return {"size": 256, "steps": 100} | {name: getattr(config, name) for name in fields}
 
 
 def samples_in(folder: Path | None) -> dict[str, Path]:
@@ -164,6 +181,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             },
             "colors": list(typing.get_args(ColorMode)),
             "style_losses": {name: entry.help for name, entry in STYLE_LOSSES.items()},
+            "inits": list(NAMED_INITS),
+            "max_scales": MAX_PAGE_SCALES,
             "defaults": settings.defaults,
             "limits": {
                 "max_size": settings.max_size,
@@ -222,6 +241,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
         for name in ("content", "style"):
             if name not in body:
                 raise HTTPException(400, f"{name} is missing: upload an image or pick a sample")
+        if "init" in body and body["init"] not in NAMED_INITS:  # never a path: the page names no server file
+            raise HTTPException(400, f"init must be one of {', '.join(NAMED_INITS)}, not {body['init']!r}")
+        if "scales" in body and not 1 <= body["scales"] <= MAX_PAGE_SCALES:
+            raise HTTPException(400, f"scales must be 1 to {MAX_PAGE_SCALES}, not {body['scales']}")
         content, content_name = source(body["content"], "content")
         style, style_name = source(body["style"], "style")
         preset = body.get("preset") or None
@@ -247,7 +270,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 raise HTTPException(400, f"{exc} (start the server with --weights instead of --model)") from None
         shown = {"content": content_name, "style": style_name, "preset": preset, "size": config.size,
                  "steps": config.steps, "style_weight": config.style_weight,
-                 "preserve_colors": config.preserve_colors, "style_loss": config.style_loss}  # fmt: skip
+                 "preserve_colors": config.preserve_colors, "style_loss": config.style_loss,
+                 "content_weight": config.content_weight, "seed": config.seed, "init": config.init,
+                 "scales": len(config.scale_sizes())}  # fmt: skip
         try:
             job = queue().submit(config, content, style, shown, preset)
         except QueueFull as exc:

@@ -29,6 +29,7 @@ from nst_engine.events import Event, Note, StepDone
 from nst_engine.files import write_atomic
 from nst_engine.model import ModelSpec
 from nst_engine.session import Session
+from nst_engine.stylize import ScalePlan
 
 log = logging.getLogger("nst-engine.serve")
 
@@ -82,7 +83,7 @@ class WebJob:
 
 def total_steps(config: StyleConfig) -> int:
     """Steps over every scale of a run."""
-    return config.steps + (len(config.scale_sizes()) - 1) * config.scale_steps_or_default
+    return ScalePlan.of(config).total_steps
 
 
 class Hub:

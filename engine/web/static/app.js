@@ -5,6 +5,7 @@ const $ = (id) => document.getElementById(id);
 const chosen = { content: null, style: null }; // "upload:ID" or "sample:NAME"
 const losses = new Map(); // job id -> [loss per step]
 const previews = new Map(); // job id -> its latest preview event
+const befores = new Map(); // job id -> its photo's thumbnail, for the before/after slider (jobs started here)
 const rates = new Map(); // job id -> {step, t}: the first step this page saw, for it/s and the ETA
 let jobs = new Map(); // job id -> its summary, in the order submitted
 let watching = null; // the job whose preview, status and curve are shown (and that Stop acts on)
@@ -46,6 +47,8 @@ async function loadInfo() {
     $("style-loss").append(option);
   }
   for (const name of Object.keys(info.presets)) $("preset").append(new Option(name, name));
+  for (const name of info.inits) $("init").append(new Option(name, name));
+  $("scales").max = info.max_scales;
   $("size").max = info.limits.max_size;
   $("steps").max = info.limits.max_steps;
   fill(info.defaults);
@@ -59,6 +62,10 @@ function fill(values) {
   if (values.style_weight != null) $("style-weight").value = values.style_weight;
   if (values.preserve_colors != null) $("colors").value = values.preserve_colors;
   if (values.style_loss != null) $("style-loss").value = values.style_loss;
+  if (values.content_weight != null) $("content-weight").value = values.content_weight;
+  if (values.init != null) $("init").value = values.init;
+  if (values.seed != null) $("seed").value = values.seed;
+  if (values.scales != null) $("scales").value = values.scales;
 }
 
 function showThumb(which, src) {
@@ -110,6 +117,10 @@ async function start(event) {
     style_weight: Number($("style-weight").value),
     preserve_colors: $("colors").value,
     style_loss: $("style-loss").value,
+    content_weight: Number($("content-weight").value),
+    init: $("init").value,
+    seed: Number($("seed").value),
+    scales: Number($("scales").value),
     preset: $("preset").value || null,
   };
   try {
@@ -117,6 +128,7 @@ async function start(event) {
                                          body: JSON.stringify(body) });
     started = job.id;
     picked = null;
+    befores.set(job.id, $("content-thumb").src);
     losses.set(job.id, []);
     localStorage.setItem("nst-engine-watching", job.id);
     say(job.position > 1 ? `Queued: position ${job.position}.` : "");
@@ -157,7 +169,20 @@ function watch(id) {
   const last = previews.get(id);
   if (last) img.src = last.image;
   img.hidden = !last;
+  showBefore();
   drawLosses();
+}
+
+// The photo under the preview, uncovered from the left as far as the slider says (0: the result alone).
+function showBefore() {
+  const src = befores.get(watching);
+  const shown = Boolean(src) && !$("preview").hidden;
+  $("compare-label").hidden = !shown;
+  const before = $("before");
+  const uncovered = Number($("compare").value);
+  if (shown && before.getAttribute("src") !== src) before.src = src;
+  before.hidden = !shown || uncovered === 0;
+  before.style.clipPath = `inset(0 ${100 - uncovered}% 0 0)`;
 }
 
 function renderJobs() {
@@ -324,7 +349,8 @@ function listen() {
     img.src = d.image;
     img.hidden = false;
     // Sharp: at most twice the image's own size, each pixel a block (a 128 px preview is not smeared to 740).
-    img.style.width = `${Math.min(img.parentElement.clientWidth - 2, d.width * 2)}px`;
+    img.style.width = `${Math.min(img.closest(".frame").clientWidth - 2, d.width * 2)}px`;
+    showBefore();
     $("status").dataset.step = d.step;
   });
   events.addEventListener("note", (e) => {
@@ -345,6 +371,7 @@ window.addEventListener("DOMContentLoaded", async () => {
   }
   $("form").addEventListener("submit", start);
   $("stop").addEventListener("click", stop);
+  $("compare").addEventListener("input", showBefore);
   drawLosses();
   listen();
 });
