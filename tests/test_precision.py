@@ -115,8 +115,8 @@ def test_the_default_run_says_which_precision_it_chose_and_why(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     import nst_engine.device as device
+    from nst_engine.api import Session
     from nst_engine.events import Note
-    from nst_engine.session import Session
     from nst_engine.spec import ModelSpec
 
     monkeypatch.setattr(device, "cpu_bf16_flags", lambda: flags)

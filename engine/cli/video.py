@@ -39,7 +39,7 @@ from nst_engine.presets import build_config
 from nst_engine.video_settings import DEFAULT_TEMPORAL_WEIGHT, VideoSettings
 
 if TYPE_CHECKING:  # the run's machinery (torch, PyAV, ONNX Runtime) is imported when a run starts
-    from nst_engine.session import Session
+    from nst_engine.api import Session
     from nst_engine.video import VideoRun
 
 Opt = typer.Option
@@ -149,8 +149,8 @@ def video(
     video_settings.check()
     config = build_config(preset, settings)
     styles = expand(style, "style", unique=False)
+    from nst_engine.api import Session
     from nst_engine.cli.render import FrameRenderer, Mode
-    from nst_engine.session import Session
     from nst_engine.video import VideoRun, flow_cache
     from nst_engine.video_io import read_clip
 

@@ -38,9 +38,9 @@ from nst_engine.device import choose_precision, resolve_device
 from nst_engine.errors import ConfigError
 from nst_engine.export.model_file import ModelInfo
 from nst_engine.losses.registry import STYLE_LOSSES
-from nst_engine.model import ModelSpec
 from nst_engine.presets import PRESETS, build_config
 from nst_engine.presets import preset as preset_values
+from nst_engine.spec import ModelSpec
 from nst_engine.web.guard import AllowedHosts, Guard, json_depth_ok
 from nst_engine.web.jobs import Hub, JobQueue, QueueFull
 from nst_engine.web.uploads import UploadRejected, Uploads

@@ -23,12 +23,12 @@ from typing import Any, Literal
 import torch
 
 from nst_engine import images
+from nst_engine.api import Session
 from nst_engine.config import StyleConfig
 from nst_engine.errors import StyleTransferError
 from nst_engine.events import Event, Note, StepDone
 from nst_engine.files import write_atomic
-from nst_engine.model import ModelSpec
-from nst_engine.session import Session
+from nst_engine.spec import ModelSpec
 from nst_engine.stylize import ScalePlan
 
 log = logging.getLogger("nst-engine.serve")

@@ -1,7 +1,8 @@
 """Opening the feature model a run needs: an exported ONNX file, or one exported from weights into the cache.
 
-This and ``engine.session`` are the layer that joins the engine's core to ``export``: the core never imports
-ONNX Runtime or the exporter; it is handed a target source and a torch module instead.
+This is where the front doors (the CLI, the page, the API) join the engine's core to ``export``: the core never
+imports ONNX Runtime or the exporter. A ``Session`` is handed ``open_model`` as its opener, and gets back a model
+that gives it a torch module, a target source and what the trace records (``nst_engine.session.OpenedModel``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,13 @@ class Model:
 
     def torch_module(self, layers: Sequence[str]) -> VGGFeatures:
         return self.info.torch_module(tuple(layers))
+
+    def describe(self) -> str:
+        """Where the targets run (the provider and why), for the terminal and the trace."""
+        return str(self.encoder.choice.describe())
+
+    def targets(self, spec: ModelSpec, warn: Callable[[str], None] | None = None) -> TargetSource:
+        return target_source(self, spec, warn)
 
 
 def model_path_for(

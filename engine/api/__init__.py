@@ -15,13 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from nst_engine import images
+from nst_engine import session as core
+from nst_engine.api.model import open_model
 from nst_engine.checkpoint import Checkpoint
 from nst_engine.config import StyleConfig
 from nst_engine.events import Listener
-from nst_engine.model import ModelSpec
-from nst_engine.session import ImageInput, ImageResult, Session
+from nst_engine.session import ImageInput, ImageResult, Opener
+from nst_engine.spec import ModelSpec
 
 __all__ = ["Checkpoint", "ImageResult", "ModelSpec", "Session", "StyleConfig", "stylize_file"]
+
+
+class Session(core.Session):
+    """A ``nst_engine.session.Session`` that opens ONNX feature models (``open_model``: an exported file, or one
+    exported from ``--weights`` into the cache): the session every front door and user makes."""
+
+    def __init__(self, config: StyleConfig, styles: Sequence[ImageInput], *, opener: Opener = open_model,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(config, styles, opener=opener, **kwargs)
 
 
 def stylize_file(
