@@ -45,6 +45,10 @@ DEFAULT_LR: dict[str, float] = {"lbfgs": 1.0, "adam": 0.02}
 
 #: ``--help`` groups of the stylize command.
 LOSS, OPTIMISATION, IO, CONTROLS, RUNTIME = "Loss", "Optimisation", "Inputs and outputs", "Quality controls", "Runtime"
+#: Knobs for speed that a first run never needs.
+ADVANCED = "Advanced runtime"
+#: What a user sets first: the first panel of --help.
+MAIN = "Main options"
 
 
 @dataclass(frozen=True)
@@ -179,7 +183,7 @@ class StyleConfig:
     """Settings of one stylization. Tensors never live here: this is what a trace records."""
 
     # One minimum for every front door: 16 px is the deepest layer's stride, so any layer set fits.
-    size: int = setting(512, "Output long side in px.", IO, low=MIN_SIZE)
+    size: int = setting(512, "Output long side in px.", MAIN, low=MIN_SIZE)
     style_scale: float = setting(1.0, "Style image size relative to --size.", IO, above=0)
     max_input_pixels: int = setting(8192 * 8192, "Refuse larger inputs (read from the file header).", IO, low=1)
     content_layers: tuple[str, ...] = setting(DEFAULT_CONTENT_LAYERS, "Content layers, comma-separated.", LOSS)
@@ -187,9 +191,9 @@ class StyleConfig:
     style_layer_weights: tuple[float, ...] | None = setting(
         None, "One weight per style layer, e.g. 1,1,2,2,1 (normalised).", LOSS, low=0, shown_default="equal"
     )
-    content_weight: float = setting(1.0, "Weight of the content loss.", LOSS, low=0)
+    content_weight: float = setting(1.0, "Weight of the content loss.", MAIN, low=0)
     # jcjohnson/neural-style's 100 : 5 on a Caffe VGG, in normalised units (bench/reports/cpu-2core-real-defaults).
-    style_weight: float = setting(3e6, "Weight of the style loss.", LOSS, low=0)
+    style_weight: float = setting(3e6, "Weight of the style loss.", MAIN, low=0)
     tv_weight: float = setting(1e-3, "Total variation (smoothness) weight.", LOSS, low=0)
     tv_norm: TvNorm = setting(
         "l2",
@@ -234,7 +238,7 @@ class StyleConfig:
     )
     # Each curvature pair costs 2 * 3 * H * W floats.
     lbfgs_history: int = setting(30, "L-BFGS curvature pairs kept.", OPTIMISATION, low=1)
-    steps: int = setting(500, "Steps at the final scale.", OPTIMISATION, low=0)
+    steps: int = setting(500, "Steps at the final scale.", MAIN, low=0)
     init: Init = setting(
         "content",
         "content, random (uniform noise), mean (the ImageNet mean colour and faint noise, jcjohnson's "
@@ -254,14 +258,14 @@ class StyleConfig:
         "fp32; bytes differ between precisions.",
         RUNTIME,
     )
-    compile: bool = setting(False, "torch.compile the network (slow start, faster steps on long GPU runs).", RUNTIME)
+    compile: bool = setting(False, "torch.compile the network (slow start, faster steps on long GPU runs).", ADVANCED)
     # cuDNN's NHWC kernels are the fast ones on CUDA; on CPU it was faster at 512 px in the step benchmark.
-    channels_last: bool = setting(True, "NHWC memory format (faster on CPU and CUDA).", RUNTIME)
+    channels_last: bool = setting(True, "NHWC memory format (faster on CPU and CUDA).", ADVANCED)
     cuda_graph: CudaGraph = setting(
         "auto",
         "Capture each whole step in a CUDA graph: auto (on CUDA, checked against eager steps, falls back with the "
         "reason), on (fail if it cannot), off.",
-        RUNTIME,
+        ADVANCED,
     )
     tile: str = setting(
         "auto",

@@ -116,3 +116,10 @@ def test_help_shows_placeholders_a_person_reads_not_python_types(command: list[s
     assert options, shown
     typed = [line for line in options if re.search(r"<(bool|int|str|float|path|list\[\w+\])>", line)]
     assert typed == [], typed  # PATH, N, X, TEXT or the choices instead; nothing after a flag
+    assert [line for line in shown.splitlines() if "…" in line] == []  # nothing cut at 80 columns
+    if command == []:  # commands in the order of use
+        listed = re.findall(r"^│ (\w+) ", shown.split("Commands")[1], flags=re.MULTILINE)
+        assert listed == ["stylize", "video", "serve", "export", "cache", "bench"], listed
+    if command == ["stylize"]:  # what a user sets first comes first
+        first = shown.split("Main options")[1].split("╰")[0]
+        assert all(f"--{name}" in first for name in ("output", "style", "size", "steps", "style-weight"))

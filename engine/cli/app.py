@@ -69,6 +69,13 @@ class PlainGroup(typer.core.TyperGroup):
             option.metavar = ""
         return option
 
+    #: Commands in the order a user meets them, not the order their modules happen to register.
+    ORDER = ("stylize", "video", "serve", "export", "cache", "bench")
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: self.ORDER.index(n) if n in self.ORDER else len(self.ORDER))
+
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         if isinstance(command, typer.core.TyperGroup):

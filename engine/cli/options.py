@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from nst_engine.config import CONTROLS, IO, LOSS, RUNTIME, StyleConfig, allowed_values, option_name, settings
+from nst_engine.config import CONTROLS, IO, MAIN, RUNTIME, StyleConfig, allowed_values, option_name, settings
 from nst_engine.errors import ConfigError
 from nst_engine.spec import ModelSpec, check_provider_name, check_weights_name
 
@@ -56,7 +56,7 @@ def _metavar(name: str) -> str:
     kind = settings()[name][2]
     allowed = allowed_values(name)
     if allowed:
-        return "|".join(map(str, allowed)) if len("|".join(map(str, allowed))) <= 18 else "NAME"
+        return "|".join(map(str, allowed)) if len("|".join(map(str, allowed))) <= 11 else "NAME"
     text = str(kind)
     if "tuple" in text:
         return "X,Y,..." if "float" in text else "A,B,..."
@@ -108,7 +108,7 @@ def with_settings(*names: str) -> Callable[[F], F]:
 # -- options that stylize and video share -----------------------------------------------------------------------
 StyleOpt = Annotated[
     list[str] | None,
-    typer.Option("--style", "-s", help="Style image or folder; repeat to blend styles.", rich_help_panel=IO),
+    typer.Option("--style", "-s", help="Style image or folder; repeat to blend styles.", rich_help_panel=MAIN),
 ]
 OverwriteOpt = Annotated[
     bool, typer.Option(help="Replace outputs that exist (else they are skipped).", rich_help_panel=IO)
@@ -123,7 +123,7 @@ TraceOpt = Annotated[
 PresetOpt = Annotated[
     str | None,
     typer.Option(
-        help="gatys, jcjohnson or tutorial: a reference's settings (options given still win).", rich_help_panel=LOSS
+        help="gatys, jcjohnson or tutorial: a reference's settings (options given still win).", rich_help_panel=MAIN
     ),
 ]
 MaskOpt = Annotated[

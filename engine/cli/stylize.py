@@ -31,7 +31,7 @@ from nst_engine.cli.options import (
     with_settings,
 )
 from nst_engine.cli.signals import graceful_stop
-from nst_engine.config import CONTROLS, IO, RUNTIME, StyleConfig, config_from_record
+from nst_engine.config import CONTROLS, IO, MAIN, RUNTIME, StyleConfig, config_from_record
 from nst_engine.jobs import Job, expand, plan
 from nst_engine.presets import build_config
 from nst_engine.presets import preset as preset_values
@@ -103,7 +103,7 @@ def stylize(
     ] = None,
     output: Annotated[
         str | None,
-        Opt("--output", "-o", help="Output .png/.jpg, or a folder for several content images.", rich_help_panel=IO),
+        Opt("--output", "-o", help="Output .png/.jpg, or a folder for several content images.", rich_help_panel=MAIN),
     ] = None,
     settings: dict[str, Any] | None = None,
     style: StyleOpt = None,

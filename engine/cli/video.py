@@ -31,7 +31,7 @@ from nst_engine.cli.options import (
 )
 from nst_engine.cli.signals import graceful_stop
 from nst_engine.cli.stylize import describe_preset
-from nst_engine.config import IO
+from nst_engine.config import MAIN
 from nst_engine.errors import ConfigError
 from nst_engine.files import write_atomic
 from nst_engine.jobs import expand
@@ -68,7 +68,7 @@ def video(
             "--output",
             "-o",
             help="Output video (.mp4, .mkv, .mov, .webm, .avi) or a folder for numbered PNGs.",
-            rich_help_panel=IO,
+            rich_help_panel=MAIN,
         ),
     ] = None,
     settings: dict[str, Any] | None = None,
