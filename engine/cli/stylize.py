@@ -99,6 +99,7 @@ def stylize(
             help="CONTENT STYLE, or with --style: one or more content images, folders or globs ('photos/*.jpg'). "
             "Not needed with --resume: the checkpoint knows its inputs.",
             show_default=False,
+            metavar="INPUTS",
         ),
     ] = None,
     output: Annotated[

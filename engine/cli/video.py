@@ -60,7 +60,10 @@ def _frames_list(value: str) -> tuple[int, ...]:
 @with_settings()
 def video(
     source: Annotated[
-        str, typer.Argument(help="A video file, a folder of frames, or a glob ('frames/*.png').", show_default=False)
+        str,
+        typer.Argument(
+            help="A video file, a folder of frames, or a glob ('frames/*.png').", show_default=False, metavar="SOURCE"
+        ),
     ],
     output: Annotated[
         str | None,
