@@ -12,10 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 from nst_engine import images
-from nst_engine.bench.losses import Judge, _net
+from nst_engine.bench.losses import Judge, _net, save_panel
 from nst_engine.config import StyleConfig
 from nst_engine.presets import build_config
 from nst_engine.stylize import Pipeline
@@ -53,10 +51,8 @@ def main() -> None:
                          "tv_weight": config.tv_weight, "init": config.init, **scores})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
             row.append(result)
-        panel.append(torch.cat(row, dim=-1))
-    height = max(t.shape[-2] for t in panel)
-    padded = [torch.nn.functional.pad(t, (0, 0, 0, height - t.shape[-2]), value=1.0) for t in panel]
-    images.save(torch.cat(padded, dim=-2), HERE / "panel.png")
+        panel.append(row)
+    save_panel(panel, HERE / "panel.png", side=256)
     (HERE / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
 
 

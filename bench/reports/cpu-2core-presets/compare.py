@@ -24,7 +24,7 @@ import torch
 
 from nst_engine import images
 from nst_engine.api import stylize_file
-from nst_engine.bench.losses import Judge, fine_detail
+from nst_engine.bench.losses import Judge, fine_detail, save_panel
 from nst_engine.presets import build_config
 from nst_engine.weights import resolve
 
@@ -76,10 +76,8 @@ def main(work: Path = Path("/tmp/presets-check")) -> None:
             rows.append({"pair": f"{content_name}+{style_name}", "tool": tool, "final_total_loss": loss,
                          "seconds": round(seconds, 1), **scores})  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
-        panel.append(torch.cat([photo, made["neural-style-pt"][0], made["--preset jcjohnson"][0]], dim=-1))
-    height = max(t.shape[-2] for t in panel)
-    padded = [torch.nn.functional.pad(t, (0, 0, 0, height - t.shape[-2]), value=1.0) for t in panel]
-    images.save(torch.cat(padded, dim=-2), HERE / "panel.png")
+        panel.append([photo, made["neural-style-pt"][0], made["--preset jcjohnson"][0]])
+    save_panel(panel, HERE / "panel.png", side=256)
     (HERE / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
     print("painting fine detail at 256 px:", {s: fine_detail(images.load(work / f"{s}.png")) for _, s in PAIRS})
 
