@@ -85,7 +85,7 @@ def run(
             paintings = ["starry_night", "great_wave", "composition_vii", "shipwreck", "the_scream"]
             paintings = paintings[:1] if quick else paintings
             results["losses"] = losses_case(content.parent, photos, paintings, 64 if quick else 256,
-                                            1.0 if quick else 20.0, out / "losses-panel.png", log)  # fmt: skip
+                                            1.0 if quick else 15.0, out / "losses-panel.png", log)  # fmt: skip
         if "web" in selected:
             from nst_engine.bench.web import web_case
 
