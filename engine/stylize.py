@@ -29,10 +29,10 @@ from nst_engine.optim.registry import Tuning
 from nst_engine.resize import fit_long_side, resize, resize_long
 from nst_engine.targets import StyleRegion, StyleTarget, TargetSource, blend, normalise_blend
 from nst_engine.tiling import Plan, TiledEncoder, TiledObjective, plan_tiles
-from nst_engine.vgg import VGGFeatures
+from nst_engine.vgg import CAFFE_MEAN_BGR, VGGFeatures
 
-#: The ImageNet mean colour, RGB in [0, 1] (Caffe's 123.68, 116.78, 103.94).
-IMAGENET_MEAN = torch.tensor([123.68, 116.779, 103.939]) / 255
+#: The mean pixel of Caffe's VGG preprocessing, RGB in [0, 1]: jcjohnson's ``-init random`` starts there.
+MEAN_COLOUR = torch.tensor(CAFFE_MEAN_BGR[::-1]) / 255
 
 #: Steps queued on a GPU between two reads of the losses (progress bars refresh at this rate).
 GPU_SYNC_EVERY = 10
@@ -402,7 +402,7 @@ class Pipeline:
         if self.config.init == "mean":
             # jcjohnson/neural-style's -init random: randn * 0.001 in Caffe's mean-subtracted 0-255 space.
             noise = torch.randn(1, 3, h, w, generator=generator) * (0.001 / 255)
-            return (IMAGENET_MEAN.view(1, 3, 1, 1) + noise).clamp(0.0, 1.0)
+            return (MEAN_COLOUR.view(1, 3, 1, 1) + noise).clamp(0.0, 1.0)
         return scale.seen.detach().cpu()
 
     def _initial(self, scale: _Scale, previous: torch.Tensor | None) -> torch.Tensor:

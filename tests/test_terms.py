@@ -9,7 +9,7 @@ from nst_engine.config import StyleConfig
 from nst_engine.errors import ConfigError
 from nst_engine.losses.functional import style_stats
 from nst_engine.losses.terms import ContentTerm, SmoothnessTerm, StyleTerm, TemporalTerm, build_terms
-from nst_engine.stylize import IMAGENET_MEAN, stylize
+from nst_engine.stylize import MEAN_COLOUR, stylize
 from nst_engine.targets import DirectTargets, StyleRegion
 from nst_engine.vgg import VGGFeatures
 from nst_engine.weights import random_weights
@@ -58,5 +58,5 @@ def test_init_mean_starts_from_the_imagenet_mean_colour() -> None:
     net.load_features(random_weights(0).state)
     result = stylize(gradient_image(32, 32, 1), [gradient_image(32, 32, 2)], config=config, net=net,
                      targets=DirectTargets(net))  # fmt: skip
-    torch.testing.assert_close(result.image.mean(dim=(0, 2, 3)), IMAGENET_MEAN, atol=1e-4, rtol=0)
+    torch.testing.assert_close(result.image.mean(dim=(0, 2, 3)), MEAN_COLOUR, atol=1e-4, rtol=0)
     assert float(result.image.std(dim=(2, 3)).max()) < 1e-4  # faint noise, not a speckled start

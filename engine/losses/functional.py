@@ -190,27 +190,29 @@ def wasserstein_loss(stats: StyleStats, target: StyleStats, target_cov_sqrt: tor
     return (mean_term + cov_term.clamp_min(0)) / stats.mean.shape[0]
 
 
+def _neighbour_differences(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vertical and horizontal differences of neighbouring pixels of a (N, 3, H, W) image, at least float32."""
+    return _wide(image[:, :, 1:, :] - image[:, :, :-1, :]), _wide(image[:, :, :, 1:] - image[:, :, :, :-1])
+
+
 def tv_loss(image: torch.Tensor) -> torch.Tensor:
     """Total variation of a (N, 3, H, W) image: mean squared difference of neighbouring pixels."""
-    dy = image[:, :, 1:, :] - image[:, :, :-1, :]
-    dx = image[:, :, :, 1:] - image[:, :, :, :-1]
-    return _wide(dy).pow(2).mean() + _wide(dx).pow(2).mean()
+    dy, dx = _neighbour_differences(image)
+    return dy.pow(2).mean() + dx.pow(2).mean()
 
 
 def tv_abs_loss(image: torch.Tensor) -> torch.Tensor:
     """Total variation of a (N, 3, H, W) image as jcjohnson/neural-style sums it: the mean absolute difference of
     neighbouring pixels (an L1 penalty removes speckle and keeps edges, where the squared form blurs them)."""
-    dy = image[:, :, 1:, :] - image[:, :, :-1, :]
-    dx = image[:, :, :, 1:] - image[:, :, :, :-1]
-    return _wide(dy).abs().mean() + _wide(dx).abs().mean()
+    dy, dx = _neighbour_differences(image)
+    return dy.abs().mean() + dx.abs().mean()
 
 
 def tv_abs_sum_loss(image: torch.Tensor) -> torch.Tensor:
     """jcjohnson/neural-style's total variation: the sum of absolute neighbour differences of 0-255 pixels (its
     size grows with the image's, as the source's does)."""
-    dy = image[:, :, 1:, :] - image[:, :, :-1, :]
-    dx = image[:, :, :, 1:] - image[:, :, :, :-1]
-    return 255.0 * (_wide(dy).abs().sum() + _wide(dx).abs().sum())
+    dy, dx = _neighbour_differences(image)
+    return 255.0 * (dy.abs().sum() + dx.abs().sum())
 
 
 def unit_directions(channels: int, count: int, seed: int) -> torch.Tensor:
