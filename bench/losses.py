@@ -187,7 +187,7 @@ def losses_case(samples: Path, photos: list[str], paintings: list[str], size: in
             rows.append({"kind": "step", "loss": loss, "size": side,
                          "step_s": step_seconds(net, loss, photo, painting, side)})  # fmt: skip
     if panel is not None:
-        save_panel(panel_rows, panel)
+        save_panel(panel_rows, panel, side=min(max(size, 192), 384))
     return rows
 
 

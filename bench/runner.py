@@ -29,6 +29,7 @@ def run(
     ttq_evaluations: int | None = None,
     multiscale_size: int | None = None,
     ttq_scales: int = 1,
+    losses_size: int = 256,
     temporal: tuple[float, ...] = (DEFAULT_TEMPORAL_WEIGHT,),
     log: Callable[[str], None] = print,
 ) -> dict[str, list[dict[str, Any]]]:
@@ -84,8 +85,10 @@ def run(
             photos = ["tubingen", "turtle"][: 1 if quick else 2]
             paintings = ["starry_night", "great_wave", "composition_vii", "shipwreck", "the_scream"]
             paintings = paintings[:1] if quick else paintings
-            results["losses"] = losses_case(content.parent, photos, paintings, 64 if quick else 256,
-                                            1.0 if quick else 15.0, out / "losses-panel.png", log)  # fmt: skip
+            size = 64 if quick else losses_size
+            seconds = 1.0 if quick else 15.0 * (size / 256) ** 2
+            results["losses"] = losses_case(content.parent, photos, paintings, size, seconds,
+                                            out / "losses-panel.png", log)  # fmt: skip
         if "web" in selected:
             from nst_engine.bench.web import web_case
 

@@ -16,6 +16,7 @@ from nst_engine.config import StyleConfig
 from nst_engine.errors import ConfigError
 from nst_engine.files import special_kind, write_atomic
 from nst_engine.jobs import checkpoint_path
+from nst_engine.records import RunRecord
 
 FORMAT = 2  # 2: the optimiser state is device tensors only
 #: No checkpoint is larger: the image and L-BFGS's history at the largest sizes this engine optimises untiled.
@@ -40,7 +41,7 @@ class Checkpoint:
     content: str = ""  # sha256 of the content image's pixels: a checkpoint continues only its own photo
     steps_done: int = 0  # steps of the whole run so far, every scale counted (the trace's step numbers go on)
     #: What the run read and wrote (content, output, styles, masks, model), so that ``--resume`` can stand alone.
-    run: dict[str, Any] = field(default_factory=dict)
+    run: RunRecord | None = None
 
     def save(self, path: Path) -> Path:
         data = {
@@ -53,7 +54,7 @@ class Checkpoint:
             "optimizer": {k: v.detach() for k, v in self.optimizer.items()},
             "content": self.content,
             "steps_done": int(self.steps_done),
-            "run": json.dumps(self.run),
+            "run": json.dumps({} if self.run is None else self.run.to_dict()),
         }
         buffer = io.BytesIO()
         torch.save(data, buffer)
@@ -107,8 +108,9 @@ class Checkpoint:
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"checkpoint '{path}' is damaged ({type(exc).__name__}: {str(exc)[:60]})") from None
         try:
-            run = json.loads(data.get("run", "{}"))
+            found = json.loads(data.get("run", "{}"))
         except ValueError:
             raise ConfigError(f"checkpoint '{path}' is damaged (its run record is not JSON)") from None
+        run = RunRecord.from_dict(found, f"checkpoint '{path}'") if isinstance(found, dict) and found else None
         content, done = str(data.get("content", "")), int(data.get("steps_done", 0))
-        return cls(scale, step, image, optimizer, saved, content, done, run if isinstance(run, dict) else {})
+        return cls(scale, step, image, optimizer, saved, content, done, run)

@@ -71,20 +71,27 @@ def setting(default: Any, help: str, group: str, **bounds: Any) -> Any:
 
 
 @functools.cache
-def settings() -> dict[str, tuple[dataclasses.Field[Any], Setting, Any]]:
-    """Every declared setting: name -> (field, declaration, resolved type)."""
-    hints = typing.get_type_hints(StyleConfig)
+def settings(of: type | None = None) -> dict[str, tuple[dataclasses.Field[Any], Setting, Any]]:
+    """Every declared setting of a settings dataclass (``StyleConfig`` when none is named): name -> (field,
+    declaration, resolved type)."""
+    cls = StyleConfig if of is None else of
+    hints = typing.get_type_hints(cls)
     return {
-        f.name: (f, f.metadata["setting"], hints[f.name])
-        for f in dataclasses.fields(StyleConfig)
-        if "setting" in f.metadata
+        f.name: (f, f.metadata["setting"], hints[f.name]) for f in dataclasses.fields(cls) if "setting" in f.metadata
     }
 
 
-def allowed_values(name: str) -> tuple[str, ...]:
+def allowed_values(name: str, of: type | None = None) -> tuple[str, ...]:
     """The values setting ``name`` accepts: its declared choices, or its ``Literal`` type's; () when any."""
-    _, spec, kind = settings()[name]
+    _, spec, kind = settings(of)[name]
     return spec.choices or choices(kind)
+
+
+def check_declared(values: Any) -> None:
+    """Every declared field of a settings dataclass against its declaration (``check_value``)."""
+    kind: type = type(values)
+    for name in settings(kind):
+        check_value(name, getattr(values, name), kind)
 
 
 def choices(kind: Any) -> tuple[str, ...]:
@@ -130,11 +137,11 @@ def _kind_words(kind: Any) -> str:
     )
 
 
-def check_value(name: str, value: Any) -> None:
+def check_value(name: str, value: Any, of: type | None = None) -> None:
     """One setting's value against its declaration: its type, finite, one of its choices, inside its bounds."""
-    _, spec, kind = settings()[name]
+    _, spec, kind = settings(of)[name]
     flag = option_name(name)
-    allowed = allowed_values(name)
+    allowed = allowed_values(name, of)
     if not fits(value, kind) and not allowed:
         raise ConfigError(f"{flag} must be {_kind_words(kind)}, not {value!r}"[:200])
     values = value if isinstance(value, tuple) else (value,)
@@ -290,8 +297,7 @@ class StyleConfig:
     def validate(self) -> None:
         """Raise ConfigError for the first setting that cannot work: each field against its declaration, then
         what fields must agree on."""
-        for name in settings():
-            check_value(name, getattr(self, name))
+        check_declared(self)
         smallest = min_input_size(self.layers)
         if self.size < smallest:
             raise ConfigError(

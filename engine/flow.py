@@ -197,15 +197,23 @@ def guide(
     return Guide(warped, weights, init.astype(np.float32))
 
 
-def warping_error(outputs: Sequence[np.ndarray], contents: Sequence[np.ndarray], flows: FlowCache) -> float:
-    """Mean over consecutive frames of mean |O_t - warp(O_t-1)| where the (unblurred) certainty is 1, with the
-    flow of the content frames; outputs (H, W, 3) float in [0, 1]. The flicker metric of Ruder et al."""
-    errors = []
+def pair_warping_errors(
+    outputs: Sequence[np.ndarray], contents: Sequence[np.ndarray], flows: FlowCache
+) -> dict[int, float]:
+    """Frame t -> mean |O_t - warp(O_t-1)| where the (unblurred) certainty is 1, with the flow of the content
+    frames; outputs (H, W, 3) float in [0, 1]. Frames with no sure pixel are left out."""
+    errors: dict[int, float] = {}
     for t in range(1, len(outputs)):
         forward, backward = flows.pair(contents[t - 1], contents[t])
         sure = certainty(forward, backward, blur=False) > 0.5
         if not sure.any():
             continue
         diff = np.abs(outputs[t] - warp(outputs[t - 1], backward)).mean(axis=-1)
-        errors.append(float(diff[sure].mean()))
+        errors[t] = float(diff[sure].mean())
+    return errors
+
+
+def warping_error(outputs: Sequence[np.ndarray], contents: Sequence[np.ndarray], flows: FlowCache) -> float:
+    """The flicker metric of Ruder et al.: the mean over consecutive frames of ``pair_warping_errors``."""
+    errors = list(pair_warping_errors(outputs, contents, flows).values())
     return float(np.mean(errors)) if errors else 0.0

@@ -36,6 +36,7 @@ from nst_engine.jobs import check_apart, check_writable
 from nst_engine.session import Session
 from nst_engine.spec import default_cache_dir
 from nst_engine.stylize import FrameGuide
+from nst_engine.targets import target_summary
 from nst_engine.video_io import Clip, check_codec, clip_inputs, frame_name, output_kind, write_video
 from nst_engine.video_settings import DEFAULT_TEMPORAL_WEIGHT, VideoSettings
 
@@ -134,7 +135,6 @@ class VideoRun:
     def __init__(
         self, session: Session, settings: VideoSettings, flows: FlowCache, on_frame: Callable[[FrameDone], None]
     ):
-        settings.check()
         self.session, self.settings, self.flows, self.on_frame = session, settings, flows, on_frame
 
     def manifest(self, clip: Clip, source: str, chunks: list[tuple[int, int]] | None = None) -> dict[str, Any]:
@@ -150,7 +150,8 @@ class VideoRun:
             "frames": len(clip),
             "frames_sha256": digest.hexdigest(),
             "settings": session.config.to_dict(),
-            "video": asdict(self.settings) | {"keep_frames": None, "codec": None, "fps": None},
+            # What shapes the frames, not how the file is written or where the work runs.
+            "video": asdict(self.settings) | {"keep_frames": None, "codec": None, "fps": None, "chunk_frames": None},
             **session.inputs_identity,  # styles, masks, content mask, init image and model, by content
         }
         if chunks is not None:  # a cluster run's frames follow its chunks: not a local run's, nor other chunks'
@@ -231,6 +232,28 @@ class VideoRun:
         self.finish(clip, folder, output)
         took = time.perf_counter() - start
         return VideoResult("done", folder, output, count, made, took, error, losses, seconds)
+
+    def trace(self, result: VideoResult) -> dict[str, Any]:
+        """The run's JSON trace: how it ended, the video and stylize settings, each frame's losses and seconds,
+        the flows and the targets."""
+        session = self.session
+        return {
+            "status": result.status,
+            "frames": result.frames,
+            "made": result.made,
+            "seconds": round(result.seconds, 3),
+            "warping_error": result.warping_error,
+            "video": self.settings.to_dict(),
+            "settings": session.config.to_dict(),
+            "weights": session.model.info.weights_label,
+            "frame_losses": result.losses,
+            "frame_seconds": [round(v, 3) for v in result.frame_seconds],
+            "flows": {"hits": self.flows.hits, "computed": self.flows.misses},
+            "targets": target_summary(session.targets.records),
+        }
+
+    def write_trace(self, path: Path, result: VideoResult) -> None:
+        write_atomic(path, (json.dumps(self.trace(result), indent=2) + "\n").encode())
 
     def finish(self, clip: Clip, folder: Path, output: Path) -> None:
         """Encode the frames into a video output (then remove them, unless --keep-frames); nothing for a folder."""

@@ -56,7 +56,7 @@ def layer(module: str) -> int:
         return 5
     if name.startswith("bench"):
         return 4
-    if name in ("video", "cluster") or name.startswith(("web", "api")):  # runners and front doors
+    if name == "video" or name.startswith(("cluster", "web", "api")):  # runners and front doors
         return 3
     if name == "session":
         return 2

@@ -88,10 +88,13 @@ def test_outputs_equal_the_local_runners_and_a_killed_workers_image_is_retried(
 
 
 def test_a_cluster_never_starts_more_workers_than_it_has_cpus(local_ray, model_path: Path, shared_images: Path) -> None:  # type: ignore[no-untyped-def]
+    from nst_engine.cluster.connect import connect
+
     said: list[str] = []
     for asked, started in ((None, 2), (1, 1), (2, 2), (4, 2), (256, 2)):
         runner = ClusterRunner(_session(model_path, shared_images), None, asked, on_event=said.append)
-        assert runner._start() == (started, 2 // started), asked  # (actors, CPUs each) on a 2-CPU cluster
+        # (actors, CPUs each) on a 2-CPU cluster
+        assert connect(runner.ray, None, asked, said.append) == (started, 2 // started), asked
 
 
 @pytest.mark.slow
@@ -126,13 +129,13 @@ def test_a_clip_runs_in_chunks_that_start_one_frame_early(
     clip = read_clip(str(source), 48)
     config = StyleConfig(size=48, steps=3)
     session = Session(config, [shared_images / "style_great_wave.jpg"], model=ModelSpec(model=model_path))
-    settings = VideoSettings(frame_steps=2)
+    settings = VideoSettings(frame_steps=2, chunk_frames=3)
     out = tmp_path / "out"
-    result = run_video(ClusterRunner(session, None, 2), clip, out, str(source), settings, 3)
+    result = run_video(ClusterRunner(session, None, 2), clip, out, str(source), settings)
     assert result.status == "done" and (result.chunks, result.made_chunks) == (2, 2)
     assert result.join_error is not None and result.within_error is not None
     assert sorted(p.name for p in out.glob("frame_*.png")) == [frame_name(t) for t in range(6)]
-    again = run_video(ClusterRunner(session, None, 2), clip, out, str(source), settings, 3)
+    again = run_video(ClusterRunner(session, None, 2), clip, out, str(source), settings)
     assert again.made_chunks == 0  # a rerun redoes nothing that is on disk
 
 

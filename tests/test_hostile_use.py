@@ -20,6 +20,7 @@ from nst_engine.checkpoint import Checkpoint
 from nst_engine.cluster import MAX_WORKERS, check_workers, parse_cluster
 from nst_engine.errors import ConfigError
 from nst_engine.flow import FlowCache, read_flow
+from nst_engine.records import RunRecord
 from nst_engine.video import MANIFEST
 from nst_engine.video_io import frame_name
 from tests.clips import panned, write_frames
@@ -66,7 +67,7 @@ def test_a_finished_run_removes_its_checkpoint_and_resume_then_writes_nothing(
     photo = tmp_path / "photo.png"
     images.save(images.load(shared_images / "content_turtle.jpg", 40), photo)
     out = tmp_path / "out.png"
-    ckpt = Checkpoint(0, 1, images.load(photo, 32), settings={}, run={})
+    ckpt = Checkpoint(0, 1, images.load(photo, 32), settings={})
     ckpt.save(tmp_path / "out.png.ckpt")  # left by an interrupted run: a finished run has no more use for it
     result = cli("stylize", photo, style, "-o", out, "--model", model_path, "--size", "32", "--steps", "2",
                  "--overwrite", "--quiet")  # fmt: skip
@@ -245,7 +246,7 @@ def test_a_manifest_that_is_a_folder_is_one_line(frames: Path, style: Path, mode
 def test_a_crafted_checkpoint_given_alone_is_one_line(
     pair: tuple[Path, Path], tmp_path: Path, settings: dict[str, object], said: str
 ) -> None:
-    record = {"content": str(pair[0]), "output": str(tmp_path / "out.png"), "styles": [str(pair[1])]}
+    record = RunRecord(pair[0], tmp_path / "out.png", (pair[1],))
     Checkpoint(0, 1, torch.zeros(1, 3, 8, 8), settings=settings, run=record).save(tmp_path / "c.ckpt")
     one_line_error(cli("stylize", "--resume", tmp_path / "c.ckpt"), said)
     assert not (tmp_path / "out.png").exists()

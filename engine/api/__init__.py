@@ -75,7 +75,7 @@ def stylize_file(
     )
     session = Session(
         config,
-        style_list,  # type: ignore[arg-type]
+        style_list,
         model=spec,
         masks=masks,
         content_mask=content_mask,

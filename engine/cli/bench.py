@@ -17,36 +17,60 @@ from nst_engine.video_settings import DEFAULT_TEMPORAL_WEIGHT
 SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "images"
 
 
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.md, results.json, charts).")]
+
+QuickOpt = Annotated[bool, typer.Option(help="About a minute on a CPU: small sizes, fewer repeats.")]
+
+ContentOpt = Annotated[Path, typer.Option(help="Content image.", show_default="the samples' content_tubingen.jpg")]
+
+StyleOpt = Annotated[Path, typer.Option(help="Style image.", show_default="the samples' style_starry_night.jpg")]
+
+CaseOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Run only these cases: forward, step, ttq, cache, multiscale, tiling, video, cluster, web, startup, "
+        "losses (repeatable; the last six only when named)."
+    ),
+]
+
+TtqSizeOpt = Annotated[int | None, typer.Option(help="Time-to-quality size \\[default: 512, quick CPU 128].")]
+
+TtqEvaluationsOpt = Annotated[int | None, typer.Option(help="Baseline L-BFGS evaluations \\[default: 300].")]
+
+MultiscaleSizeOpt = Annotated[int | None, typer.Option(help="Coarse-to-fine size \\[default: 512].")]
+
+TemporalWeightOpt = Annotated[
+    list[float] | None, typer.Option(help="Temporal weights the video case compares with 0 (repeatable).")
+]
+
+TtqScalesOpt = Annotated[
+    int, typer.Option(help="Also race coarse to fine with this many scales in the ttq case (1: not).")
+]
+
+LossesSizeOpt = Annotated[
+    int,
+    typer.Option(
+        help="Size of the losses case; its seconds per run grow with the area (15 s at 256 px, 60 s at 512).",
+        min=32,
+    ),
+]
+
+
 @app.command()
 @handled
 def bench(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.md, results.json, charts).")] = Path(
-        "bench/reports/latest"
-    ),
-    quick: Annotated[bool, typer.Option(help="About a minute on a CPU: small sizes, fewer repeats.")] = False,
+    out: OutOpt = Path("bench/reports/latest"),
+    quick: QuickOpt = False,
     weights: WeightsOpt = "random",
-    content: Annotated[
-        Path, typer.Option(help="Content image.", show_default="the samples' content_tubingen.jpg")
-    ] = SAMPLES / "content_tubingen.jpg",
-    style: Annotated[
-        Path, typer.Option(help="Style image.", show_default="the samples' style_starry_night.jpg")
-    ] = SAMPLES / "style_starry_night.jpg",
-    case: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Run only these cases: forward, step, ttq, cache, multiscale, tiling, video, cluster, web, startup, "
-            "losses (repeatable; the last six only when named)."
-        ),
-    ] = None,
-    ttq_size: Annotated[int | None, typer.Option(help="Time-to-quality size \\[default: 512, quick CPU 128].")] = None,
-    ttq_evaluations: Annotated[int | None, typer.Option(help="Baseline L-BFGS evaluations \\[default: 300].")] = None,
-    multiscale_size: Annotated[int | None, typer.Option(help="Coarse-to-fine size \\[default: 512].")] = None,
-    temporal_weight: Annotated[
-        list[float] | None, typer.Option(help="Temporal weights the video case compares with 0 (repeatable).")
-    ] = None,
-    ttq_scales: Annotated[
-        int, typer.Option(help="Also race coarse to fine with this many scales in the ttq case (1: not).")
-    ] = 1,
+    content: ContentOpt = SAMPLES / "content_tubingen.jpg",
+    style: StyleOpt = SAMPLES / "style_starry_night.jpg",
+    case: CaseOpt = None,
+    ttq_size: TtqSizeOpt = None,
+    ttq_evaluations: TtqEvaluationsOpt = None,
+    multiscale_size: MultiscaleSizeOpt = None,
+    temporal_weight: TemporalWeightOpt = None,
+    ttq_scales: TtqScalesOpt = 1,
+    losses_size: LossesSizeOpt = 256,
 ) -> None:
     """Benchmark backends and the optimisation step against a textbook baseline; write a report folder.
 
@@ -89,6 +113,7 @@ def bench(
         ttq_evaluations=ttq_evaluations,
         multiscale_size=multiscale_size,
         ttq_scales=ttq_scales,
+        losses_size=losses_size,
         temporal=tuple(temporal_weight) if temporal_weight else (DEFAULT_TEMPORAL_WEIGHT,),
         log=lambda m: console.print(f"[dim]{escape(m)}[/]"),
     )

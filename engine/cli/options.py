@@ -7,6 +7,7 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -17,14 +18,18 @@ from nst_engine.errors import ConfigError
 from nst_engine.spec import ModelSpec, check_provider_name, check_weights_name
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEFAULTS = StyleConfig()
 
 
-def _shown_default(name: str) -> str:
-    _, spec, _ = settings()[name]
+@functools.cache
+def _defaults(of: type) -> Any:
+    return of()
+
+
+def _shown_default(name: str, of: type) -> str:
+    _, spec, _ = settings(of)[name]
     if spec.shown_default is not None:
         return spec.shown_default
-    value = getattr(DEFAULTS, name)
+    value = getattr(_defaults(of), name)
     if isinstance(value, tuple):
         return ", ".join(str(v) for v in value)  # spaced, so that --help can wrap it at 80 columns
     if isinstance(value, bool):
@@ -32,77 +37,93 @@ def _shown_default(name: str) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _option(name: str) -> tuple[Any, typer.models.OptionInfo]:
+def _option(name: str, of: type) -> tuple[Any, typer.models.OptionInfo]:
     """The type and typer Option of one setting. Every option defaults to None: "not given", so a preset's value
     (or the field's default) applies; lists of names or numbers are given comma-separated."""
-    _, spec, kind = settings()[name]
+    _, spec, kind = settings(of)[name]
     flag = option_name(name)
-    help_text = f"{spec.help} \\[default: {_shown_default(name)}]"
+    help_text = f"{spec.help} \\[default: {_shown_default(name, of)}]"
     base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
     if base is bool:
         # A flag that is off by default is one name; one that is on by default is turned off by its --no- form.
-        flags = (f"{flag}/--no-{flag[2:]}",) if getattr(DEFAULTS, name) else (flag,)
+        flags = (f"{flag}/--no-{flag[2:]}",) if getattr(_defaults(of), name) else (flag,)
         return bool | None, typer.Option(*flags, help=help_text, rich_help_panel=spec.group, show_default=False)
-    cli_type: Any = {int: int, float: float}.get(base, str)
-    allowed = allowed_values(name)
+    cli_type: Any = str if "tuple" in str(kind) else {int: int, float: float}.get(base, str)  # lists: "1,2,4"
+    allowed = allowed_values(name, of)
     if allowed and not all(c in spec.help for c in allowed):
-        help_text = f"{spec.help} One of: {', '.join(allowed)}. \\[default: {_shown_default(name)}]"
-    option = typer.Option(flag, help=help_text, rich_help_panel=spec.group, show_default=False, metavar=_metavar(name))
+        help_text = f"{spec.help} One of: {', '.join(allowed)}. \\[default: {_shown_default(name, of)}]"
+    metavar = _metavar(name, of)
+    option = typer.Option(flag, help=help_text, rich_help_panel=spec.group, show_default=False, metavar=metavar)
     return cli_type | None, option
 
 
-def _metavar(name: str) -> str:
+def _metavar(name: str, of: type) -> str:
     """What a value looks like, for --help: the choices, or N, X, A,B,... instead of Python's type names."""
-    kind = settings()[name][2]
-    allowed = allowed_values(name)
+    kind = settings(of)[name][2]
+    allowed = allowed_values(name, of)
     if allowed:
         return "|".join(map(str, allowed)) if len("|".join(map(str, allowed))) <= 11 else "NAME"
     text = str(kind)
     if "tuple" in text:
-        return "X,Y,..." if "float" in text else "A,B,..."
+        return {"float": "X,Y,...", "int": "N,M,..."}.get(text.split("[")[1].split(",")[0], "A,B,...")
     base = next((a for a in typing.get_args(kind) if a is not type(None)), kind)
     return {int: "N", float: "X"}.get(base, "TEXT")
 
 
-def parse_setting(name: str, value: Any) -> Any:
+def parse_setting(name: str, value: Any, of: type = StyleConfig) -> Any:
     """A command-line value as the field's type: comma-separated names or numbers become tuples."""
-    _, _, kind = settings()[name]
-    if isinstance(value, str) and "tuple" in str(kind) and "float" in str(kind):
-        try:
-            return tuple(float(v) for v in value.split(",") if v.strip())
-        except ValueError:
-            raise ConfigError(
-                f"{option_name(name)} must be numbers separated by commas, like 3,7; got '{value}'"
-            ) from None
-    return value
+    _, _, kind = settings(of)[name]
+    text = str(kind)
+    if not isinstance(value, str) or "tuple" not in text:
+        return value
+    number, words, example = (int, "whole numbers", "1,2,4") if "tuple[int" in text else (float, "numbers", "3,7")
+    if "tuple[str" in text:
+        return value
+    try:
+        return tuple(number(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{option_name(name)} must be {words} separated by commas, like {example}; got '{value}'"
+        ) from None
 
 
-def with_settings(*names: str) -> Callable[[F], F]:
-    """Add one option per named StyleConfig field (all of them when none are named) to a typer command; the
-    command receives the options the user gave, parsed, as ``settings: dict[str, Any]``."""
-    chosen = list(names) or list(settings())
+def with_group(into: str, params: list[inspect.Parameter], build: Callable[[dict[str, Any]], Any]) -> Callable[[F], F]:
+    """Add a declared group of options (``params``) to a typer command, in the place of its parameter ``into``,
+    which receives them as one value: ``build(the group's options as given)``. Commands take groups, not dozens of
+    arguments."""
+    names = [p.name for p in params]
 
     def decorate(func: F) -> F:
         signature = inspect.signature(func, eval_str=True)
-        own = [p for p in signature.parameters.values() if p.name != "settings"]
-        added = []
-        for name in chosen:
-            cli_type, option = _option(name)
-            annotation = Annotated[cli_type, option]  # type: ignore[valid-type]
-            added.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+        own: list[inspect.Parameter] = []
+        for p in signature.parameters.values():  # the group's options where its parameter is declared (--help order)
+            own += params if p.name == into else [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)]
 
         @functools.wraps(func)
         def wrapper(**kwargs: Any) -> Any:
-            given = {n: kwargs.pop(n) for n in chosen}
-            parsed = {n: parse_setting(n, v) for n, v in given.items() if v is not None}
-            return func(settings=parsed, **kwargs)
+            given = {n: kwargs.pop(n) for n in names}
+            return func(**{into: build(given)}, **kwargs)
 
-        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + added
-        wrapper.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in params}
+        wrapper.__signature__ = signature.replace(parameters=own)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in own}
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def with_settings(*names: str, of: type = StyleConfig, into: str = "settings") -> Callable[[F], F]:
+    """Add one option per named field of a declared settings dataclass (``of``: StyleConfig, or VideoSettings;
+    every field when none are named) to a typer command; the command receives the options the user gave,
+    parsed, as a dict in its parameter ``into``."""
+    chosen = list(names) or list(settings(of))
+    params = []
+    for name in chosen:
+        cli_type, option = _option(name, of)
+        annotation = Annotated[cli_type, option]  # type: ignore[valid-type]
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=annotation))
+    return with_group(
+        into, params, lambda given: {n: parse_setting(n, v, of) for n, v in given.items() if v is not None}
+    )
 
 
 # -- options that stylize and video share -----------------------------------------------------------------------
@@ -198,6 +219,50 @@ JsonOpt = Annotated[
         rich_help_panel=RUNTIME,
     ),
 ]
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """The options that choose the feature model, as given (``with_model_options``)."""
+
+    model: Path | None = None
+    weights: str | None = None
+    network: str | None = None
+    input_convention: str | None = None
+    provider: str = "auto"
+    cache_dir: Path | None = None
+    no_cache: bool = False
+
+    def spec(self, default_weights: Callable[[], str | None] | None = None) -> ModelSpec:
+        """The model asked for (checked); ``default_weights()`` names the weights when neither --model nor
+        --weights is given (else vgg19)."""
+        chosen = self.weights is not None or self.model is not None
+        weights = self.weights if chosen or default_weights is None else default_weights()
+        return model_spec(self.model, weights, self.network, self.input_convention, self.provider, self.cache_dir,
+                          self.no_cache)  # fmt: skip
+
+
+#: The model options when none is given (the default a command's ``models`` parameter is declared with).
+GIVEN_NONE = ModelOptions()
+_MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "model": (ModelOpt, None),
+    "weights": (RunWeightsOpt, None),
+    "network": (NetworkOpt, None),
+    "input_convention": (InputConventionOpt, None),
+    "provider": (ProviderOpt, "auto"),
+    "cache_dir": (CacheDirOpt, None),
+    "no_cache": (NoCacheOpt, False),
+}
+
+
+def with_model_options(func: F) -> F:
+    """Add the model options (--model, --weights, --network, --input-convention, --provider, --cache-dir,
+    --no-cache) to a command, which receives them as ``models: ModelOptions``."""
+    params = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, (annotation, default) in _MODEL_OPTIONS.items()
+    ]
+    return with_group("models", params, lambda given: ModelOptions(**given))(func)
 
 
 def model_spec(model: Path | None, weights: str | None, network: str | None, input_convention: str | None,

@@ -14,14 +14,9 @@ from rich.markup import escape
 
 from nst_engine.cli.app import app, fail, handled, out
 from nst_engine.cli.options import (
-    CacheDirOpt,
-    InputConventionOpt,
-    ModelOpt,
-    NetworkOpt,
-    NoCacheOpt,
-    ProviderOpt,
-    RunWeightsOpt,
-    model_spec,
+    GIVEN_NONE,
+    ModelOptions,
+    with_model_options,
 )
 from nst_engine.config import StyleConfig
 from nst_engine.errors import StyleTransferError
@@ -71,48 +66,58 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+HostOpt = Annotated[
+    str, Opt(help="Address to listen on. Only this machine can reach 127.0.0.1.", rich_help_panel=SERVER)
+]
+
+PortOpt = Annotated[int, Opt(help="Port to listen on (0: any free port).", rich_help_panel=SERVER, min=0, max=65535)]
+
+SamplesOpt = Annotated[
+    Path | None,
+    Opt(help="A folder of images the page offers as samples (e.g. ../shared/images).", rich_help_panel=SERVER),
+]
+
+MaxSizeOpt = Annotated[int, Opt(help="Largest size a page may ask for, in px.", rich_help_panel=SERVER, min=16)]
+
+MaxStepsOpt = Annotated[int, Opt(help="Most steps a page may ask for.", rich_help_panel=SERVER, min=1)]
+
+MaxQueuedOpt = Annotated[int, Opt(help="Most jobs waiting at once.", rich_help_panel=SERVER, min=1)]
+
+MaxUploadMbOpt = Annotated[int, Opt(help="Largest upload (and request), in MiB.", rich_help_panel=SERVER, min=1)]
+
+AllowHostOpt = Annotated[
+    list[str] | None,
+    Opt(
+        help="Another host name the page may be opened by (repeatable); loopback names and --host always work.",
+        rich_help_panel=SERVER,
+    ),
+]
+
+MaxHistoryOpt = Annotated[
+    int, Opt(help="Finished jobs kept (results on disk); the oldest is dropped.", rich_help_panel=SERVER, min=1)
+]
+
+PreviewEveryOpt = Annotated[
+    float,
+    Opt(help="Seconds between live previews (each is a JPEG sent to open pages).", rich_help_panel=SERVER, min=0),
+]
+
+
 @app.command()
 @handled
+@with_model_options
 def serve(
-    host: Annotated[
-        str, Opt(help="Address to listen on. Only this machine can reach 127.0.0.1.", rich_help_panel=SERVER)
-    ] = "127.0.0.1",
-    port: Annotated[
-        int, Opt(help="Port to listen on (0: any free port).", rich_help_panel=SERVER, min=0, max=65535)
-    ] = 8765,
-    samples: Annotated[
-        Path | None,
-        Opt(help="A folder of images the page offers as samples (e.g. ../shared/images).", rich_help_panel=SERVER),
-    ] = None,
-    max_size: Annotated[
-        int, Opt(help="Largest size a page may ask for, in px.", rich_help_panel=SERVER, min=16)
-    ] = 1024,
-    max_steps: Annotated[int, Opt(help="Most steps a page may ask for.", rich_help_panel=SERVER, min=1)] = 2000,
-    max_queued: Annotated[int, Opt(help="Most jobs waiting at once.", rich_help_panel=SERVER, min=1)] = 8,
-    max_upload_mb: Annotated[
-        int, Opt(help="Largest upload (and request), in MiB.", rich_help_panel=SERVER, min=1)
-    ] = 32,
-    allow_host: Annotated[
-        list[str] | None,
-        Opt(
-            help="Another host name the page may be opened by (repeatable); loopback names and --host always work.",
-            rich_help_panel=SERVER,
-        ),
-    ] = None,
-    max_history: Annotated[
-        int, Opt(help="Finished jobs kept (results on disk); the oldest is dropped.", rich_help_panel=SERVER, min=1)
-    ] = 32,
-    preview_every: Annotated[
-        float,
-        Opt(help="Seconds between live previews (each is a JPEG sent to open pages).", rich_help_panel=SERVER, min=0),
-    ] = 0.2,
-    model: ModelOpt = None,
-    weights: RunWeightsOpt = None,
-    network: NetworkOpt = None,
-    input_convention: InputConventionOpt = None,
-    provider: ProviderOpt = "auto",
-    cache_dir: CacheDirOpt = None,
-    no_cache: NoCacheOpt = False,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8765,
+    samples: SamplesOpt = None,
+    max_size: MaxSizeOpt = 1024,
+    max_steps: MaxStepsOpt = 2000,
+    max_queued: MaxQueuedOpt = 8,
+    max_upload_mb: MaxUploadMbOpt = 32,
+    allow_host: AllowHostOpt = None,
+    max_history: MaxHistoryOpt = 32,
+    preview_every: PreviewEveryOpt = 0.2,
+    models: ModelOptions = GIVEN_NONE,
 ) -> None:
     """Serve a web page here: pick a photo and a painting, watch it paint, stop, download, compare.
 
@@ -130,8 +135,7 @@ def serve(
     from nst_engine.web.app import ServerSettings, create_app, samples_in
     from nst_engine.web.guard import AllowedHosts
 
-    spec = model_spec(model, weights or offline_weights(model), network, input_convention, provider, cache_dir,
-                      no_cache)  # fmt: skip
+    spec = models.spec(lambda: offline_weights(None))
     if samples is not None and not samples.is_dir():
         raise fail(f"--samples '{samples}' is not a folder; give a folder of images")
     from nst_engine.api.model import open_model

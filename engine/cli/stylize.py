@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -12,32 +11,27 @@ from rich.markup import escape
 
 from nst_engine.cli.app import app, fail, handled, out
 from nst_engine.cli.options import (
-    CacheDirOpt,
+    GIVEN_NONE,
     ContentMaskOpt,
-    InputConventionOpt,
     JsonOpt,
     MaskOpt,
-    ModelOpt,
-    NetworkOpt,
-    NoCacheOpt,
+    ModelOptions,
     OverwriteOpt,
     PresetOpt,
-    ProviderOpt,
     QuietOpt,
-    RunWeightsOpt,
     StyleOpt,
     TraceOpt,
-    model_spec,
+    with_model_options,
     with_settings,
 )
 from nst_engine.cli.signals import graceful_stop
-from nst_engine.config import CONTROLS, IO, MAIN, RUNTIME, StyleConfig, config_from_record
+from nst_engine.config import CONTROLS, IO, MAIN, RUNTIME
 from nst_engine.jobs import Job, expand, plan
 from nst_engine.presets import build_config
 from nst_engine.presets import preset as preset_values
-from nst_engine.spec import ModelSpec
 
 if TYPE_CHECKING:  # the run's machinery (torch, ONNX Runtime) is imported when a run starts, not for --help
+    from nst_engine.api import Session
     from nst_engine.session import ImageResult
 
 Opt = typer.Option
@@ -89,63 +83,68 @@ def summarise(outcomes: list[ImageResult], batch: bool) -> None:
         out.print(f"[bold red]error:[/] {escape(failed[0].message)}")
 
 
+InputsArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        help="CONTENT STYLE, or with --style: one or more content images, folders or globs ('photos/*.jpg'). "
+        "Not needed with --resume: the checkpoint knows its inputs.",
+        show_default=False,
+        metavar="INPUTS",
+    ),
+]
+OutputOpt = Annotated[
+    str | None,
+    Opt("--output", "-o", help="Output .png/.jpg, or a folder for several content images.", rich_help_panel=MAIN),
+]
+NameOpt = Annotated[
+    str | None, Opt(help="Output name pattern in a folder \\[default: {stem}_{style}.png].", rich_help_panel=IO)
+]
+BitDepthOpt = Annotated[
+    int, Opt(help="Bits a channel of PNG outputs: 8, or 16 for print (.tif is always 16).", rich_help_panel=IO)
+]
+SaveEveryOpt = Annotated[int, Opt(help="Also write the image every N steps (OUT.stepN.png).", rich_help_panel=IO)]
+MinSizeOpt = Annotated[
+    int | None, Opt(help="Start coarse-to-fine at this long side (instead of --scales).", rich_help_panel=CONTROLS)
+]
+ResumeOpt = Annotated[
+    Path | None, Opt(help="Continue from a checkpoint written when a run was interrupted.", rich_help_panel=RUNTIME)
+]
+ClusterOpt = Annotated[
+    str | None,
+    Opt(
+        help="Run the batch on Ray: 'ray' starts it here, 'ray:ADDRESS' joins a running cluster (the cluster extra).",
+        rich_help_panel=RUNTIME,
+    ),
+]
+WorkersOpt = Annotated[
+    int | None, Opt(help="Ray workers \\[default: one per CPU of the cluster].", rich_help_panel=RUNTIME)
+]
+
+
 @app.command(no_args_is_help=True)
 @handled
 @with_settings()
+@with_model_options
 def stylize(
-    inputs: Annotated[
-        list[str] | None,
-        typer.Argument(
-            help="CONTENT STYLE, or with --style: one or more content images, folders or globs ('photos/*.jpg'). "
-            "Not needed with --resume: the checkpoint knows its inputs.",
-            show_default=False,
-            metavar="INPUTS",
-        ),
-    ] = None,
-    output: Annotated[
-        str | None,
-        Opt("--output", "-o", help="Output .png/.jpg, or a folder for several content images.", rich_help_panel=MAIN),
-    ] = None,
-    settings: dict[str, Any] | None = None,
+    inputs: InputsArg = None,
+    output: OutputOpt = None,
     style: StyleOpt = None,
-    name: Annotated[
-        str | None, Opt(help="Output name pattern in a folder \\[default: {stem}_{style}.png].", rich_help_panel=IO)
-    ] = None,
+    name: NameOpt = None,
     overwrite: OverwriteOpt = False,
     trace: TraceOpt = None,
-    bit_depth: Annotated[
-        int, Opt(help="Bits a channel of PNG outputs: 8, or 16 for print (.tif is always 16).", rich_help_panel=IO)
-    ] = 8,
-    save_every: Annotated[int, Opt(help="Also write the image every N steps (OUT.stepN.png).", rich_help_panel=IO)] = 0,
+    bit_depth: BitDepthOpt = 8,
+    save_every: SaveEveryOpt = 0,
     preset: PresetOpt = None,
-    min_size: Annotated[
-        int | None, Opt(help="Start coarse-to-fine at this long side (instead of --scales).", rich_help_panel=CONTROLS)
-    ] = None,
+    min_size: MinSizeOpt = None,
     mask: MaskOpt = None,
     content_mask: ContentMaskOpt = None,
-    model: ModelOpt = None,
-    weights: RunWeightsOpt = None,
-    network: NetworkOpt = None,
-    input_convention: InputConventionOpt = None,
-    provider: ProviderOpt = "auto",
-    cache_dir: CacheDirOpt = None,
-    no_cache: NoCacheOpt = False,
-    resume: Annotated[
-        Path | None, Opt(help="Continue from a checkpoint written when a run was interrupted.", rich_help_panel=RUNTIME)
-    ] = None,
+    models: ModelOptions = GIVEN_NONE,
+    resume: ResumeOpt = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
-    cluster: Annotated[
-        str | None,
-        Opt(
-            help="Run the batch on Ray: 'ray' starts it here, 'ray:ADDRESS' joins a running cluster "
-            "(the cluster extra).",
-            rich_help_panel=RUNTIME,
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None, Opt(help="Ray workers \\[default: one per CPU of the cluster].", rich_help_panel=RUNTIME)
-    ] = None,
+    cluster: ClusterOpt = None,
+    workers: WorkersOpt = None,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """Stylize CONTENT with STYLE and write the result.
 
@@ -158,119 +157,61 @@ def stylize(
       nst-engine stylize photo.jpg -s wave.jpg -s scream.jpg --style-blend-weights 3,7 -o blend.png
     """
     settings = settings or {}
+    from nst_engine.api import Session
+
     if not inputs:
         if resume is None:
             raise fail("give CONTENT and STYLE, or content images with --style STYLE, or --resume CKPT alone")
-        run = _resumed(resume, settings, output)
+        resumed = Session.resume(resume, changes=settings, output=output, bit_depth=bit_depth)
+        session, jobs = resumed.session, [resumed.job]
     else:
         if output is None:
             raise fail("give -o OUT.png (or a folder for several content images)")
-        spec = model_spec(model, weights, network, input_convention, provider, cache_dir, no_cache)
-        if style:
-            contents, styles = expand(inputs, "content"), expand(style, "style", unique=False)
-        elif len(inputs) < 2:
-            raise fail("give CONTENT and STYLE, or content images with --style STYLE")
-        else:
-            contents, styles = expand(inputs[:-1], "content"), expand(inputs[-1:], "style")
-        config = build_config(preset, settings, min_size)
-        run = Run(config, plan(contents, styles, output, name), styles, spec, list(mask or []), content_mask, preset)
-    if run.preset:
-        out.print(f"[dim]{escape(describe_preset(run.preset, settings))}[/]", soft_wrap=True)
+        contents, styles = _inputs(inputs, style)
+        jobs = plan(contents, styles, output, name)
+        session = Session(build_config(preset, settings, min_size), styles, model=models.spec(),
+                          masks=list(mask or []), content_mask=content_mask, preset=preset,
+                          bit_depth=bit_depth)  # fmt: skip
+    if session.preset:
+        out.print(f"[dim]{escape(describe_preset(session.preset, settings))}[/]", soft_wrap=True)
     if cluster is not None:
-        return _on_cluster(run, cluster, workers, overwrite, quiet, bit_depth)
-    from nst_engine.api import Session
+        return _on_cluster(session, jobs, cluster, workers, overwrite, quiet)
     from nst_engine.cli.render import Mode, Renderer
 
     mode: Mode = "quiet" if quiet else ("bars" if out.is_terminal else "plain")
     with Renderer(out, mode) as render:
-        session = Session(
-            run.config, run.styles, model=run.spec, masks=run.masks, content_mask=run.content_mask,
-            on_event=render, preset=run.preset, bit_depth=bit_depth,
-        )  # fmt: skip
+        session.subscribe(render)
         with graceful_stop(session.stop):
-            outcomes = session.run(run.jobs, overwrite=overwrite, resume=resume, save_every=save_every, trace=trace)
-    summarise(outcomes, batch=len(run.jobs) > 1)
+            outcomes = session.run(jobs, overwrite=overwrite, resume=resume, save_every=save_every, trace=trace)
+    summarise(outcomes, batch=len(jobs) > 1)
     report(outcomes, as_json)
     if code := exit_code(outcomes):
         raise typer.Exit(code)
 
 
-@dataclass(frozen=True)
-class Run:
-    """What one stylize command runs: from its options, or from a checkpoint given alone."""
-
-    config: StyleConfig
-    jobs: list[Job]
-    styles: list[Path]
-    spec: ModelSpec
-    masks: list[Path]
-    content_mask: Path | None
-    preset: str | None
+def _inputs(inputs: list[str], style: list[str] | None) -> tuple[list[Path], list[Path]]:
+    """The content images and the styles: INPUTS with --style, else CONTENT... STYLE."""
+    if style:
+        return expand(inputs, "content"), expand(style, "style", unique=False)
+    if len(inputs) < 2:
+        raise fail("give CONTENT and STYLE, or content images with --style STYLE")
+    return expand(inputs[:-1], "content"), expand(inputs[-1:], "style")
 
 
-def _resumed(resume: Path, given: dict[str, Any], output: str | None) -> Run:
-    """The run an interrupted checkpoint came from: its files, model and settings; options given replace the
-    settings a resume may change (--steps, --device)."""
-    from nst_engine.checkpoint import Checkpoint
-
-    ckpt = Checkpoint.read(resume)
-    run = ckpt.run
-    if not run.get("content") or not run.get("styles"):
-        raise fail(f"checkpoint '{resume}' does not record its inputs; give the original command with --resume")
-    config = config_from_record(ckpt.settings | given, f"checkpoint '{resume}'")
-    _check_run_record(run, resume)
-    spec = ModelSpec(
-        None if run.get("model") is None else Path(run["model"]),
-        run.get("weights", "vgg19"),
-        run.get("network"),
-        run.get("input_convention"),
-        run.get("provider", "auto"),
-        None if run.get("cache_dir") is None else Path(run["cache_dir"]),
-        bool(run.get("use_cache", True)),
-    )
-    keep = None if run.get("content_mask") is None else Path(run["content_mask"])
-    job = Job(Path(run["content"]), Path(output or run["output"]))
-    styles, masks = [Path(p) for p in run["styles"]], [Path(p) for p in run.get("masks", [])]
-    return Run(config, [job], styles, spec, masks, keep, run.get("preset"))
-
-
-#: The types of a checkpoint's run record: text, optional text, lists of text, a flag.
-_RUN_TEXT = ("content", "output", "weights", "provider")
-_RUN_OPTIONAL = ("model", "network", "input_convention", "cache_dir", "content_mask", "preset")
-_RUN_LISTS = ("styles", "masks")
-
-
-def _check_run_record(run: dict[str, Any], resume: Path) -> None:
-    """A crafted checkpoint's run record is refused in one line, not as a TypeError deep in the run."""
-    bad = [k for k in _RUN_TEXT if k in run and not isinstance(run[k], str)]
-    bad += [k for k in _RUN_OPTIONAL if run.get(k) is not None and not isinstance(run[k], str)]
-    bad += [
-        k for k in _RUN_LISTS if k in run and not (isinstance(run[k], list) and all(isinstance(v, str) for v in run[k]))
-    ]
-    bad += ["use_cache"] if not isinstance(run.get("use_cache", True), bool) else []
-    if bad:
-        raise fail(
-            f"checkpoint '{resume}' is damaged (its record of '{bad[0]}' is not a path or name); rerun the "
-            "original command"
-        )
-
-
-def _on_cluster(run: Run, cluster: str, workers: int | None, overwrite: bool, quiet: bool, bit_depth: int) -> None:
+def _on_cluster(session: Session, jobs: list[Job], cluster: str, workers: int | None, overwrite: bool,
+                quiet: bool) -> None:  # fmt: skip
     """The batch on Ray (engine.cluster): one line per image, then a summary with the retries."""
-    from nst_engine.api import Session
     from nst_engine.cluster import ClusterRunner, check_workers, parse_cluster
 
     address = parse_cluster(cluster)
     check_workers(workers)
     bars = out.is_terminal and not quiet
     say = (lambda _m: None) if quiet or bars else (lambda m: out.print(f"[dim]{escape(m)}[/]", soft_wrap=True))
-    session = Session(run.config, run.styles, model=run.spec, masks=run.masks, content_mask=run.content_mask,
-                      on_event=lambda e: None, preset=run.preset, bit_depth=bit_depth)  # fmt: skip
-    with ClusterBar(bars, len(run.jobs)) as bar:
+    with ClusterBar(bars, len(jobs)) as bar:
         runner = ClusterRunner(session, address, workers, on_event=say, on_progress=bar.update)
         try:
             with graceful_stop(session.stop):
-                summary = runner.run(run.jobs, overwrite=overwrite)
+                summary = runner.run(jobs, overwrite=overwrite)
         finally:
             runner.shutdown()
     done, failed = summary.count("done"), summary.count("failed")
