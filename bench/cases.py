@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -293,24 +294,7 @@ def ttq_case(setup: Setup, size: int, evaluations: int, config_name: str | None 
         with torch.no_grad():
             return float(evaluator(image.to(setup.device))["total"])
 
-    c, s = _pair(setup, size)
-    setup.log(
-        f"time to quality: baseline, {evaluations} evaluations asked (torch's LBFGS ends its last step) @ {size}px"
-    )
-    start = time.perf_counter()
-    weights = _baseline_weights(loss_settings)
-    base = baseline.Baseline(
-        setup.weights.state,
-        c,
-        s,
-        setup.device,
-        style_weight=weights["style_weight"],
-        content_weight=weights["content_weight"],
-        **_baseline_net(setup),
-    )
-    base_image = base.run(evaluations)
-    sync(setup.device)
-    base_time, target = time.perf_counter() - start, loss_of(base_image)
+    base, base_time, target = _baseline_target(setup, size, evaluations, loss_settings, loss_of)
     setup.log(f"time to quality: engine until loss <= {target:.4g}")
     objective, content = _engine_objective(setup, size, config)
     reached: dict[str, float] = {}
@@ -369,6 +353,29 @@ def ttq_case(setup: Setup, size: int, evaluations: int, config_name: str | None 
     if setup.extra.get("ttq_scales", 1) > 1:
         rows.append(_ttq_coarse_to_fine(setup, config, name, setup.extra["ttq_scales"], target, base_time, common))
     return rows
+
+
+def _baseline_target(setup: Setup, size: int, evaluations: int, loss_settings: dict[str, Any],
+                     loss_of: Callable[[torch.Tensor], float]) -> tuple[baseline.Baseline, float, float]:  # fmt: skip
+    """The baseline's run: the baseline, its seconds, and its image's loss (the engine's target)."""
+    c, s = _pair(setup, size)
+    setup.log(
+        f"time to quality: baseline, {evaluations} evaluations asked (torch's LBFGS ends its last step) @ {size}px"
+    )
+    start = time.perf_counter()
+    weights = _baseline_weights(loss_settings)
+    base = baseline.Baseline(
+        setup.weights.state,
+        c,
+        s,
+        setup.device,
+        style_weight=weights["style_weight"],
+        content_weight=weights["content_weight"],
+        **_baseline_net(setup),
+    )
+    base_image = base.run(evaluations)
+    sync(setup.device)
+    return base, time.perf_counter() - start, loss_of(base_image)
 
 
 #: The time-to-quality engine runs stop at this multiple of the baseline's time.

@@ -48,47 +48,87 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
         "brackets; warm-up runs excluded; every sample is in results.json.",
         "",
     ]
-    if results.get("forward"):
-        lines += [
-            "## Feature forward (targets)",
-            "",
-            "| backend | size | images/s | ms (p10-p90) | max rel diff vs torch fp32 |",
-            "| --- | --- | --- | --- | --- |",
-        ]
-        for r in results["forward"]:
-            if r["status"] == "ok":
-                lines.append(
-                    f"| {r['backend']} | {r['size']} | {r['images_per_s']:.2f} | {_ms(r['seconds'])} | "
-                    f"{r['max_rel_diff']:.1e} |"
-                )
-            else:
-                lines.append(f"| {r['backend']} | {r['size']} | unavailable | {r['reason']} | |")
-        lines.append("")
-    if results.get("step"):
-        lines += [
-            "## Optimisation step",
-            "",
-            "Same loss on both sides (engine layers through relu5_1, Gram / CHW, "
-            "style weight 1e6 per layer). Ratio: baseline ms/step divided by this configuration's.",
-            *_rounds_line(results["step"]),
-            "",
-            "| configuration | size | ms/step (p10-p90) | steps/s | peak memory MiB | speed vs baseline |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for r in results["step"]:
-            peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") else "n/a"
+    sections = (("forward", _forward_md), ("step", _step_md), ("ttq", _ttq_md), ("cache", _cache_md),
+                ("multiscale", _multiscale_md))  # fmt: skip
+    for key, section in sections:
+        if results.get(key):
+            lines += section(results[key])
+    if results.get("tiling"):
+        lines += tiling_markdown(results["tiling"])
+    if results.get("cluster"):
+        lines += cluster_markdown(results["cluster"])
+    if results.get("web"):
+        from nst_engine.bench.web import markdown as web_markdown
+
+        lines += web_markdown(results["web"])
+    if results.get("video"):
+        lines += video_markdown(results["video"])
+    if results.get("losses"):
+        from nst_engine.bench.losses import losses_markdown
+
+        lines += losses_markdown(results["losses"])
+    if results.get("profile"):
+        from nst_engine.bench.profile import profile_markdown
+
+        lines += profile_markdown(results["profile"])
+    if results.get("startup"):
+        from nst_engine.bench.startup import startup_markdown
+
+        lines += startup_markdown(results["startup"])
+    return "\n".join(lines)
+
+
+def _forward_md(rows: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    lines += [
+        "## Feature forward (targets)",
+        "",
+        "| backend | size | images/s | ms (p10-p90) | max rel diff vs torch fp32 |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        if r["status"] == "ok":
             lines.append(
-                f"| {r['config']} | {r['size']} | {_ms(r['seconds'])} | {1 / r['seconds']['median']:.2f} | "
-                f"{peak} | {r['ratio']:.2f}x |"
+                f"| {r['backend']} | {r['size']} | {r['images_per_s']:.2f} | {_ms(r['seconds'])} | "
+                f"{r['max_rel_diff']:.1e} |"
             )
-        lines += [
-            "",
-            "Peak memory on CPU is the process's peak resident set (VmHWM, reset before each timed block; the"
-            " largest over the rounds)."
-            " On CUDA it is torch.cuda.max_memory_allocated.",
-            "",
-        ]
-    for r in results.get("ttq", []):
+        else:
+            lines.append(f"| {r['backend']} | {r['size']} | unavailable | {r['reason']} | |")
+    lines.append("")
+    return lines
+
+
+def _step_md(rows: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    lines += [
+        "## Optimisation step",
+        "",
+        "Same loss on both sides (engine layers through relu5_1, Gram / CHW, "
+        "style weight 1e6 per layer). Ratio: baseline ms/step divided by this configuration's.",
+        *_rounds_line(rows),
+        "",
+        "| configuration | size | ms/step (p10-p90) | steps/s | peak memory MiB | speed vs baseline |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        peak = f"{r['peak_mib']:.0f}" if r.get("peak_mib") else "n/a"
+        lines.append(
+            f"| {r['config']} | {r['size']} | {_ms(r['seconds'])} | {1 / r['seconds']['median']:.2f} | "
+            f"{peak} | {r['ratio']:.2f}x |"
+        )
+    lines += [
+        "",
+        "Peak memory on CPU is the process's peak resident set (VmHWM, reset before each timed block; the"
+        " largest over the rounds)."
+        " On CUDA it is torch.cuda.max_memory_allocated.",
+        "",
+    ]
+    return lines
+
+
+def _ttq_md(rows: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for r in rows:
         if r.get("engine_seconds"):
             engine = f"reached it in {r['engine_seconds']:.1f} s ({r['engine_steps']} steps, {r['speedup']:.2f}x)"
             if r.get("engine_loss") is not None:
@@ -108,20 +148,29 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
             f"configuration) {engine}.",
             "",
         ]
-    if results.get("cache"):
-        lines += [
-            "## Target cache (batch of images in one style)",
-            "",
-            "| run | images | size | target seconds per image | ONNX Runtime forward passes | cache hits |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        lines += [
-            f"| {r['run']} | {r['images']} | {r['size']} | {r['target_seconds_per_image']:.4f} | "
-            f"{r['forward_passes']} | {r['hits']} |"
-            for r in results["cache"]
-        ]
-        lines.append("")
-    for r in results.get("multiscale", []):
+    return lines
+
+
+def _cache_md(rows: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    lines += [
+        "## Target cache (batch of images in one style)",
+        "",
+        "| run | images | size | target seconds per image | ONNX Runtime forward passes | cache hits |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    lines += [
+        f"| {r['run']} | {r['images']} | {r['size']} | {r['target_seconds_per_image']:.4f} | "
+        f"{r['forward_passes']} | {r['hits']} |"
+        for r in rows
+    ]
+    lines.append("")
+    return lines
+
+
+def _multiscale_md(rows: list[dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    for r in rows:
         multi = (
             f"{r['multi_seconds']:.1f} s ({relative_speed(r['speedup'])})"
             if r.get("multi_seconds")
@@ -135,25 +184,7 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
             f"reached that loss in {multi}.",
             "",
         ]
-    if results.get("tiling"):
-        lines += tiling_markdown(results["tiling"])
-    if results.get("cluster"):
-        lines += cluster_markdown(results["cluster"])
-    if results.get("web"):
-        from nst_engine.bench.web import markdown as web_markdown
-
-        lines += web_markdown(results["web"])
-    if results.get("video"):
-        lines += video_markdown(results["video"])
-    if results.get("losses"):
-        from nst_engine.bench.losses import losses_markdown
-
-        lines += losses_markdown(results["losses"])
-    if results.get("startup"):
-        from nst_engine.bench.startup import startup_markdown
-
-        lines += startup_markdown(results["startup"])
-    return "\n".join(lines)
+    return lines
 
 
 def charts(results: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:

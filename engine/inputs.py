@@ -12,11 +12,11 @@ import torch
 from nst_engine import images
 from nst_engine.config import NAMED_INITS, StyleConfig
 from nst_engine.memory import check_style_fits
+from nst_engine.plan import check_mask_count
 from nst_engine.provenance import Provenance
 from nst_engine.records import RunRecord
 from nst_engine.resize import resize_long
 from nst_engine.spec import ModelSpec
-from nst_engine.stylize import check_mask_count
 
 ImageInput = str | Path | torch.Tensor
 

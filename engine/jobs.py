@@ -221,3 +221,8 @@ def check_writes(
                     raise ConfigError(
                         f"--save-every would write '{source}', an input of this run; write -o somewhere else"
                     )
+
+
+def check_save_every(save_every: int) -> None:
+    if save_every < 0:
+        raise ConfigError(f"--save-every must be 0 (off) or a positive number of steps, not {save_every}")

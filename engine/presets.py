@@ -12,20 +12,22 @@ from nst_engine.config import StyleConfig
 from nst_engine.errors import ConfigError, did_you_mean
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Gatys, Ecker, Bethge (CVPR 2016), "Image Style Transfer Using Convolutional Neural Networks".
+    # Gatys' own PyTorch code for Gatys, Ecker, Bethge (CVPR 2016): leongatys/PytorchNeuralStyleTransfer.
     "gatys": {
         "feature_units": "raw",  # the source's weights are for its network's own features
         "content_layers": ("relu4_2",),
         "style_layers": ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"),
-        "style_layer_weights": None,  # w_l = 1/5
+        "style_layer_weights": None,
         "content_weight": 1.0,
-        "style_weight": 1e3,  # alpha/beta = 1e-3
+        # 1e3 / C^2 on each layer's MSE of Grams divided by H*W: 1e3 on each of ours (Gram / (C*H*W)), averaged.
+        "style_weight": 5e3,
         "tv_weight": 0.0,
         "tv_norm": "l2",
-        "pooling": "avg",
-        "normalization": "gatys",
+        "pooling": "max",
+        "normalization": "mean",
         "optimizer": "lbfgs",
-        "init": "random",  # white noise
+        "lbfgs_history": 100,
+        "init": "content",
         "steps": 500,
         "size": 512,
     },
@@ -69,10 +71,11 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 SOURCES: dict[str, str] = {
-    "gatys": "Gatys et al. 2016: conv4_2 content, conv1_1..conv5_1 style with w_l = 1/5, alpha/beta = 1e-3, "
-    "average pooling, L-BFGS from white noise, E_l = 1/(4 N^2 M^2) sum (G - A)^2 and 1/2 sum (F - P)^2; "
-    "the paper gives no step count (500 here). The paper names conv layers, but its Caffe ReLUs work in place, so "
-    "its responses are post-ReLU, as here",
+    "gatys": "Gatys' PyTorch code (leongatys/PytorchNeuralStyleTransfer, for Gatys et al. 2016): r42 content, "
+    "r11..r51 style with 1e3/C^2 on each layer's MSE of Grams / (H*W), MSE content at 1, max pooling, L-BFGS from "
+    "the photo, 500 iterations, 512 px (its shorter side; here the long side). Not reproduced: the source leaves "
+    "pixels unbounded and clips on saving. The paper's own form (average pooling, white noise, 1/(4 N^2 M^2) sums): "
+    "--pooling avg --init random --normalization gatys --style-weight 1e3",
     "jcjohnson": "jcjohnson/neural-style defaults: -content_weight 5 -style_weight 100 (on each style layer) "
     "-tv_weight 1e-3 (on the sum of absolute differences of 0-255 pixels) -num_iterations 1000 -image_size 512 "
     "-init random (the mean pixel plus randn * 0.001) -pooling max, lbfgs; Gram / (C*H*W), MSE. Not reproduced: "

@@ -11,10 +11,11 @@ from typing import Any, Literal
 
 import torch
 
+from nst_engine.checkpoint import Checkpoint
 from nst_engine.events import Event, ScaleStarted, StepDone
 from nst_engine.optim.loop import Step
-from nst_engine.records import step_record
-from nst_engine.stylize import ScaleInfo, StylizeResult
+from nst_engine.plan import ScaleInfo, StylizeResult
+from nst_engine.records import ImageTrace, step_record
 
 Status = Literal["done", "skipped", "failed", "interrupted"]
 
@@ -77,3 +78,31 @@ class StepRecorder:
         self.emit(StepDone(self.index, step, record))
         if self.on_image is not None:
             self.on_image(number, image)
+
+
+def image_trace(
+    done: ImageResult,
+    made: tuple[list[str], dict[str, Any], str | None],
+    targets: dict[str, Any],
+    earlier: list[dict[str, Any]],
+    scales: list[dict[str, Any]],
+    resumed: tuple[Checkpoint, Path | None] | None,
+) -> ImageTrace:
+    """One image's trace: ``made`` is (the styles' names, the settings, the preset); ``earlier`` the steps of the
+    interrupted run a resumed one continues, and ``resumed`` its checkpoint and the checkpoint's path."""
+    result = done.result
+    assert result is not None
+    resumed_from = None
+    if resumed is not None:
+        checkpoint, path = resumed
+        resumed_from = {"checkpoint": None if path is None else str(path), "scale": checkpoint.scale,
+                        "step": checkpoint.step, "steps_before": checkpoint.steps_done}  # fmt: skip
+    outcome = {
+        "interrupted": result.interrupted,
+        "recoveries": result.recoveries,
+        "seconds": round(done.seconds, 3),
+        "size": list(result.image.shape[-2:]),
+    }
+    styles, settings, preset = made
+    return ImageTrace(done.content, done.output, styles, settings, preset, targets, earlier + done.steps, outcome,
+                      scales, resumed_from)  # fmt: skip

@@ -36,11 +36,11 @@ from nst_engine.events import (
     Note,
 )
 from nst_engine.inputs import ImageInput, Inputs, label
-from nst_engine.jobs import Job, check_writes, may_replace, step_path
+from nst_engine.jobs import Job, check_save_every, check_writes, may_replace, step_path
 from nst_engine.opened import ModelFacts, OpenedModel, Opener
-from nst_engine.progress import ImageResult, StepRecorder
+from nst_engine.progress import ImageResult, StepRecorder, image_trace
 from nst_engine.provenance import Provenance
-from nst_engine.records import ImageTrace, Trace, trace_header
+from nst_engine.records import Trace, trace_header
 from nst_engine.spec import ModelSpec
 from nst_engine.stylize import FrameGuide, Pipeline, StylizeResult
 from nst_engine.targets import target_summary
@@ -283,8 +283,10 @@ class Session:
         done = ImageResult(label(content), out, status, seconds, image=result.image, steps=recorder.records)
         done.result, done.checkpoint = result, ckpt
         tally = target_summary(self.targets.records[first_record:])
-        resumed_from = None if resume is None else _resumed_from(resume, resume_path)
-        done.trace = self._image_trace(done, tally, resumed_from, recorder.scales).to_dict()
+        earlier = self._earlier_steps if resume is not None else []
+        where = None if resume is None else (resume, resume_path)
+        made = (self.sources.style_names, self.config.to_dict(), self.preset)
+        done.trace = image_trace(done, made, tally, earlier, recorder.scales, where).to_dict()
         reason = self.stop_reason if result.interrupted else ""
         steps = len(done.steps)
         self.emit(ImageDone(index, done.content, out, status, seconds, done.losses, steps, tally, ckpt, reason))
@@ -373,34 +375,6 @@ class Session:
 
     # -- the trace ----------------------------------------------------------------------------------------------
 
-    def _image_trace(
-        self,
-        done: ImageResult,
-        targets: dict[str, Any],
-        resumed_from: dict[str, Any] | None,
-        scales: list[dict[str, Any]],
-    ) -> ImageTrace:
-        result = done.result
-        assert result is not None
-        earlier = self._earlier_steps if resumed_from is not None else []
-        return ImageTrace(
-            done.content,
-            done.output,
-            self.sources.style_names,
-            self.config.to_dict(),
-            self.preset,
-            targets,
-            earlier + done.steps,
-            {
-                "interrupted": result.interrupted,
-                "recoveries": result.recoveries,
-                "seconds": round(done.seconds, 3),
-                "size": list(result.image.shape[-2:]),
-            },
-            scales,
-            resumed_from,
-        )
-
     def trace(self, outcomes: Sequence[ImageResult], batch: bool) -> Trace:
         """The run's trace: engine version, weights, model, device, cache, targets, then the image's settings
         and steps (or, for a batch, one entry per image)."""
@@ -429,13 +403,3 @@ class Resumed(Generic[S]):
     def run(self, *, save_every: int = 0, trace: Path | None = None) -> list[ImageResult]:
         """Continue the run where it stopped (the output it wrote so far is replaced)."""
         return self.session.run([self.job], resume=self.checkpoint, save_every=save_every, trace=trace)
-
-
-def _resumed_from(resume: Checkpoint, path: Path | None) -> dict[str, Any]:
-    where = {"checkpoint": None if path is None else str(path)}
-    return where | {"scale": resume.scale, "step": resume.step, "steps_before": resume.steps_done}
-
-
-def check_save_every(save_every: int) -> None:
-    if save_every < 0:
-        raise ConfigError(f"--save-every must be 0 (off) or a positive number of steps, not {save_every}")

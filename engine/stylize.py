@@ -1,5 +1,7 @@
 """The tensor pipeline: images and a target source in, a stylized image out. No files, no terminal, no ONNX.
 
+The scale plan and the values a run hands around are in ``engine.plan`` (re-exported here).
+
 ``Pipeline`` holds what every content image of a run shares (settings, network, targets, styles, masks, an init
 image) and checks it once; ``Pipeline.run`` stylizes one content image, coarse to fine, reporting each scale and
 step to its listeners. ``engine.session`` wraps it with files, events and stop requests for every front door.
@@ -7,13 +9,11 @@ step to its listeners. ``engine.session`` wraps it with files, events and stop r
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from nst_engine import color, memory
 from nst_engine.cache import pixels_sha256
@@ -26,9 +26,21 @@ from nst_engine.memory import check_fits, out_of_memory_error
 from nst_engine.objective import Objective
 from nst_engine.optim.loop import Callback, OptimizeResult, Step, optimize
 from nst_engine.optim.registry import Tuning
+from nst_engine.plan import (
+    FrameGuide,
+    Level,
+    ScaleInfo,
+    ScaleListener,
+    ScalePlan,
+    StylizeResult,
+    check_mask,
+    check_mask_count,
+    handoff,
+    hw,
+)
 from nst_engine.resize import fit_long_side, resize, resize_long
 from nst_engine.targets import StyleRegion, StyleTarget, TargetSource, blend, normalise_blend
-from nst_engine.tiling import Plan, TiledEncoder, TiledObjective, plan_tiles
+from nst_engine.tiling import TiledObjective, plan_tiles, tiled_targets
 from nst_engine.vgg import CAFFE_MEAN_BGR, VGGFeatures
 
 #: The mean pixel of Caffe's VGG preprocessing, RGB in [0, 1]: jcjohnson's ``-init random`` starts there.
@@ -37,130 +49,10 @@ MEAN_COLOUR = torch.tensor(CAFFE_MEAN_BGR[::-1]) / 255
 #: Steps queued on a GPU between two reads of the losses (progress bars refresh at this rate).
 GPU_SYNC_EVERY = 10
 
-
-@dataclass(frozen=True)
-class ScaleInfo:
-    """One scale of a run, announced before its first step."""
-
-    index: int
-    count: int
-    size: tuple[int, int]  # (height, width)
-    steps: int
-    tiling: Plan | None = None  # how the scale is tiled, when it is
-
-
-#: Called when a scale starts.
-ScaleListener = Callable[[ScaleInfo], None]
-
-
-@dataclass(frozen=True)
-class Level:
-    """One scale of the plan: its long side, the steps run there and the style image's long side."""
-
-    index: int
-    long_side: int
-    steps: int
-    style_side: int
-
-
-@dataclass(frozen=True)
-class ScalePlan:
-    """The scales of a run, coarse to fine, computed once from the settings (pystiche's image pyramid)."""
-
-    levels: tuple[Level, ...]
-
-    @classmethod
-    def of(cls, config: StyleConfig) -> ScalePlan:
-        sizes = config.scale_sizes()
-        smallest = min_input_size(config.style_layers)
-        levels = []
-        for i, side in enumerate(sizes):
-            steps = config.steps if i == len(sizes) - 1 else config.scale_steps_or_default
-            levels.append(Level(i, side, steps, max(smallest, round(side * config.style_scale))))
-        return cls(tuple(levels))
-
-    @property
-    def total_steps(self) -> int:
-        return sum(level.steps for level in self.levels)
-
-    def todo(self, resume: Checkpoint | None, frame: FrameGuide | None) -> tuple[Level, ...]:
-        """The levels a run goes through: from a checkpoint's scale on; only the last for a video frame (which
-        starts close to its result); every one otherwise."""
-        if resume is not None and resume.scale >= len(self.levels):
-            raise ConfigError("nothing to do: the checkpoint is already past the last scale")
-        if frame is not None:
-            return self.levels[-1:]
-        return self.levels[resume.scale if resume is not None else 0 :]
-
-
-@dataclass(frozen=True)
-class FrameGuide:
-    """One video frame's run: it starts from ``init`` and its temporal term compares the image with earlier
-    results warped into this frame, each (1, 3, H, W) with its certainty (1, 1, H, W), at the content's size.
-    It runs ``steps`` steps at the final scale only (it starts close to its result)."""
-
-    init: torch.Tensor | None  # None: the run's own start (--init), as an independent frame has
-    warped: list[tuple[torch.Tensor, torch.Tensor]]
-    weight: float
-    steps: int
-
-
-@dataclass
-class StylizeResult:
-    image: torch.Tensor  # (1, 3, H, W) float32 in [0, 1], on the CPU
-    steps: list[Step] = field(default_factory=list)
-    interrupted: bool = False
-    recoveries: int = 0
-    #: Where the run stopped, to continue it with ``resume=``.
-    checkpoint: Checkpoint | None = None
-
-
-def _hw(image: torch.Tensor) -> tuple[int, int]:
-    return int(image.shape[-2]), int(image.shape[-1])
-
-
-def check_mask_count(masks: Sequence[object] | None, styles: Sequence[object]) -> None:
-    """One mask per style, or none."""
-    if masks and len(masks) != len(styles):
-        raise ConfigError(f"{len(masks)} masks for {len(styles)} styles; give one --mask per --style")
-
-
-def check_mask(mask: torch.Tensor, content: torch.Tensor, what: str) -> torch.Tensor:
-    """A (1, 1, H, W) mask in [0, 1] of the content's aspect ratio that covers something, else ConfigError."""
-    if mask.ndim != 4 or mask.shape[:2] != (1, 1):
-        raise ConfigError(f"{what} must be a (1, 1, H, W) tensor, not {tuple(mask.shape)}")
-    (ch, cw), (mh, mw) = _hw(content), _hw(mask)
-    if abs(mh / mw - ch / cw) > 0.02 * ch / cw:
-        raise ConfigError(
-            f"{what} is {mw}x{mh} but the content image is {cw}x{ch}: different aspect ratios; "
-            "make the mask from the content image"
-        )
-    if float(mask.max()) <= 0.0:
-        raise ConfigError(f"{what} covers no pixel (all black); paint the region white")
-    return mask.clamp(0.0, 1.0)
-
-
-def handoff(previous: torch.Tensor, start: torch.Tensor, smoothing: float = Tuning.handoff_smoothing) -> torch.Tensor:
-    """The next scale's first image: ``start``'s fine detail plus the coarse result's change to it, smoothed.
-
-    Upsampling the coarse result alone gives a blurred image, and a deep content layer sees the photo's fine
-    detail gone, so the fine scale spends its first steps putting it back. So the start image's detail (the
-    photo, or an --init-image) is kept and the coarse change added to it, a Laplacian-pyramid step.
-
-    The change is first reduced to 1/``smoothing`` of the coarse resolution: the coarse scale is for the
-    arrangement of colour and shape, which the fine scale's receptive fields cannot see whole. Its texture is
-    tuned to the coarse sampling; upsampled, it is a texture twice too large that the fine scale has to unpick
-    (measured in bench/reports/cpu-2core-multiscale/).
-    """
-    h, w = _hw(start)
-    start = start.to(previous.device)
-    ph, pw = _hw(previous)
-    change = previous - resize(start, ph, pw)
-    if smoothing > 1:
-        small = (max(1, round(ph / smoothing)), max(1, round(pw / smoothing)))
-        change = F.interpolate(change, size=small, mode="bilinear", align_corners=False, antialias=True)
-    up = F.interpolate(change, size=(h, w), mode="bicubic", align_corners=False)
-    return (start + up).clamp(0.0, 1.0)
+__all__ = [
+    "MEAN_COLOUR", "FrameGuide", "Level", "Pipeline", "ScaleInfo", "ScaleListener", "ScalePlan", "StylizeResult",
+    "check_mask", "check_mask_count", "handoff", "stylize",
+]  # fmt: skip
 
 
 @dataclass
@@ -296,9 +188,9 @@ class Pipeline:
         previous scale's result (the run's start at the first)."""
         size = scale.info.size
         if resume is not None and scale.info.index == resume.scale:
-            if _hw(resume.image) != size:
+            if hw(resume.image) != size:
                 raise ConfigError(
-                    f"the checkpoint's image is {_hw(resume.image)[1]}x{_hw(resume.image)[0]} but this scale is "
+                    f"the checkpoint's image is {hw(resume.image)[1]}x{hw(resume.image)[0]} but this scale is "
                     f"{size[1]}x{size[0]}; resume with the photo it was made from"
                 )
             return _Start(resume.image, resume.optimizer, resume.step + 1)
@@ -324,9 +216,9 @@ class Pipeline:
             raise ConfigError(f"content must be a (1, 3, H, W) tensor, not {tuple(content.shape)}")
         if min(content.shape[-2:]) < 1:
             raise ImageError("the content image is empty")
-        h, w = fit_long_side(*_hw(content), self.plan.levels[0].long_side)
+        h, w = fit_long_side(*hw(content), self.plan.levels[0].long_side)
         if cfg.tile == "off":
-            check_fits(*fit_long_side(*_hw(content), cfg.size), cfg, self.device)
+            check_fits(*fit_long_side(*hw(content), cfg.size), cfg, self.device)
         smallest = min_input_size(cfg.layers)
         if min(h, w) < smallest:
             raise ImageError(
@@ -351,12 +243,12 @@ class Pipeline:
         guide: FrameGuide | None = None,
     ) -> _Scale:
         cfg, device = self.config, self.device
-        h, w = fit_long_side(*_hw(content), level.long_side)
+        h, w = fit_long_side(*hw(content), level.long_side)
         plan = plan_tiles(h, w, cfg, device, int(memory.available_bytes(device) * 0.9), self.net.network)
         sized = resize(content, h, w)
         seen = color.luminance(sized) if cfg.preserve_colors == "luminance" else sized
         styles = [self._style(resize_long(s, level.style_side), sized) for s in self.styles]
-        with _tiled_targets(self.targets, plan, stride(deepest(cfg.layers))):
+        with tiled_targets(self.targets, plan, stride(deepest(cfg.layers))):
             content_t = {k: v.to(device) for k, v in self.targets.content(seen, cfg.content_layers).items()}
             style_ts = [_to_device(self.targets.style(s, cfg.style_layers), device) for s in styles]
         if masks is None:
@@ -393,7 +285,7 @@ class Pipeline:
 
     def _start(self, scale: _Scale) -> torch.Tensor:
         """What a run starts from at this scale's size when there is no coarser result."""
-        h, w = _hw(scale.seen)
+        h, w = hw(scale.seen)
         if self.init_image is not None:
             return resize(self.init_image, h, w)
         generator = torch.Generator().manual_seed(self.config.seed)
@@ -410,7 +302,7 @@ class Pipeline:
             return self._start(scale)
         if self.init_image is None and self.config.init in ("random", "mean"):
             # Noise has no detail worth keeping: the coarse result, upsampled, is the better start.
-            return resize(previous, *_hw(scale.seen))
+            return resize(previous, *hw(scale.seen))
         return handoff(previous, self._start(scale), self.tuning.handoff_smoothing)
 
     def _optimize(
@@ -456,31 +348,16 @@ class Pipeline:
                 tuning=self.tuning,
             )
         except (torch.cuda.OutOfMemoryError, MemoryError) as exc:
-            raise out_of_memory_error(*_hw(scale.seen), cfg, self.device) from exc
+            raise out_of_memory_error(*hw(scale.seen), cfg, self.device) from exc
         except RuntimeError as exc:
             if "can't allocate memory" in str(exc) or "out of memory" in str(exc):
-                raise out_of_memory_error(*_hw(scale.seen), cfg, self.device) from exc
+                raise out_of_memory_error(*hw(scale.seen), cfg, self.device) from exc
             raise
 
     def _finish(self, content: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
         if self.config.preserve_colors == "luminance":
-            return color.recombine(image, resize(content, *_hw(image)).to(image.device))
+            return color.recombine(image, resize(content, *hw(image)).to(image.device))
         return image
-
-
-@contextlib.contextmanager
-def _tiled_targets(targets: TargetSource, plan: Plan | None, step: int) -> Iterator[None]:
-    """While a tiled scale's targets are computed, the encoder runs tile by tile too (same numbers, one tile's
-    activations at a time); the cache keys do not change, as the targets do not."""
-    if plan is None:
-        yield
-        return
-    encoder = targets.encoder
-    targets.encoder = TiledEncoder(encoder, plan.tile, plan.halo, step)
-    try:
-        yield
-    finally:
-        targets.encoder = encoder
 
 
 def _to_device(target: StyleTarget, device: torch.device) -> StyleTarget:

@@ -18,8 +18,9 @@ to float error; a smaller halo trades exactness near tile borders for speed.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +29,11 @@ import torch
 from nst_engine.config import StyleConfig
 from nst_engine.errors import ConfigError, ResourceError
 from nst_engine.layers import Network, conv_indices, deepest, layer_index, layer_names, stride
-from nst_engine.losses.functional import StyleStats, _wide, sample_positions, style_stats
+from nst_engine.losses.functional import StyleStats, as_fp32, sample_positions, style_stats
 from nst_engine.losses.terms import Stats, Terms, Window
 from nst_engine.memory import estimate_bytes
 from nst_engine.objective import Objective
+from nst_engine.targets import TargetSource
 from nst_engine.vgg import VGGFeatures
 
 
@@ -318,7 +320,7 @@ class TiledEncoder:
             for layer in layers:
                 s = stride(layer)
                 full = (h // s, w // s)
-                core = _wide(_core(features[layer], tile, s, full)).reshape(features[layer].shape[1], -1)
+                core = as_fp32(_core(features[layer], tile, s, full)).reshape(features[layer].shape[1], -1)
                 (r0, r1), (c0, c1) = tile.rows(s, full), tile.cols(s, full)
                 where = (torch.arange(r0, r1)[:, None] * full[1] + torch.arange(c0, c1)[None, :]).flatten()
                 chosen = keep[layer]
@@ -332,3 +334,18 @@ class TiledEncoder:
             sample = torch.cat(samples[layer]).contiguous()
             out[layer] = StyleStats((moment[layer] / count).float(), (first[layer] / count).float(), sample)
         return out
+
+
+@contextlib.contextmanager
+def tiled_targets(targets: TargetSource, plan: Plan | None, step: int) -> Iterator[None]:
+    """While a tiled scale's targets are computed, the encoder runs tile by tile too (same numbers, one tile's
+    activations at a time); the cache keys do not change, as the targets do not."""
+    if plan is None:
+        yield
+        return
+    encoder = targets.encoder
+    targets.encoder = TiledEncoder(encoder, plan.tile, plan.halo, step)
+    try:
+        yield
+    finally:
+        targets.encoder = encoder

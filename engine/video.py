@@ -33,9 +33,9 @@ from nst_engine.events import Note
 from nst_engine.files import read_limited, write_atomic
 from nst_engine.flow import FlowCache, guide, warping_error
 from nst_engine.jobs import check_apart, check_writable
+from nst_engine.plan import FrameGuide
 from nst_engine.session import Session
 from nst_engine.spec import default_cache_dir
-from nst_engine.stylize import FrameGuide
 from nst_engine.targets import target_summary
 from nst_engine.video_io import Clip, check_codec, clip_inputs, frame_name, output_kind, write_video
 from nst_engine.video_settings import DEFAULT_TEMPORAL_WEIGHT, VideoSettings

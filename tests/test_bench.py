@@ -219,3 +219,19 @@ def test_every_case_gets_a_chart_and_times_get_error_bars(tmp_path: Path) -> Non
     written = charts(results, tmp_path)
     assert written == ["forward.png", "step.png", "time_to_quality.png", "cache.png", "coarse_to_fine.png"]
     assert all((tmp_path / name).stat().st_size > 1000 for name in written)
+
+
+def test_the_profile_counts_vgg16s_convolution_arithmetic_and_groups_operators() -> None:
+    from nst_engine.bench.profile import _group, conv_flops, profile_markdown
+
+    # VGG16's thirteen convolutions at 224 px: 15.35 G multiply-adds, the figure the architecture is known by.
+    assert conv_flops(224, 224, "vgg16", "relu5_3") == pytest.approx(2 * 15.35e9, rel=0.01)
+    assert conv_flops(224, 224, "vgg16", "relu5_1") < conv_flops(224, 224, "vgg16", "relu5_3")
+    assert _group("aten::mkldnn_convolution") == "convolution"
+    assert _group("aten::convolution_backward") == "convolution"
+    assert _group("aten::max_pool2d_with_indices_backward") == "relu_and_pooling"
+    assert _group("aten::bmm") == "statistics_and_losses" and _group("aten::copy_") == "other"
+    row = {"size": 64, "hw": [48, 64], "precision": "bf16", "step_s": 0.1, "objective_s": 0.08,
+           "optimizer_and_loop_s": 0.02, "shares_of_objective": {"convolution": 0.7, "other": 0.3},
+           "conv_gflops_per_step": 1.0, "gemm_gflops": 100.0, "conv_efficiency": 0.1}  # fmt: skip
+    assert "| 64x48 | bf16 | 100 | 80 | 20 | 70% | 0% | 0% | 30% | 1.0 | 100 | 10% |" in profile_markdown([row])

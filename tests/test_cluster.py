@@ -8,6 +8,7 @@ import itertools
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,8 @@ def test_outputs_equal_the_local_runners_and_a_killed_workers_image_is_retried(
 
     on_ray = _jobs(photos, tmp_path / "ray")
     seen: list[ClusterProgress] = []
+    temporary = Path(tempfile.gettempdir())
+    workers_before = set(temporary.glob("nst-engine-worker-*"))
     runner = ClusterRunner(_session(model_path, shared_images), None, 2, on_dispatch=kill_the_second,
                            on_progress=seen.append)  # fmt: skip
     summary = runner.run(on_ray)
@@ -85,6 +88,7 @@ def test_outputs_equal_the_local_runners_and_a_killed_workers_image_is_retried(
     for ours, theirs in zip(on_ray, local, strict=True):
         assert ours.output.read_bytes() == theirs.output.read_bytes(), ours.output
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(j.output.name for j in on_ray)
+    assert set(temporary.glob("nst-engine-worker-*")) <= workers_before  # no worker leaves its model copy behind
 
 
 def test_a_cluster_never_starts_more_workers_than_it_has_cpus(local_ray, model_path: Path, shared_images: Path) -> None:  # type: ignore[no-untyped-def]

@@ -183,8 +183,10 @@ def test_normalized_gradient_has_unit_l1_norm() -> None:
 
 def test_presets_and_explicit_options_win() -> None:
     gatys = build_config("gatys", {})
-    assert gatys.pooling == "avg" and gatys.normalization == "gatys" and gatys.init == "random"
-    assert gatys.style_weight == 1e3 and gatys.tv_weight == 0.0
+    assert gatys.pooling == "max" and gatys.normalization == "mean" and gatys.init == "content"
+    assert gatys.style_weight == 5e3 and gatys.tv_weight == 0.0
+    paper = build_config("gatys", {"pooling": "avg", "init": "random", "normalization": "gatys"})
+    assert (paper.pooling, paper.init, paper.style_weight) == ("avg", "random", 5e3)
     tutorial = build_config("tutorial", {"steps": 7, "size": 64})
     assert tutorial.content_layers == ("conv2_2",) and tutorial.steps == 7 and tutorial.size == 64
     assert build_config(None, {}) == StyleConfig()
@@ -195,10 +197,12 @@ def test_presets_and_explicit_options_win() -> None:
 
 #: Each reference's settings, read from the source itself (not from engine.presets): what the preset must give.
 SOURCE_VALUES = {
-    # Gatys et al. 2016: conv4_2 / conv1_1..conv5_1 (post-ReLU in Caffe), alpha/beta = 1e-3, average pooling,
-    # white-noise start, the paper's loss scaling, no smoothness term.
-    "gatys": {"content_layers": ("relu4_2",), "content_weight": 1.0, "style_weight": 1e3, "tv_weight": 0.0}
-    | {"pooling": "avg", "init": "random", "normalization": "gatys", "optimizer": "lbfgs"},
+    # leongatys/PytorchNeuralStyleTransfer: r42 content at 1 (MSE), r11..r51 style at 1e3/n^2 on MSE(G/(hw)) (= 1e3
+    # on each of ours, Gram / (C*H*W): averaged, 5e3), VGG() with its default max pooling, opt_img = the content
+    # image, max_iter 500, img_size 512, torch's LBFGS (history_size 100), no smoothness term.
+    "gatys": {"content_layers": ("relu4_2",), "content_weight": 1.0, "style_weight": 5e3, "tv_weight": 0.0}
+    | {"pooling": "max", "init": "content", "normalization": "mean", "optimizer": "lbfgs", "lbfgs_history": 100}
+    | {"steps": 500, "size": 512},
     # neural_style.lua defaults: -content_weight 5 -style_weight 100 on each of the five style layers (ours are
     # averaged: 500) -tv_weight 1e-3 on sum(|dx|) + sum(|dy|) of the 0-255 image -num_iterations 1000 -image_size 512
     # -init random (randn * 0.001 around the mean pixel) -pooling max, -lbfgs_num_correction default 100.

@@ -57,7 +57,7 @@ def test_info_says_the_weights_are_random_and_lists_the_samples(client: TestClie
     info = client.get("/api/info").json()
     assert info["pretrained"] is False and "random" in info["weights"]
     assert "content_turtle.jpg" in info["samples"] and "histogram" in info["colors"]
-    assert info["presets"]["gatys"]["style_weight"] == 1e3  # the page fills its fields from these
+    assert info["presets"]["gatys"]["style_weight"] == 5e3  # the page fills its fields from these
     page = client.get("/")
     assert page.status_code == 200 and 'id="preview"' in page.text and "/static/app.js" in page.text
     assert client.get("/static/app.js").status_code == 200
@@ -135,6 +135,11 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read(client: TestClient) 
         ({"seed": -1}, "seed must be 0 or more"),
         ({"style_loss": "slicd"}, "did you mean 'sliced'"),
         ({"content_weight": "1e9; drop"}, "content_weight must be int or float"),
+        ({"blend": 0.5}, "blend needs style2"),
+        ({"region_mask": "sample:content_turtle.jpg"}, "region_mask needs style2"),
+        ({"style2": "sample:style_the_scream.jpg", "blend": 1.5}, "between 0 and 1"),
+        ({"style2": "/etc/passwd"}, "style2 must be upload:ID or sample:NAME"),
+        ({"keep_mask": "../../etc/passwd"}, "keep_mask must be upload:ID or sample:NAME"),
     ],
 )
 def test_hostile_parameters_are_refused_by_the_clis_checks(
@@ -149,6 +154,47 @@ def test_hostile_parameters_are_refused_by_the_clis_checks(
     assert (
         client.post("/api/jobs", content=b"{not json", headers={"Content-Type": "application/json"}).status_code == 400
     )
+
+
+def _mask_png(width: int, height: int, white_from: float) -> bytes:
+    import torch
+
+    mask = torch.zeros(1, 3, height, width)
+    mask[..., int(width * white_from) :] = 1.0
+    return images.encode_png(mask)
+
+
+def test_a_second_style_is_blended_or_placed_by_a_region_mask_and_a_keep_mask_keeps_the_photo(
+    client: TestClient, shared_images: Path
+) -> None:
+    body = {"content": "sample:content_turtle.jpg", "style": "sample:style_great_wave.jpg", "size": 48, "steps": 2}
+    blended = client.post("/api/jobs", json=body | {"style2": "sample:style_the_scream.jpg", "blend": 0.25})
+    assert blended.status_code == 201, blended.text
+    done = _wait(client, blended.json()["id"], ("done", "failed"))
+    assert done["state"] == "done", done["message"]
+    assert done["settings"]["style"] == "style_great_wave.jpg + style_the_scream.jpg"
+    assert done["settings"]["blend"] == [0.75, 0.25]
+    trace = client.get(f"/api/jobs/{done['id']}/trace.json").json()
+    assert len(trace["styles"]) == 2 and trace["settings"]["style_blend_weights"] == [0.75, 0.25]
+    region = _upload(client, _mask_png(64, 48, 0.5), "halves.png").json()["id"]
+    keep = _upload(client, _mask_png(64, 48, 0.9), "edge.png").json()["id"]
+    placed = client.post(
+        "/api/jobs",
+        json=body
+        | {"style2": "sample:style_the_scream.jpg", "region_mask": f"upload:{region}", "keep_mask": f"upload:{keep}"},
+    )
+    done = _wait(client, placed.json()["id"], ("done", "failed"))
+    assert done["state"] == "done", done["message"]
+    assert (done["settings"]["region_mask"], done["settings"]["keep_mask"]) == ("halves.png", "edge.png")
+    result = images.decode_png(client.get(f"/api/jobs/{done['id']}/result.png").content)
+    photo = images.load(shared_images / "content_turtle.jpg", 64)[0].permute(1, 2, 0).numpy()
+    assert result.shape == photo.shape
+    assert abs(result[:, 60:] - photo[:, 60:]).max() < 0.02  # the keep mask's white edge is the photo
+    tall = _upload(client, _mask_png(20, 60, 0.5), "tall.png").json()["id"]
+    wrong = client.post("/api/jobs", json=body | {"style2": "sample:style_the_scream.jpg",
+                                                  "region_mask": f"upload:{tall}"})  # fmt: skip
+    failed = _wait(client, wrong.json()["id"], ("done", "failed"))
+    assert failed["state"] == "failed" and "different aspect ratios" in failed["message"]
 
 
 def test_jobs_run_one_at_a_time_queue_with_positions_and_the_queue_is_bounded(client: TestClient) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from nst_engine import images
 
@@ -84,13 +85,28 @@ def test_upload_start_watch_stop_and_download_in_a_real_browser(
             page.wait_for_selector("#style-thumb:not([hidden])")
             page.fill("#size", "64")
             page.fill("#steps", "2000")
-            page.click(".more summary")  # the settings kept out of the way
+            page.click(".settings .more summary")  # the settings kept out of the way
             page.select_option("#init", "mean")
             page.fill("#seed", "3")
+            # A second painting blended at 30%, and the right edge of the photo kept.
+            page.click("#more-styles summary")
+            page.select_option("#style2-sample", "style_the_scream.jpg")
+            page.wait_for_selector("#style2-thumb:not([hidden])")
+            page.fill("#blend", "30")
+            keep = tmp_path / "keep.png"
+            mask = torch.zeros(1, 3, 48, 64)
+            mask[..., 56:] = 1.0
+            images.save(mask, keep)
+            page.set_input_files("#keep-file", str(keep))
+            page.wait_for_selector("#keep-thumb:not([hidden])")
             page.click("#start")
             page.wait_for_selector("#preview:not([hidden])", timeout=60_000)
             made = _get(url + "api/jobs")[-1]["settings"]
             assert (made["init"], made["seed"], made["style_loss"]) == ("mean", 3, "gram"), made
+            assert made["blend"] == [0.7, 0.3] and made["keep_mask"] == "keep.png", made
+            assert made["style"] == "style_great_wave.jpg + style_the_scream.jpg"
+            page.click("#clear-extras")
+            assert page.is_hidden("#style2-thumb") and page.is_hidden("#keep-thumb")
             # Before and after: the slider uncovers the photo from the left.
             page.wait_for_selector("#compare-label:not([hidden])")
             assert page.is_hidden("#before")

@@ -32,7 +32,7 @@ def main() -> None:
             page.wait_for_selector("#style-thumb:not([hidden])")
             page.fill("#size", "192")
             page.fill("#steps", "300")
-            page.click(".more summary")
+            page.click(".settings .more summary")
             page.click("#start")
             page.wait_for_selector("#preview:not([hidden])", timeout=120_000)
             deadline = time.monotonic() + 300

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from nst_engine import images
 from nst_engine import session as core
 from nst_engine.api.model import open_model
@@ -69,7 +71,7 @@ def stylize_file(
     """
     config = (config or StyleConfig()).replace(**settings)
     images.output_suffix(output)
-    style_list = [styles] if isinstance(styles, (str, Path)) or hasattr(styles, "shape") else list(styles)
+    style_list: list[ImageInput] = [styles] if isinstance(styles, (str, Path, torch.Tensor)) else list(styles)
     spec = ModelSpec(
         None if model is None else Path(model), weights, network, input_convention, provider, cache_dir, use_cache
     )

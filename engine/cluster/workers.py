@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -48,6 +49,9 @@ class Worker:
                                preset=preset)  # fmt: skip
         self.session.open()
         self.session.targets.preload(shared)
+        # Opened, the model is in memory (ONNX Runtime's session, the torch module): the copy is not kept. An actor
+        # is killed, not closed, so anything left here would stay in the temporary folder for good.
+        shutil.rmtree(folder, ignore_errors=True)
 
     def pid(self) -> int:
         return os.getpid()

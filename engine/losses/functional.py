@@ -18,7 +18,7 @@ import torch
 from nst_engine.layers import Normalization
 
 
-def _wide(x: torch.Tensor) -> torch.Tensor:
+def as_fp32(x: torch.Tensor) -> torch.Tensor:
     """At least float32: half precision is widened, float64 (used by gradient checks) is kept."""
     return x if x.dtype == torch.float64 else x.float()
 
@@ -92,7 +92,7 @@ def feature_matrix(features: torch.Tensor) -> torch.Tensor:
 
     reshape, not [0]: indexing's backward allocates and zero-fills the whole feature map. In either layout this is
     a view: (C, M) contiguous for NCHW, the transpose of a contiguous (M, C) for channels_last."""
-    return _wide(features).reshape(features.shape[1], -1)
+    return as_fp32(features).reshape(features.shape[1], -1)
 
 
 def moment_sums(
@@ -142,13 +142,13 @@ def style_stats(features: torch.Tensor, mask: torch.Tensor | None = None) -> Sty
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, C) Gram matrices divided by C*H*W, in float32."""
-    f = _wide(features).flatten(2)
+    f = as_fp32(features).flatten(2)
     return f @ f.transpose(1, 2) / (f.shape[1] * f.shape[2])
 
 
 def content_loss(features: torch.Tensor, target: torch.Tensor, normalization: Normalization = "mean") -> torch.Tensor:
     """Squared error between feature maps of equal shape: mean, or Gatys' half sum."""
-    diff = _wide(features) - _wide(target).to(_wide(features).dtype)
+    diff = as_fp32(features) - as_fp32(target).to(as_fp32(features).dtype)
     if normalization == "gatys":
         return 0.5 * diff.pow(2).sum()
     # sum / count, not mean: mean's backward materialises an NCHW gradient, which for channels_last features
@@ -192,7 +192,7 @@ def wasserstein_loss(stats: StyleStats, target: StyleStats, target_cov_sqrt: tor
 
 def _neighbour_differences(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Vertical and horizontal differences of neighbouring pixels of a (N, 3, H, W) image, at least float32."""
-    return _wide(image[:, :, 1:, :] - image[:, :, :-1, :]), _wide(image[:, :, :, 1:] - image[:, :, :, :-1])
+    return as_fp32(image[:, :, 1:, :] - image[:, :, :-1, :]), as_fp32(image[:, :, :, 1:] - image[:, :, :, :-1])
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:

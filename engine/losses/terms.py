@@ -19,7 +19,7 @@ from typing import ClassVar, Literal
 import torch
 
 from nst_engine.config import StyleConfig
-from nst_engine.losses.functional import StyleStats, _wide, tv_abs_loss, tv_abs_sum_loss, tv_loss
+from nst_engine.losses.functional import StyleStats, as_fp32, tv_abs_loss, tv_abs_sum_loss, tv_loss
 from nst_engine.losses.registry import STYLE_LOSSES, style_loss_class
 from nst_engine.resize import resize
 from nst_engine.targets import StyleRegion
@@ -104,7 +104,7 @@ class ContentTerm(FeatureTerm):
         self.combine = {"error": "sum"}
 
     def local(self, feature: torch.Tensor, window: Window) -> Stats:
-        f = _wide(feature)
+        f = as_fp32(feature)
         diff = f - window.cut(self.target).to(f.dtype)
         return {"error": diff.pow(2).sum()}
 

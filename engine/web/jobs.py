@@ -15,7 +15,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,8 +28,8 @@ from nst_engine.config import StyleConfig
 from nst_engine.errors import StyleTransferError
 from nst_engine.events import Event, Note, StepDone
 from nst_engine.files import write_atomic
+from nst_engine.plan import ScalePlan
 from nst_engine.spec import ModelSpec
-from nst_engine.stylize import ScalePlan
 
 log = logging.getLogger("nst-engine.serve")
 
@@ -48,9 +48,11 @@ class WebJob:
     id: str
     config: StyleConfig
     content: Path
-    style: Path
+    styles: tuple[Path, ...]  # one painting, or two blended (or placed by ``region``)
     shown: dict[str, Any]  # the settings as the page sent them, plus the inputs' names, for the job list
     preset: str | None = None
+    region: Path | None = None  # with two styles: white where the second goes, black where the first
+    keep: Path | None = None  # white where the photo is kept unstylized
     state: State = "queued"
     created: float = field(default_factory=time.time)
     started: float | None = None
@@ -149,14 +151,16 @@ class JobQueue:
 
     # -- what the page asks ---------------------------------------------------------------------------------------
 
-    def submit(self, config: StyleConfig, content: Path, style: Path, shown: dict[str, Any],
-               preset: str | None) -> WebJob:  # fmt: skip
+    def submit(self, config: StyleConfig, content: Path, styles: Path | Sequence[Path], shown: dict[str, Any],
+               preset: str | None, region: Path | None = None, keep: Path | None = None) -> WebJob:  # fmt: skip
         with self._lock:
             if self._closing:
                 raise QueueFull("the server is shutting down")
             if len(self._waiting()) >= self.max_queued:
                 raise QueueFull(f"{self.max_queued} jobs are already waiting; stop one or wait for the queue to move")
-            job = WebJob(secrets.token_hex(6), config, content, style, shown, preset, total=total_steps(config))
+            paintings = (styles,) if isinstance(styles, Path) else tuple(styles)
+            job = WebJob(secrets.token_hex(6), config, content, paintings, shown, preset, region, keep,
+                         total=total_steps(config))  # fmt: skip
             self.jobs[job.id] = job
             self._lock.notify_all()
         self._changed(job)
@@ -203,7 +207,10 @@ class JobQueue:
     def uses(self, path: Path) -> bool:
         """Whether a job that has not finished reads ``path`` (an upload must not be deleted under it)."""
         with self._lock:
-            return any(j.state in ("queued", "running") and path in (j.content, j.style) for j in self.jobs.values())
+            return any(
+                j.state in ("queued", "running") and path in (j.content, *j.styles, j.region, j.keep)
+                for j in self.jobs.values()
+            )
 
     def close(self, timeout: float = 60.0) -> None:
         """Cancel what waits, stop the running job at a step boundary, and wait for it to end."""
@@ -285,7 +292,8 @@ class JobQueue:
 
         # The server's model, or one exported from its weights into the cache for this job's layers and pooling
         # (once: the next job with them finds it there).
-        session = Session(job.config, [job.style], model=self.spec, on_event=on_event, preset=job.preset)
+        session = Session(job.config, list(job.styles), model=self.spec, masks=_regions(job),
+                          content_mask=job.keep, on_event=on_event, preset=job.preset)  # fmt: skip
         with self._lock:
             job.session = session
             if job.stop_asked:
@@ -323,6 +331,15 @@ class JobQueue:
         job.preview = {"type": "preview", "id": job.id, "step": step, "t": when, "width": width, "height": height,
                        "image": f"data:image/jpeg;base64,{data}"}  # fmt: skip
         self.hub.publish(job.preview)
+
+
+def _regions(job: WebJob) -> list[torch.Tensor] | None:
+    """The two styles' masks from the page's one region mask: the first style where it is black, the second
+    where it is white (soft edges share)."""
+    if job.region is None:
+        return None
+    white = images.load(job.region, None, job.config.max_input_pixels).mean(dim=1, keepdim=True)
+    return [1.0 - white, white]
 
 
 def _remove_files(job: WebJob) -> None:

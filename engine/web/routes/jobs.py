@@ -35,6 +35,10 @@ JOB_FIELDS: dict[str, tuple[type, ...]] = {
     "init": (str,),
     "scales": (int,),
     "preset": (str, type(None)),
+    "style2": (str, type(None)),  # a second painting: blended with the first, or placed by region_mask
+    "blend": (int, float),  # the second painting's share, between 0 and 1
+    "region_mask": (str, type(None)),  # white where the second painting goes, black where the first does
+    "keep_mask": (str, type(None)),  # white where the photo is kept unstylized
 }
 #: The largest JSON body a route takes, and how deep it may nest: a job's fields are flat.
 MAX_JSON_BYTES = 64 << 10
@@ -46,16 +50,19 @@ async def submit(request: Request, state: State) -> JSONResponse:
     body = json_object(await request.body(), request.headers.get("content-type", ""))
     check_fields(body)
     content, content_name = _source(state, body["content"], "content")
-    style, style_name = _source(state, body["style"], "style")
+    styles, names = zip(*(_source(state, body[k], k) for k in ("style", "style2") if body.get(k)), strict=True)
+    region = _source(state, body["region_mask"], "region_mask") if body.get("region_mask") else None
+    keep = _source(state, body["keep_mask"], "keep_mask") if body.get("keep_mask") else None
     preset = body.get("preset") or None
     config = _config(state.settings, body, preset)
-    shown = {"content": content_name, "style": style_name, "preset": preset, "size": config.size,
+    shown = {"content": content_name, "style": " + ".join(names), "preset": preset, "size": config.size,
              "steps": config.steps, "style_weight": config.style_weight,
              "preserve_colors": config.preserve_colors, "style_loss": config.style_loss,
              "content_weight": config.content_weight, "seed": config.seed, "init": config.init,
-             "scales": len(config.scale_sizes())}  # fmt: skip
+             "scales": len(config.scale_sizes()), "blend": config.style_blend_weights,
+             "region_mask": region and region[1], "keep_mask": keep and keep[1]}  # fmt: skip
     try:
-        job = state.queue.submit(config, content, style, shown, preset)
+        job = state.queue.submit(config, content, styles, shown, preset, region and region[0], keep and keep[0])
     except QueueFull as exc:
         raise HTTPException(429, str(exc)) from None
     return JSONResponse({"id": job.id, "position": state.queue.position(job)}, status_code=201)
@@ -132,6 +139,11 @@ def check_fields(body: dict[str, Any]) -> None:
         raise HTTPException(400, f"init must be one of {', '.join(NAMED_INITS)}, not {body['init']!r}")
     if "scales" in body and not 1 <= body["scales"] <= MAX_PAGE_SCALES:
         raise HTTPException(400, f"scales must be 1 to {MAX_PAGE_SCALES}, not {body['scales']}")
+    if "blend" in body and not 0 < body["blend"] < 1:
+        raise HTTPException(400, f"blend is the second style's share: between 0 and 1, not {body['blend']}")
+    for name in ("blend", "region_mask"):
+        if body.get(name) is not None and not body.get("style2"):
+            raise HTTPException(400, f"{name} needs style2: pick a second style painting, or leave {name} out")
 
 
 def _source(state: WebState, value: str, what: str) -> tuple[Path, str]:
@@ -153,7 +165,11 @@ def _config(settings: ServerSettings, body: dict[str, Any], preset: str | None) 
     try:
         sets = preset_values(preset) if preset else {}
         given = {k: v for k, v in settings.defaults.items() if k not in sets}
-        config = build_config(preset, given | {k: body[k] for k in PAGE_FIELDS if k in body})
+        given |= {k: body[k] for k in PAGE_FIELDS if k in body}
+        if body.get("style2") and not body.get("region_mask"):  # blended; a region mask places them instead
+            share = float(body.get("blend", 0.5))
+            given["style_blend_weights"] = (1.0 - share, share)
+        config = build_config(preset, given)
     except ConfigError as exc:
         raise HTTPException(400, _page_words(str(exc))) from None
     if config.size > settings.max_size:  # what the job will run at, a preset's size included

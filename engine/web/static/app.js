@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const chosen = { content: null, style: null }; // "upload:ID" or "sample:NAME"
+// "upload:ID" or "sample:NAME": the photo, the painting, and the optional second painting and masks.
+const chosen = { content: null, style: null, style2: null, region: null, keep: null };
 const losses = new Map(); // job id -> [loss per step]
 const previews = new Map(); // job id -> its latest preview event
 const befores = new Map(); // job id -> its photo's thumbnail, for the before/after slider (jobs started here)
@@ -37,7 +38,7 @@ async function loadInfo() {
   $("weights").textContent = `weights: ${info.weights}` + (random ? " (random)" : "") +
     ` · precision: ${info.precision}`;
   $("random-warning").hidden = info.pretrained;
-  for (const which of ["content", "style"]) {
+  for (const which of ["content", "style", "style2"]) {
     for (const name of info.samples) $(`${which}-sample`).append(new Option(name, name));
   }
   for (const mode of info.colors) $("colors").append(new Option(mode, mode));
@@ -83,7 +84,7 @@ async function upload(which) {
   try {
     const item = await api("/api/uploads", { method: "POST", body: form });
     chosen[which] = `upload:${item.id}`;
-    $(`${which}-sample`).value = "";
+    if ($(`${which}-sample`)) $(`${which}-sample`).value = "";
     showThumb(which, `/api/uploads/${item.id}/thumbnail.jpg`);
   } catch (error) {
     chosen[which] = null;
@@ -123,6 +124,12 @@ async function start(event) {
     scales: Number($("scales").value),
     preset: $("preset").value || null,
   };
+  if (chosen.style2) {
+    body.style2 = chosen.style2;
+    if (chosen.region) body.region_mask = chosen.region;
+    else body.blend = Number($("blend").value) / 100;
+  } else if (chosen.region) { say("A region mask places two paintings: choose a second painting too."); return; }
+  if (chosen.keep) body.keep_mask = chosen.keep;
   try {
     const job = await api("/api/jobs", { method: "POST", headers: { "Content-Type": "application/json" },
                                          body: JSON.stringify(body) });
@@ -147,6 +154,16 @@ async function act(job, action) {
 }
 
 function stop() { if (watching) act(watching, "stop"); }
+
+// Back to one painting and no masks.
+function clearExtras() {
+  for (const which of ["style2", "region", "keep"]) {
+    chosen[which] = null;
+    $(`${which}-file`).value = "";
+    $(`${which}-thumb`).hidden = true;
+  }
+  $("style2-sample").value = "";
+}
 
 const ACTIVE = new Set(["queued", "running"]);
 
@@ -365,10 +382,13 @@ function listen() {
 window.addEventListener("DOMContentLoaded", async () => {
   started = localStorage.getItem("nst-engine-watching");
   try { await loadInfo(); } catch (error) { say(`cannot reach the server: ${error.message}`); return; }
-  for (const which of ["content", "style"]) {
+  for (const which of ["content", "style", "style2"]) {
     $(`${which}-file`).addEventListener("change", () => upload(which));
     $(`${which}-sample`).addEventListener("change", () => pickSample(which));
   }
+  for (const which of ["region", "keep"]) $(`${which}-file`).addEventListener("change", () => upload(which));
+  $("blend").addEventListener("input", () => { $("blend-shown").textContent = $("blend").value; });
+  $("clear-extras").addEventListener("click", clearExtras);
   $("form").addEventListener("submit", start);
   $("stop").addEventListener("click", stop);
   $("compare").addEventListener("input", showBefore);
