@@ -100,6 +100,10 @@ def _named_cases(setup: cases.Setup, selected: tuple[str, ...], out: Path, conte
         seconds = 1.0 if quick else 15.0 * (size / 256) ** 2
         results["losses"] = losses_case(content.parent, photos, paintings, size, seconds,
                                         out / "losses-panel.png", log)  # fmt: skip
+    if "profile" in selected:
+        from nst_engine.bench.profile import profile_case
+
+        results["profile"] = profile_case(content.parent, [64] if quick else [256, 512], 4 if quick else 12, log)
     if "web" in selected:
         from nst_engine.bench.web import web_case
 
