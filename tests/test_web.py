@@ -187,9 +187,9 @@ def test_a_second_style_is_blended_or_placed_by_a_region_mask_and_a_keep_mask_ke
     assert done["state"] == "done", done["message"]
     assert (done["settings"]["region_mask"], done["settings"]["keep_mask"]) == ("halves.png", "edge.png")
     result = images.decode_png(client.get(f"/api/jobs/{done['id']}/result.png").content)
-    photo = images.load(shared_images / "content_turtle.jpg", 64)[0].permute(1, 2, 0).numpy()
+    photo = images.load(shared_images / "content_turtle.jpg", 48)[0].permute(1, 2, 0).numpy()
     assert result.shape == photo.shape
-    assert abs(result[:, 60:] - photo[:, 60:]).max() < 0.02  # the keep mask's white edge is the photo
+    assert abs(result[:, 45:] - photo[:, 45:]).max() < 0.02  # the keep mask's white edge (cols 43+) is the photo
     tall = _upload(client, _mask_png(20, 60, 0.5), "tall.png").json()["id"]
     wrong = client.post("/api/jobs", json=body | {"style2": "sample:style_the_scream.jpg",
                                                   "region_mask": f"upload:{tall}"})  # fmt: skip

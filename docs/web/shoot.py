@@ -33,6 +33,10 @@ def main() -> None:
             page.fill("#size", "192")
             page.fill("#steps", "300")
             page.click(".settings .more summary")
+            page.click("#more-styles summary")  # a second painting, blended at 30%
+            page.select_option("#style2-sample", "style_the_scream.jpg")
+            page.wait_for_selector("#style2-thumb:not([hidden])")
+            page.fill("#blend", "30")
             page.click("#start")
             page.wait_for_selector("#preview:not([hidden])", timeout=120_000)
             deadline = time.monotonic() + 300

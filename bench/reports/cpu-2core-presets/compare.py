@@ -166,8 +166,9 @@ SOURCES = {"jcjohnson": ("neural-style-pt", jcjohnson), "gatys": ("leongatys/Pyt
            "tutorial": ("pytorch/tutorials", tutorial)}  # fmt: skip
 
 
-def picture_loss(config: StyleConfig, model: dict[str, str], photo: torch.Tensor, painting: torch.Tensor,
-                 image: torch.Tensor) -> float:
+def picture_loss(
+    config: StyleConfig, model: dict[str, str], photo: torch.Tensor, painting: torch.Tensor, image: torch.Tensor
+) -> float:
     """The preset's total loss of a saved picture (pixels in [0, 1], as written), by the engine's objective in fp32:
     one measure for both tools, whatever each reports (a source that iterates unbounded reports another image's)."""
     weights = resolve(model["weights"], None, model.get("input_convention"))
