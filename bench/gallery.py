@@ -150,7 +150,7 @@ def render(
         *_wrap(f"weights: {info.weights_label}", 150),
         f"nst-engine defaults except --size {size} --steps {steps} --scales {scales}: "
         f"style weight {base.style_weight:g}, content weight {base.content_weight:g}, "
-        f"tv weight {base.tv_weight:g}, {base.optimizer}, init {base.init}",
+        f"tv weight {base.smoothness_weight:g} ({base.tv_norm}), {base.optimizer}, init {base.init}",
     ]
     written: list[Path] = []
     for sheet_name, items in plan().items():

@@ -42,6 +42,14 @@ NAMED_INITS = ("content", "random", "mean")
 
 #: Learning rates that suit each optimiser when --lr is not given (pixels are in [0, 1]).
 DEFAULT_LR: dict[str, float] = {"lbfgs": 1.0, "adam": 0.02}
+#: Steps of a run when --steps is not given: at its one scale, or at the first of an automatic coarse-to-fine plan.
+DEFAULT_STEPS = 500
+#: Without --scales: one scale below this size; from it on, coarse to fine from about AUTO_FIRST_SIDE px
+#: (bench/reports/cpu-2core-print).
+AUTO_COARSE_FROM = 1000
+AUTO_FIRST_SIDE = 512
+#: The smoothness weight of each --tv-norm when --tv-weight is not given (units differ: squared, absolute, summed).
+DEFAULT_TV_WEIGHT: dict[str, float] = {"l1": 0.1, "l2": 1e-3, "l1-sum": 1e-3}
 
 #: ``--help`` groups of the stylize command.
 LOSS, OPTIMISATION, IO, CONTROLS, RUNTIME = "Loss", "Optimisation", "Inputs and outputs", "Quality controls", "Runtime"
@@ -201,9 +209,13 @@ class StyleConfig:
     content_weight: float = setting(1.0, "Weight of the content loss.", MAIN, low=0)
     # jcjohnson/neural-style's 100 : 5 on a Caffe VGG, in normalised units (bench/reports/cpu-2core-real-defaults).
     style_weight: float = setting(3e6, "Weight of the style loss.", MAIN, low=0)
-    tv_weight: float = setting(1e-3, "Total variation (smoothness) weight.", LOSS, low=0)
+    # l1 at 0.1 since issue 33: it leaves no grain from a noise start, and from the photo it scores as well as l2 at
+    # 1e-3 did (bench/reports/cpu-2core-grain).
+    tv_weight: float | None = setting(
+        None, "Total variation (smoothness) weight.", LOSS, low=0, shown_default="0.1 for l1, 1e-3 for l2 and l1-sum"
+    )
     tv_norm: TvNorm = setting(
-        "l2",
+        "l1",
         "Smoothness term: l2 (mean squared neighbour difference), l1 (mean absolute: removes speckle, keeps edges) "
         "or l1-sum (jcjohnson's: summed absolute differences of 0-255 pixels).",
         LOSS,
@@ -245,7 +257,9 @@ class StyleConfig:
     )
     # Each curvature pair costs 2 * 3 * H * W floats.
     lbfgs_history: int = setting(30, "L-BFGS curvature pairs kept.", OPTIMISATION, low=1)
-    steps: int = setting(500, "Steps at the final scale.", MAIN, low=0)
+    steps: int | None = setting(
+        None, "Steps at the final scale.", MAIN, low=0, shown_default="500; fewer above 1000 px, see --scales"
+    )
     init: Init = setting(
         "content",
         "content, random (uniform noise), mean (the ImageNet mean colour and faint noise, jcjohnson's "
@@ -253,9 +267,18 @@ class StyleConfig:
         OPTIMISATION,
     )
     seed: int = setting(0, "Same seed + device = same output bytes on CPU.", OPTIMISATION, low=0, high=2**63 - 1)
-    scales: int = setting(1, "Coarse-to-fine levels, each --scale-factor the last, ending at --size.", CONTROLS, low=1)
+    scales: int | None = setting(
+        None,
+        "Coarse-to-fine levels, each --scale-factor the last, ending at --size.",
+        CONTROLS,
+        low=1,
+        shown_default=f"auto: 1 below {AUTO_COARSE_FROM} px; above, enough for a first scale of {AUTO_FIRST_SIDE} px "
+        "or less",
+    )
     scale_factor: float = setting(2.0, "Size ratio between successive scales.", CONTROLS, above=1)
-    scale_steps: int | None = setting(None, "Steps at each coarser scale.", CONTROLS, low=0, shown_default="steps/2")
+    scale_steps: int | None = setting(
+        None, "Steps at each coarser scale.", CONTROLS, low=0, shown_default="steps/2; auto: equal time per scale"
+    )
     preserve_colors: ColorMode = setting("none", "none, luminance or histogram.", CONTROLS)
     device: Device = setting("auto", "Torch device for the optimisation: auto, cpu, cuda.", RUNTIME)
     precision: Precision = setting(
@@ -355,20 +378,68 @@ class StyleConfig:
         return {layer: w / total for layer, w in zip(self.style_layers, raw, strict=True)}
 
     @property
+    def smoothness_weight(self) -> float:
+        """The smoothness term's weight: ``tv_weight``, else its norm's default."""
+        return self.tv_weight if self.tv_weight is not None else DEFAULT_TV_WEIGHT[self.tv_norm]
+
+    @property
+    def auto_scales(self) -> bool:
+        """Whether the coarse-to-fine plan is chosen by size (``scales`` not given)."""
+        return self.scales is None
+
+    @property
+    def final_steps(self) -> int:
+        """Steps at the final scale: ``steps``, else 500 shared out so that each scale of the plan takes about as
+        long as the first (a doubling costs 4x per step, so it gets a quarter of the steps)."""
+        if self.steps is not None:
+            return self.steps
+        finer = len(self.scale_sizes()) - 1
+        return math.ceil(DEFAULT_STEPS / self._step_cost_ratio**finer) if self.auto_scales else DEFAULT_STEPS
+
+    @property
+    def _step_cost_ratio(self) -> float:
+        return self.scale_factor**2
+
+    def level_steps(self, index: int, count: int) -> int:
+        """Steps at scale ``index`` of ``count``: ``final_steps`` at the last; ``scale_steps`` if given at the others,
+        else half the final scale's, or, when the plan is chosen by size, as many as take the final scale's time
+        (up to 500, or ``steps`` if more)."""
+        final = self.final_steps
+        if index == count - 1:
+            return final
+        if self.scale_steps is not None:
+            return self.scale_steps
+        if not self.auto_scales:
+            return final // 2
+        return min(max(final, DEFAULT_STEPS), math.ceil(final * self._step_cost_ratio ** (count - 1 - index)))
+
+    @property
     def scale_steps_or_default(self) -> int:
-        """Steps at each coarser scale: ``scale_steps``, else half the final scale's."""
-        return self.scale_steps if self.scale_steps is not None else self.steps // 2
+        """Steps at each coarser scale of a two-scale plan (kept for callers of the earlier API)."""
+        return self.level_steps(0, 2)
 
     def scale_sizes(self) -> list[int]:
-        """Long side of each scale, coarse to fine, the last being ``size``; none below the network minimum."""
+        """Long side of each scale, coarse to fine, the last being ``size``; none below the network minimum. When
+        ``scales`` is not given: one scale below ``AUTO_COARSE_FROM`` px; from there, as many as bring the first
+        within (``AUTO_FIRST_SIDE`` / ``scale_factor``, ``AUTO_FIRST_SIDE``]."""
         smallest = min_input_size(self.layers)
         sizes = [self.size]
-        for _ in range(self.scales - 1):
+        count = self.scales if self.scales is not None else self._auto_count()
+        for _ in range(count - 1):
             nxt = round(sizes[0] / self.scale_factor)
             if nxt < max(smallest, 32):
                 break
             sizes.insert(0, nxt)
         return sizes
+
+    def _auto_count(self) -> int:
+        if self.size < AUTO_COARSE_FROM:
+            return 1
+        count, side = 1, float(self.size)
+        while side > AUTO_FIRST_SIDE:
+            side /= self.scale_factor
+            count += 1
+        return count
 
     def with_min_size(self, min_size: int) -> StyleConfig:
         """Enough scales that the first is at least ``min_size`` px on its long side."""

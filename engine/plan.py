@@ -54,10 +54,8 @@ class ScalePlan:
     def of(cls, config: StyleConfig) -> ScalePlan:
         sizes = config.scale_sizes()
         smallest = min_input_size(config.style_layers)
-        levels = []
-        for i, side in enumerate(sizes):
-            steps = config.steps if i == len(sizes) - 1 else config.scale_steps_or_default
-            levels.append(Level(i, side, steps, max(smallest, round(side * config.style_scale))))
+        levels = [Level(i, side, config.level_steps(i, len(sizes)), max(smallest, round(side * config.style_scale)))
+                  for i, side in enumerate(sizes)]  # fmt: skip
         return cls(tuple(levels))
 
     @property

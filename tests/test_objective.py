@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from nst_engine.config import StyleConfig
-from nst_engine.losses.functional import content_loss, gram_loss, style_stats, tv_loss
+from nst_engine.losses.functional import content_loss, gram_loss, style_stats, tv_abs_loss
 from nst_engine.losses.registry import STYLE_LOSSES
 from nst_engine.objective import Objective
 from nst_engine.targets import StyleRegion
@@ -50,7 +50,7 @@ def test_each_term_is_its_formula_on_the_features_and_the_total_their_sum(units:
     for layer, share in (("relu1_1", 0.25), ("relu2_1", 0.75)):
         expected = config.style_weight * share * gram_loss(style_stats(f[layer] / k), style_stats(s[layer] / k))
         torch.testing.assert_close(terms[f"style.{layer}"], expected, rtol=1e-4, atol=0)
-    torch.testing.assert_close(terms["tv"], 0.5 * tv_loss(image))
+    torch.testing.assert_close(terms["tv"], 0.5 * tv_abs_loss(image))  # the default norm, l1
     torch.testing.assert_close(terms["style"], terms["style.relu1_1"] + terms["style.relu2_1"])
     torch.testing.assert_close(terms["total"], terms["content"] + terms["style"] + terms["tv"])
 

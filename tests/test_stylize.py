@@ -29,6 +29,27 @@ def test_the_scale_plan_is_each_scale_coarse_to_fine_with_its_steps_and_style_si
     assert [lv.steps for lv in default.levels] == [20, 20, 40]  # coarser scales: half the final steps
 
 
+def _plan(**given: object) -> list[tuple[int, int]]:
+    return [(lv.long_side, lv.steps) for lv in ScalePlan.of(StyleConfig(**given)).levels]  # type: ignore[arg-type]
+
+
+def test_without_scales_the_plan_is_chosen_by_size_and_each_scale_takes_about_as_long() -> None:
+    assert _plan(size=512) == [(512, 500)]  # below AUTO_COARSE_FROM: one scale, as before
+    assert _plan(size=999) == [(999, 500)]
+    assert _plan(size=1024) == [(512, 500), (1024, 125)]  # a doubling costs 4x per step: a quarter of the steps
+    assert _plan(size=2048) == [(512, 500), (1024, 128), (2048, 32)]
+    assert _plan(size=4096) == [(512, 500), (1024, 128), (2048, 32), (4096, 8)]
+    assert _plan(size=1500) == [(375, 500), (750, 128), (1500, 32)]
+    # --steps is the final scale's; coarser scales still take its time, up to 500 steps (or --steps if more)
+    assert _plan(size=2048, steps=100) == [(512, 500), (1024, 400), (2048, 100)]
+    assert _plan(size=2048, steps=1000) == [(512, 1000), (1024, 1000), (2048, 1000)]
+    assert _plan(size=2048, scale_steps=50) == [(512, 50), (1024, 50), (2048, 32)]
+    # --scales given: the plan as before (coarser scales half the final steps)
+    assert _plan(size=2048, scales=1) == [(2048, 500)]
+    assert _plan(size=2048, scales=2, steps=40) == [(1024, 20), (2048, 40)]
+    assert StyleConfig(size=2048).final_steps == 32 and StyleConfig(size=2048, scales=1).final_steps == 500
+
+
 def test_a_resumed_run_goes_on_from_its_scale_and_a_video_frame_runs_the_last_scale_only() -> None:
     plan = ScalePlan.of(StyleConfig(size=256, scales=3))
     stop = Checkpoint(1, 5, torch.zeros(1, 3, 8, 8))

@@ -242,7 +242,7 @@ def build_terms(
         losses = [style_cls(r.target[layer], config, layer) for r in regions]
         weight = style_factor * config.layer_weights[layer]
         features.append(StyleTerm(layer, losses, [r.mask for r in regions], weight))
-    pixels: list[PixelTerm] = [SmoothnessTerm(config.tv_weight, config.tv_norm)]
+    pixels: list[PixelTerm] = [SmoothnessTerm(config.smoothness_weight, config.tv_norm)]
     if temporal is not None and temporal[0] and temporal[1]:
         pixels.append(TemporalTerm(*temporal))
     return Terms(features, pixels)

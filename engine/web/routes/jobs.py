@@ -56,7 +56,7 @@ async def submit(request: Request, state: State) -> JSONResponse:
     preset = body.get("preset") or None
     config = _config(state.settings, body, preset)
     shown = {"content": content_name, "style": " + ".join(names), "preset": preset, "size": config.size,
-             "steps": config.steps, "style_weight": config.style_weight,
+             "steps": config.final_steps, "style_weight": config.style_weight,
              "preserve_colors": config.preserve_colors, "style_loss": config.style_loss,
              "content_weight": config.content_weight, "seed": config.seed, "init": config.init,
              "scales": len(config.scale_sizes()), "blend": config.style_blend_weights,
@@ -174,8 +174,8 @@ def _config(settings: ServerSettings, body: dict[str, Any], preset: str | None) 
         raise HTTPException(400, _page_words(str(exc))) from None
     if config.size > settings.max_size:  # what the job will run at, a preset's size included
         raise HTTPException(400, f"size {config.size} is over this server's limit of {settings.max_size} px")
-    if config.steps > settings.max_steps:
-        raise HTTPException(400, f"steps {config.steps} is over this server's limit of {settings.max_steps}")
+    if config.final_steps > settings.max_steps:
+        raise HTTPException(400, f"steps {config.final_steps} is over this server's limit of {settings.max_steps}")
     if settings.spec.model is not None:  # a fixed model file: the job must fit it
         if config.pooling != settings.info.pooling:
             has = settings.info.pooling
