@@ -156,6 +156,7 @@ class VideoRun:
         }
         if chunks is not None:  # a cluster run's frames follow its chunks: not a local run's, nor other chunks'
             manifest["chunks"] = chunks
+            manifest["chunk_starts"] = "keys"  # each chunk from its scene's chain of keys (engine.cluster.video)
         normal: dict[str, Any] = json.loads(json.dumps(manifest))  # as it reads back (tuples become lists)
         return normal
 
@@ -268,13 +269,14 @@ class VideoRun:
             _remove_frames(folder, count)
         self.session.emit(Note(f"encoded {count} frames at {float(fps):g} fps with {codec}"))
 
-    def chunk(self, frames: Sequence[np.ndarray]) -> list[bytes] | None:
-        """A run of consecutive frames, the first a normal run, as PNG files' bytes, with nothing on disk (a
-        cluster worker's share of a clip); None if stopped. Each result is read back from its PNG bytes before
-        the next frame uses it, as a run from disk would."""
-        results: list[np.ndarray] = []
+    def chunk(self, frames: Sequence[np.ndarray], given: Sequence[bytes] = ()) -> list[bytes] | None:
+        """A run of consecutive frames as PNG files' bytes, with nothing on disk (a cluster worker's share of a
+        clip); None if stopped. The first frames' results may be ``given`` (PNG bytes, as on disk): the run goes on
+        from them and returns the others. The first frame made is a normal run if none is given. Each result is
+        read back from its PNG bytes before the next frame uses it, as a run from disk would."""
+        results: list[np.ndarray] = [images.decode_png(data) for data in given]
         out: list[bytes] = []
-        for t in range(len(frames)):
+        for t in range(len(results), len(frames)):
             done = self.session.stylize(_rgb(frames[t]), None, frame=self._guide(frames, results, t))
             if done.status != "done" or done.image is None:
                 return None

@@ -116,8 +116,22 @@ def test_a_bad_file_is_reported_once_and_a_rerun_skips_what_is_done(
     assert {o: o.stat().st_mtime_ns for o in before} == before
 
 
+def test_pass_one_makes_each_scenes_keys_in_order_and_pass_two_each_chunk_from_its_key() -> None:
+    from nst_engine.cluster.video import Piece, chunk_pieces, key_pieces
+
+    spans = [(0, 4), (4, 8), (8, 10), (10, 12), (12, 16)]  # a new scene at frame 11
+    cuts = {10}
+    assert key_pieces(spans, cuts, set()) == [Piece((0, 4, 8), 0, True), Piece((10, 12), 0, True)]
+    # a rerun: the first scene's keys 1 and 5 are on disk, so the chain goes on from them (given), as a whole run
+    assert key_pieces(spans, cuts, {0, 4, 10, 12}) == [Piece((0, 4, 8), 2, True)]
+    assert key_pieces(spans, cuts, {0, 4, 8, 10, 12}) == []
+    assert Piece((0, 4, 8), 2, True).made == (8,)
+    done = {0, 1, 2, 3, 4, 8, 9, 10, 11, 12}
+    assert chunk_pieces(spans, done) == [Piece((4, 5, 6, 7), 1), Piece((12, 13, 14, 15), 1)]
+
+
 @pytest.mark.slow
-def test_a_clip_runs_in_chunks_that_start_one_frame_early(
+def test_a_clip_runs_in_two_passes_keys_then_chunks_and_a_rerun_makes_only_what_is_missing(
     local_ray, model_path: Path, shared_images: Path, tmp_path: Path
 ) -> None:
     from nst_engine.cluster import chunks_of, run_video
@@ -139,8 +153,15 @@ def test_a_clip_runs_in_chunks_that_start_one_frame_early(
     assert result.status == "done" and (result.chunks, result.made_chunks) == (2, 2)
     assert result.join_error is not None and result.within_error is not None
     assert sorted(p.name for p in out.glob("frame_*.png")) == [frame_name(t) for t in range(6)]
+    assert result.keys == 2  # frames 1 and 4, in order; then the two chunks' other frames
     again = run_video(ClusterRunner(session, None, 2), clip, out, str(source), settings)
-    assert again.made_chunks == 0  # a rerun redoes nothing that is on disk
+    assert again.made_chunks == 0 and again.keys == 0  # a rerun redoes nothing that is on disk
+    whole = {t: (out / frame_name(t)).read_bytes() for t in range(6)}
+    for t in (3, 4):  # the second key and a frame after it lost: the rerun makes them again, the same bytes
+        (out / frame_name(t)).unlink()
+    third = run_video(ClusterRunner(session, None, 2), clip, out, str(source), settings)
+    assert (third.keys, third.made_chunks) == (1, 1)
+    assert {t: (out / frame_name(t)).read_bytes() for t in range(6)} == whole
 
 
 @pytest.mark.slow

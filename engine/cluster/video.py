@@ -1,6 +1,14 @@
-"""A clip on the cluster: chunks (at scene cuts, else ``--chunk-frames`` long) in order on workers, each starting one
-frame early from that frame's independent stylisation, which is not kept (the chunk before made it). Frames are
-written by the driver, atomically; a rerun redoes only chunks with frames missing."""
+"""A clip on the cluster, in two passes. A clip is cut into chunks at scene cuts and after ``--chunk-frames``; each
+chunk's first frame is its key.
+
+- Pass one makes each scene's keys in order on one worker, as a clip of their own: the scene's first key is a normal
+  run, each later key is held by the temporal loss to the keys before it, warped along the flow between them.
+- Pass two makes every chunk's other frames, on the workers in parallel, going on from its key.
+
+So a chunk starts where its scene's chain of keys carried the texture, which is where the chunk before carried it
+too: a join is as smooth as the inside of a chunk, and only a scene's first frame is a full run. Frames are written
+by the driver, atomically; a rerun makes only what is missing (a scene's keys from its first missing one on, from the
+key before it on disk)."""
 
 from __future__ import annotations
 
@@ -28,21 +36,63 @@ CUT_THRESHOLD = 40.0
 Span = tuple[int, int]
 
 
+def scene_cuts(frames: Sequence[np.ndarray]) -> set[int]:
+    """The frames that start a new scene: their mean absolute difference from the frame before is over
+    ``CUT_THRESHOLD`` (pixels in [0, 255])."""
+    return {
+        t
+        for t in range(1, len(frames))
+        if float(np.abs(frames[t].astype(np.float32) - frames[t - 1].astype(np.float32)).mean()) > CUT_THRESHOLD
+    }
+
+
 def chunks_of(frames: Sequence[np.ndarray], length: int) -> list[Span]:
     """(start, end) of each chunk: a new chunk at every scene cut, and after ``length`` frames at the most."""
     if length < 2:
         raise ConfigError(f"--chunk-frames must be 2 or more, not {length}")
-    cuts = [
-        t
-        for t in range(1, len(frames))
-        if float(np.abs(frames[t].astype(np.float32) - frames[t - 1].astype(np.float32)).mean()) > CUT_THRESHOLD
-    ]
+    cuts = scene_cuts(frames)
     out, start = [], 0
     for t in range(1, len(frames) + 1):
         if t == len(frames) or t in cuts or t - start == length:
             out.append((start, t))
             start = t
     return out
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Frames of the clip made in order on one worker (clip indices); the first ``given`` are read from disk and
+    the run goes on from them."""
+
+    frames: tuple[int, ...]
+    given: int = 0
+    keys: bool = False  # pass one's: a scene's keys, not one chunk's frames
+
+    @property
+    def made(self) -> tuple[int, ...]:
+        return self.frames[self.given :]
+
+
+def key_pieces(spans: Sequence[Span], cuts: set[int], done: set[int]) -> list[Piece]:
+    """Pass one: each scene's keys (its chunks' first frames) from its first key not on disk on, the keys before it
+    given (so that a rerun makes the bytes a whole run would)."""
+    scenes: list[list[int]] = []
+    for first, _ in spans:
+        if first == 0 or first in cuts:
+            scenes.append([])
+        scenes[-1].append(first)
+    pieces = []
+    for keys in scenes:
+        missing = [i for i, k in enumerate(keys) if k not in done]
+        if missing:
+            pieces.append(Piece(tuple(keys), missing[0], keys=True))
+    return pieces
+
+
+def chunk_pieces(spans: Sequence[Span], done: set[int]) -> list[Piece]:
+    """Pass two: each chunk's frames after its key, going on from the key, where one of them is not on disk."""
+    return [Piece(tuple(range(first, end)), 1) for first, end in spans
+            if any(t not in done for t in range(first + 1, end))]  # fmt: skip
 
 
 @dataclass
@@ -55,33 +105,44 @@ class ClusterVideoResult:
     seconds: float
     join_error: float | None  # warping error across chunk joins
     within_error: float | None  # and between frames of one chunk
+    keys: int = 0  # keys made in pass one
 
 
 def run_video(runner: ClusterRunner, clip: Clip, output: Path, source: str, settings: VideoSettings,
               overwrite: bool = False) -> ClusterVideoResult:  # fmt: skip
-    """The clip in chunks on the cluster (see the module docstring), then its warping error at the joins and within
-    chunks, and the video encoded."""
+    """The clip in two passes on the cluster (see the module docstring), then its warping error at the joins and
+    within chunks, and the video encoded."""
     start = time.perf_counter()
-    chunks = chunks_of(clip.frames, settings.chunk_frames)
+    spans = chunks_of(clip.frames, settings.chunk_frames)
+    cuts = scene_cuts(clip.frames)
     local = VideoRun(runner.session, settings, FlowCache(None), lambda _done: None)
-    prepared = local.check(clip, output, source, overwrite, chunks)
+    prepared = local.check(clip, output, source, overwrite, spans)
     folder, stale = prepared.folder, set(prepared.stale)
     done = {t for t in range(len(clip)) if (folder / frame_name(t)).is_file() and folder / frame_name(t) not in stale}
-    todo = [c for c in chunks if not all(t in done for t in range(*c))]
-    result = ClusterVideoResult("done", len(clip), len(chunks), 0, 0, 0.0, None, None)
-    if todo:
+    result = ClusterVideoResult("done", len(clip), len(spans), 0, 0, 0.0, None, None)
+    keys = key_pieces(spans, cuts, done)
+    if keys or chunk_pieces(spans, done):
         pool = runner.open_pool(VideoWorker, settings=settings)
         prepared.start()  # the workers are up: the run can start, and only now is anything written
-        if pool.work(list(todo), _Chunks(runner, pool, clip, folder, result), lambda: runner.session.stop_requested):
+        tasks = _Pieces(runner, pool, clip, folder, result)
+        stop = lambda: runner.session.stop_requested  # noqa: E731
+        if keys:
+            runner.say(f"pass one: the keys of {len(keys)} scene(s), {sum(len(p.made) for p in keys)} frames, in order")
+        if pool.work(keys, tasks, stop):
             result.status = "interrupted"
+        else:
+            result.keys = sum(len(p.made) for p in keys)
+            done |= set().union(*(p.made for p in keys))
+            if pool.work(chunk_pieces(spans, done), tasks, stop):
+                result.status = "interrupted"
     else:
         prepared.start()
     if result.status == "done":
         outputs = [images.read_image(folder / frame_name(t)) for t in range(len(clip))]
         errors = pair_warping_errors(outputs, clip.frames, FlowCache(None))
-        joins = {first for first, _ in chunks if first > 0}
+        joins = {first for first, _ in spans if first > 0} - cuts
         at_joins = [e for t, e in errors.items() if t in joins]
-        within = [e for t, e in errors.items() if t not in joins]
+        within = [e for t, e in errors.items() if t not in joins and t not in cuts]
         result.join_error = float(np.mean(at_joins)) if at_joins else None
         result.within_error = float(np.mean(within)) if within else None
         local.finish(clip, folder, output)
@@ -89,41 +150,45 @@ def run_video(runner: ClusterRunner, clip: Clip, output: Path, source: str, sett
     return result
 
 
-class _Chunks:
-    """What a clip does with each chunk (``engine.cluster.pool.Tasks``): send its frames (one early), write the
-    frames that come back, retry it when its worker dies."""
+class _Pieces:
+    """What a clip does with each piece (``engine.cluster.pool.Tasks``): send its frames (and its given first
+    result, as on disk), write the frames that come back, retry it when its worker dies."""
 
-    def __init__(self, runner: ClusterRunner, pool: Pool[Span], clip: Clip, folder: Path,
+    def __init__(self, runner: ClusterRunner, pool: Pool[Piece], clip: Clip, folder: Path,
                  result: ClusterVideoResult) -> None:  # fmt: skip
         self.runner, self.pool, self.clip, self.folder, self.result = runner, pool, clip, folder, result
-        self.tries: dict[Span, int] = {}
+        self.tries: dict[Piece, int] = {}
 
-    def send(self, actor: Any, span: Span) -> Any:
-        first, end = span
-        lead = max(0, first - 1)  # one frame early: the join's reference, stylised independently
-        return actor.chunk.remote(self.clip.frames[lead:end])
+    def send(self, actor: Any, piece: Piece) -> Any:
+        given = [(self.folder / frame_name(t)).read_bytes() for t in piece.frames[: piece.given]]
+        return actor.chunk.remote([self.clip.frames[t] for t in piece.frames], given)
 
-    def started(self, span: Span, actor: Any) -> None:
+    def started(self, piece: Piece, actor: Any) -> None:
         pass
 
-    def done(self, span: Span, actor: Any, pngs: Any, sent: float) -> None:
+    def done(self, piece: Piece, actor: Any, pngs: Any, sent: float) -> None:
         if pngs is None:  # the worker's session was asked to stop
             self.result.status = "interrupted"
             return
-        first, end = span
-        kept = pngs[1:] if first > 0 else pngs
-        for t, data in zip(range(first, end), kept, strict=True):
+        for t, data in zip(piece.made, pngs, strict=True):
             write_atomic(self.folder / frame_name(t), data)
-        self.result.made_chunks += 1
+        self.result.made_chunks += 0 if piece.keys else 1
         worker = self.pool.pids.get(actor, 0)
-        self.runner.say(f"frames {first + 1}-{end} of {len(self.clip)} written (pid {worker})")
+        self.runner.say(f"{self._name(piece)} of {len(self.clip)} written (pid {worker})")
 
-    def lost(self, span: Span, dead: int, error: BaseException) -> bool:
+    def lost(self, piece: Piece, dead: int, error: BaseException) -> bool:
         self.result.retried += 1
-        if not retry_or_give_up(self.tries, span):
-            raise ConfigError(f"frames {span[0] + 1}-{span[1]}: a worker died {self.tries[span]} times") from None
-        self.runner.say(f"worker pid {dead} died; frames {span[0] + 1}-{span[1]} retried")
+        if not retry_or_give_up(self.tries, piece):
+            raise ConfigError(f"{self._name(piece)}: a worker died {self.tries[piece]} times") from None
+        self.runner.say(f"worker pid {dead} died; {self._name(piece)} retried")
         return True
 
-    def stalled(self, left: list[Span]) -> None:
+    def stalled(self, left: list[Piece]) -> None:
         raise ConfigError("no worker is left on the cluster (its nodes were lost); rerun to continue")
+
+    @staticmethod
+    def _name(piece: Piece) -> str:
+        made = [t + 1 for t in piece.made]
+        if piece.keys:
+            return f"keys {', '.join(map(str, made))}"
+        return f"frames {made[0]}-{made[-1]}"

@@ -79,6 +79,6 @@ class VideoWorker(Worker):
         super().__init__(*shared)
         self.video = VideoRun(self.session, settings, FlowCache(None), lambda _done: None)
 
-    def chunk(self, frames: list[np.ndarray]) -> list[bytes] | None:
+    def chunk(self, frames: list[np.ndarray], given: list[bytes]) -> list[bytes] | None:
         self.pin_threads()
-        return self.video.chunk(frames)
+        return self.video.chunk(frames, given)
