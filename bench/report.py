@@ -71,6 +71,10 @@ def markdown(env: dict[str, Any], results: dict[str, list[dict[str, Any]]], quic
         from nst_engine.bench.profile import profile_markdown
 
         lines += profile_markdown(results["profile"])
+    if results.get("print"):
+        from nst_engine.bench.printsize import print_markdown
+
+        lines += print_markdown(results["print"])
     if results.get("startup"):
         from nst_engine.bench.startup import startup_markdown
 

@@ -30,6 +30,7 @@ def run(
     multiscale_size: int | None = None,
     ttq_scales: int = 1,
     losses_size: int = 256,
+    print_size: int = 2048,
     temporal: tuple[float, ...] = (DEFAULT_TEMPORAL_WEIGHT,),
     log: Callable[[str], None] = print,
 ) -> dict[str, list[dict[str, Any]]]:
@@ -63,6 +64,12 @@ def run(
                 setup, multiscale_size or (128 if quick else 512), 20 if quick else 100
             )
         results |= _named_cases(setup, selected, out, content, losses_size, temporal)
+        if "print" in selected:
+            from nst_engine.bench.printsize import print_case
+
+            size = 256 if quick else print_size
+            results["print"] = print_case(content.parent, "tubingen", "starry_night", size, log, out,
+                                          reference_steps=20 if quick else 500)  # fmt: skip
     env = environment() | {"weights": weights.label, "device": str(device)}
     report.write(out, env, results, quick)
     return results
