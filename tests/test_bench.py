@@ -235,3 +235,31 @@ def test_the_profile_counts_vgg16s_convolution_arithmetic_and_groups_operators()
            "optimizer_and_loop_s": 0.02, "shares_of_objective": {"convolution": 0.7, "other": 0.3},
            "conv_gflops_per_step": 1.0, "gemm_gflops": 100.0, "conv_efficiency": 0.1}  # fmt: skip
     assert "| 64x48 | bf16 | 100 | 80 | 20 | 70% | 0% | 0% | 30% | 1.0 | 100 | 10% |" in profile_markdown([row])
+
+
+def test_the_print_case_reports_each_scale_and_the_reference_at_half_the_size() -> None:
+    from nst_engine.bench.printsize import print_markdown
+
+    rows = [
+        {"run": "default", "size": 2048, "pair": "tubingen+starry_night", "seconds": 1500.0,
+         "scales": [[384, 512], [768, 1024], [1536, 2048]], "steps": [500, 128, 32], "scale_seconds": [400, 500, 600],
+         "loss": 0.05, "other_sw": 0.2, "lab_w1": 1.5, "fine_detail": 0.9},
+        {"run": "at 1024 px: reference", "size": 1024, "pair": "tubingen+starry_night", "loss": 0.04,
+         "other_sw": 0.25, "lab_w1": 2.0, "fine_detail": 0.8},
+    ]  # fmt: skip
+    text = "\n".join(print_markdown(rows))
+    assert (
+        "| default | 512, 1024, 2048 | 500, 128, 32 | 400, 500, 600 | 25.0 min | 0.05 | 0.200 | 1.50 | 0.90 |" in text
+    )
+    assert "| at 1024 px: reference | 0.04 | 0.250 | 2.00 | 0.80 |" in text
+
+
+def test_print_crops_show_each_picture_whole_above_its_centre_at_full_size(tmp_path: Path) -> None:
+    from nst_engine import images
+    from nst_engine.bench.printsize import save_crops
+
+    left, right = torch.zeros(1, 3, 600, 800), torch.ones(1, 3, 600, 800)
+    save_crops([left, right], tmp_path / "crops.png", side=256)
+    panel = images.load(tmp_path / "crops.png")
+    assert tuple(panel.shape[-2:]) == (512, 512)  # two columns of 256, each the whole above the crop
+    assert float(panel[..., 300:, :256].mean()) == 0.0 and float(panel[..., 300:, 256:].mean()) == 1.0
