@@ -117,7 +117,7 @@ def test_a_bad_file_is_reported_once_and_a_rerun_skips_what_is_done(
 
 
 def test_pass_one_makes_each_scenes_keys_in_order_and_pass_two_each_chunk_from_its_key() -> None:
-    from nst_engine.cluster.video import Piece, chunk_pieces, key_pieces
+    from nst_engine.cluster.video import Piece, chunk_pieces, key_pieces, plan_pieces
 
     spans = [(0, 4), (4, 8), (8, 10), (10, 12), (12, 16)]  # a new scene at frame 11
     cuts = {10}
@@ -128,6 +128,10 @@ def test_pass_one_makes_each_scenes_keys_in_order_and_pass_two_each_chunk_from_i
     assert Piece((0, 4, 8), 2, True).made == (8,)
     done = {0, 1, 2, 3, 4, 8, 9, 10, 11, 12}
     assert chunk_pieces(spans, done) == [Piece((4, 5, 6, 7), 1), Piece((12, 13, 14, 15), 1)]
+    # one queue: a scene's chunks are queued when its keys are made; a scene with every key on disk starts at once
+    first, after = plan_pieces(spans, cuts, {0, 4, 8})
+    assert first == [Piece((0, 1, 2, 3), 1), Piece((4, 5, 6, 7), 1), Piece((8, 9), 1), Piece((10, 12), 0, True)]
+    assert after == {Piece((10, 12), 0, True): [Piece((10, 11), 1), Piece((12, 13, 14, 15), 1)]}
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@ chunk's first frame is its key.
 
 - Pass one makes each scene's keys in order on one worker, as a clip of their own: the scene's first key is a normal
   run, each later key is held by the temporal loss to the keys before it, warped along the flow between them.
-- Pass two makes every chunk's other frames, on the workers in parallel, going on from its key.
+- Pass two makes every chunk's other frames, on the workers in parallel, going on from its key; a scene's chunks
+  start as soon as its keys are made (one pool, one queue: the actors are kept).
 
 So a chunk starts where its scene's chain of keys carried the texture, which is where the chunk before carried it
 too: a join is as smooth as the inside of a chunk, and only a scene's first frame is a full run. Frames are written
@@ -73,26 +74,47 @@ class Piece:
         return self.frames[self.given :]
 
 
+def scenes_of(spans: Sequence[Span], cuts: set[int]) -> list[list[Span]]:
+    """The chunks of each scene, in order: a scene starts at the clip's start and at each cut."""
+    scenes: list[list[Span]] = []
+    for span in spans:
+        if span[0] == 0 or span[0] in cuts:
+            scenes.append([])
+        scenes[-1].append(span)
+    return scenes
+
+
 def key_pieces(spans: Sequence[Span], cuts: set[int], done: set[int]) -> list[Piece]:
     """Pass one: each scene's keys (its chunks' first frames) from its first key not on disk on, the keys before it
     given (so that a rerun makes the bytes a whole run would)."""
-    scenes: list[list[int]] = []
-    for first, _ in spans:
-        if first == 0 or first in cuts:
-            scenes.append([])
-        scenes[-1].append(first)
-    pieces = []
-    for keys in scenes:
-        missing = [i for i, k in enumerate(keys) if k not in done]
-        if missing:
-            pieces.append(Piece(tuple(keys), missing[0], keys=True))
-    return pieces
+    return [piece for scene in scenes_of(spans, cuts) if (piece := _keys(scene, done)) is not None]
+
+
+def _keys(scene: Sequence[Span], done: set[int]) -> Piece | None:
+    keys = [first for first, _ in scene]
+    missing = [i for i, k in enumerate(keys) if k not in done]
+    return Piece(tuple(keys), missing[0], keys=True) if missing else None
 
 
 def chunk_pieces(spans: Sequence[Span], done: set[int]) -> list[Piece]:
     """Pass two: each chunk's frames after its key, going on from the key, where one of them is not on disk."""
     return [Piece(tuple(range(first, end)), 1) for first, end in spans
             if any(t not in done for t in range(first + 1, end))]  # fmt: skip
+
+
+def plan_pieces(spans: Sequence[Span], cuts: set[int], done: set[int]) -> tuple[list[Piece], dict[Piece, list[Piece]]]:
+    """What to make first (each scene's missing keys, and the chunks of scenes whose keys are all on disk), and the
+    chunks each keys piece lets start once it is made: a scene's chunks need not wait for another scene's keys."""
+    first: list[Piece] = []
+    after: dict[Piece, list[Piece]] = {}
+    for scene in scenes_of(spans, cuts):
+        keys, chunks = _keys(scene, done), chunk_pieces(scene, done)
+        if keys is None:
+            first += chunks
+        else:
+            first.append(keys)
+            after[keys] = chunks
+    return first, after
 
 
 @dataclass
@@ -120,21 +142,15 @@ def run_video(runner: ClusterRunner, clip: Clip, output: Path, source: str, sett
     folder, stale = prepared.folder, set(prepared.stale)
     done = {t for t in range(len(clip)) if (folder / frame_name(t)).is_file() and folder / frame_name(t) not in stale}
     result = ClusterVideoResult("done", len(clip), len(spans), 0, 0, 0.0, None, None)
-    keys = key_pieces(spans, cuts, done)
-    if keys or chunk_pieces(spans, done):
+    queue, after = plan_pieces(spans, cuts, done)
+    if queue:
         pool = runner.open_pool(VideoWorker, settings=settings)
         prepared.start()  # the workers are up: the run can start, and only now is anything written
-        tasks = _Pieces(runner, pool, clip, folder, result)
-        stop = lambda: runner.session.stop_requested  # noqa: E731
-        if keys:
-            runner.say(f"pass one: the keys of {len(keys)} scene(s), {sum(len(p.made) for p in keys)} frames, in order")
-        if pool.work(keys, tasks, stop):
+        if after:
+            runner.say(f"keys first: {sum(len(p.made) for p in after)} frames of {len(after)} scene(s), in order")
+        tasks = _Pieces(runner, pool, clip, folder, result, queue, after)
+        if pool.work(queue, tasks, lambda: runner.session.stop_requested):
             result.status = "interrupted"
-        else:
-            result.keys = sum(len(p.made) for p in keys)
-            done |= set().union(*(p.made for p in keys))
-            if pool.work(chunk_pieces(spans, done), tasks, stop):
-                result.status = "interrupted"
     else:
         prepared.start()
     if result.status == "done":
@@ -154,9 +170,11 @@ class _Pieces:
     """What a clip does with each piece (``engine.cluster.pool.Tasks``): send its frames (and its given first
     result, as on disk), write the frames that come back, retry it when its worker dies."""
 
-    def __init__(self, runner: ClusterRunner, pool: Pool[Piece], clip: Clip, folder: Path,
-                 result: ClusterVideoResult) -> None:  # fmt: skip
+    def __init__(self, runner: ClusterRunner, pool: Pool[Piece], clip: Clip, folder: Path, result: ClusterVideoResult,
+                 queue: list[Piece], after: dict[Piece, list[Piece]]) -> None:  # fmt: skip
         self.runner, self.pool, self.clip, self.folder, self.result = runner, pool, clip, folder, result
+        #: the pool's queue (the same list): a scene's chunks join it when its keys are made
+        self.queue, self.after = queue, after
         self.tries: dict[Piece, int] = {}
 
     def send(self, actor: Any, piece: Piece) -> Any:
@@ -172,7 +190,11 @@ class _Pieces:
             return
         for t, data in zip(piece.made, pngs, strict=True):
             write_atomic(self.folder / frame_name(t), data)
-        self.result.made_chunks += 0 if piece.keys else 1
+        if piece.keys:
+            self.result.keys += len(piece.made)
+            self.queue.extend(self.after.pop(piece, []))
+        else:
+            self.result.made_chunks += 1
         worker = self.pool.pids.get(actor, 0)
         self.runner.say(f"{self._name(piece)} of {len(self.clip)} written (pid {worker})")
 

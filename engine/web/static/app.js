@@ -121,7 +121,7 @@ async function start(event) {
     content_weight: Number($("content-weight").value),
     init: $("init").value,
     seed: Number($("seed").value),
-    scales: Number($("scales").value),
+    scales: $("scales").value ? Number($("scales").value) : undefined, // empty: chosen by size (left out)
     preset: $("preset").value || null,
   };
   if (chosen.style2) {
