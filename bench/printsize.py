@@ -177,11 +177,11 @@ def _made(net: VGGFeatures, name: str, config: StyleConfig, photo: torch.Tensor,
           log: Callable[[str], None]) -> tuple[dict[str, Any], list[torch.Tensor]]:  # fmt: skip
     """One run's timing and its picture at the end of each scale, made now or read back from ``stem``."""
     timing_path = stem.with_suffix(".json")
-    if timing_path.is_file():
-        timing = json.loads(timing_path.read_text())
-        levels = [images.load(stem.parent / f"{stem.name}-{i}.png") for i in range(len(timing["scales"]))]
+    timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"scales": [None]}
+    pictures = [stem.parent / f"{stem.name}-{i}.png" for i in range(len(timing["scales"]))]
+    if timing_path.is_file() and all(p.is_file() for p in pictures):  # (the pictures are not committed)
         log(f"print case: {name}: read back from {timing_path}")
-        return timing, levels
+        return timing, [images.load(p) for p in pictures]
     plan = ScalePlan.of(config)
     log(f"print case: {name}: scales {[lv.long_side for lv in plan.levels]}, steps {[lv.steps for lv in plan.levels]}")
     timed = timed_run(net, config, resize(photo, *_side(photo, config.size)), painting)
