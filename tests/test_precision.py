@@ -27,6 +27,26 @@ def _objective(model_info, **settings):  # type: ignore[no-untyped-def]
     return Objective.of(net, c_t, [StyleRegion(s_t)], config).accelerate(torch.device("cpu"))
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_gram_product_takes_bf16_features_as_they_are_and_hands_back_a_bf16_gradient(
+    layout: torch.memory_format,
+) -> None:
+    from nst_engine.losses.functional import moment_sums
+
+    torch.manual_seed(0)
+    low = torch.randn(1, 16, 12, 10).to(torch.bfloat16).contiguous(memory_format=layout).requires_grad_(True)
+    wide = low.detach().float().contiguous(memory_format=layout).requires_grad_(True)
+    moment, first, count = moment_sums(low, first=False)
+    reference, _, _ = moment_sums(wide, first=False)
+    assert first is None and moment.dtype == torch.float32 and float(count) == 120
+    torch.testing.assert_close(moment, reference)  # the float32 product of the features' exact widening
+    weights = torch.randn(16, 16)
+    (grad,) = torch.autograd.grad((moment * weights).sum(), low)
+    (grad_ref,) = torch.autograd.grad((reference * weights).sum(), wide)
+    assert grad.dtype == torch.bfloat16 and grad.is_contiguous(memory_format=layout)
+    assert float((grad.float() - grad_ref).norm() / grad_ref.norm()) < 1e-2  # the residual rounded to bf16 only
+
+
 def test_bf16_autocast_keeps_losses_in_fp32_and_close(model_info) -> None:  # type: ignore[no-untyped-def]
     image = gradient_image(48, 64, 3).requires_grad_(True)
     fp32 = _objective(model_info)(image)
