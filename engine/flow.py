@@ -47,14 +47,23 @@ def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(flow, dtype=np.float32)
 
 
-def warp(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
-    """``image`` (H, W[, C]) sampled at p + flow(p), bilinear, with the border pixels repeated outside."""
+#: How earlier results are sampled when warped into a frame (``guide``): each warp of a bilinear sampler is a small
+#: blur, and a chain of them blurs the texture a frame is held to. A bench switch (bench/reports/*video-quality).
+RESULT_INTERPOLATION = cv2.INTER_LINEAR
+
+
+def warp(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """``image`` (H, W[, C]) sampled at p + flow(p), bilinear (or ``interpolation``, clipped to the image's range),
+    with the border pixels repeated outside."""
     h, w = flow.shape[:2]
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     map_x = np.ascontiguousarray(xs + flow[..., 0], dtype=np.float32)
     map_y = np.ascontiguousarray(ys + flow[..., 1], dtype=np.float32)
     source = np.ascontiguousarray(image)
-    return np.asarray(cv2.remap(source, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
+    out = np.asarray(cv2.remap(source, map_x, map_y, interpolation, borderMode=cv2.BORDER_REPLICATE))
+    if interpolation in (cv2.INTER_CUBIC, cv2.INTER_LANCZOS4):  # these overshoot at edges
+        out = np.clip(out, source.min(), source.max())
+    return out
 
 
 def certainty(forward: np.ndarray, backward: np.ndarray, blur: bool = True) -> np.ndarray:
@@ -179,21 +188,50 @@ def read_flow(path: Path, key: str, shape: tuple[int, ...]) -> tuple[np.ndarray 
     return flow, ""
 
 
+#: How hard a fixed later result pulls (``Ahead``): 1 spreads the difference evenly over the frames before it if
+#: each frame converged; with a video's few steps a frame moves less than that, so the pull is doubled (measured
+#: on the cluster's joins: bench/reports/cpu-2core-video-joins).
+AHEAD_PULL = 3.0
+
+
+@dataclass(frozen=True)
+class Ahead:
+    """A later frame whose result is already fixed (on a cluster, the next chunk's key), ``remaining`` frames after
+    the one being made: the frames before it are drawn toward it a step at a time so that it is reached without a
+    jump. Held with ``AHEAD_PULL``/``remaining`` of its certainty beside the previous frame's weight (at a pull of
+    1, each frame covers 1/``remaining`` of what is left of the difference, spreading it evenly), and the start
+    moves that share of the way to it."""
+
+    content: np.ndarray  # (H, W, 3) uint8
+    result: np.ndarray  # (H, W, 3) float32 in [0, 1]
+    remaining: int
+
+
 def guide(
     content: np.ndarray,
     earlier: Sequence[tuple[np.ndarray, np.ndarray]],
     flows: FlowCache,
+    ahead: Ahead | None = None,
 ) -> Guide:
     """The temporal guide of a frame: ``content`` (H, W, 3) uint8, and ``earlier`` as (content frame, result
-    (H, W, 3) float32 in [0, 1]) pairs, nearest first."""
+    (H, W, 3) float32 in [0, 1]) pairs, nearest first; and a later fixed result to arrive at (``Ahead``)."""
     warped, sure = [], []
     for frame, result in earlier:
         forward, backward = flows.pair(frame, content)
-        warped.append(warp(result, backward))
+        warped.append(warp(result, backward, RESULT_INTERPOLATION))
         sure.append(certainty(forward, backward))
     weights = long_term(sure)
     start = content.astype(np.float32) / 255.0
     init = warped[0] * sure[0][..., None] + start * (1.0 - sure[0][..., None])
+    if ahead is not None:
+        if ahead.remaining < 1:
+            raise ValueError(f"a later frame is 1 or more frames ahead, not {ahead.remaining}")
+        forward, backward = flows.pair(ahead.content, content)
+        there, sure_there = warp(ahead.result, backward, RESULT_INTERPOLATION), certainty(forward, backward)
+        warped.append(there)
+        weights.append(sure_there * (AHEAD_PULL / ahead.remaining))
+        share = (sure_there * (AHEAD_PULL / (ahead.remaining + AHEAD_PULL)))[..., None]
+        init = init * (1.0 - share) + there * share
     return Guide(warped, weights, init.astype(np.float32))
 
 

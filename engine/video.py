@@ -31,7 +31,7 @@ from nst_engine import images
 from nst_engine.errors import ConfigError
 from nst_engine.events import Note
 from nst_engine.files import read_limited, write_atomic
-from nst_engine.flow import FlowCache, guide, warping_error
+from nst_engine.flow import Ahead, FlowCache, guide, warping_error
 from nst_engine.jobs import check_apart, check_writable
 from nst_engine.plan import FrameGuide
 from nst_engine.session import Session
@@ -156,7 +156,8 @@ class VideoRun:
         }
         if chunks is not None:  # a cluster run's frames follow its chunks: not a local run's, nor other chunks'
             manifest["chunks"] = chunks
-            manifest["chunk_starts"] = "keys"  # each chunk from its scene's chain of keys (engine.cluster.video)
+            # each chunk from its scene's chain of keys, drawn toward the next key (engine.cluster.video)
+            manifest["chunk_starts"] = "keys, toward the next"
         normal: dict[str, Any] = json.loads(json.dumps(manifest))  # as it reads back (tuples become lists)
         return normal
 
@@ -269,15 +270,23 @@ class VideoRun:
             _remove_frames(folder, count)
         self.session.emit(Note(f"encoded {count} frames at {float(fps):g} fps with {codec}"))
 
-    def chunk(self, frames: Sequence[np.ndarray], given: Sequence[bytes] = ()) -> list[bytes] | None:
+    def chunk(
+        self, frames: Sequence[np.ndarray], given: Sequence[bytes] = (), ahead: tuple[np.ndarray, bytes] | None = None
+    ) -> list[bytes] | None:
         """A run of consecutive frames as PNG files' bytes, with nothing on disk (a cluster worker's share of a
         clip); None if stopped. The first frames' results may be ``given`` (PNG bytes, as on disk): the run goes on
         from them and returns the others. The first frame made is a normal run if none is given. Each result is
-        read back from its PNG bytes before the next frame uses it, as a run from disk would."""
+        read back from its PNG bytes before the next frame uses it, as a run from disk would.
+
+        ``ahead`` is the frame right after these (its content and its result's PNG bytes) when its result is
+        already fixed, as the next chunk's key is: the frames are drawn toward it a step at a time (``flow.Ahead``),
+        so that the clip does not jump where the next chunk begins."""
         results: list[np.ndarray] = [images.decode_png(data) for data in given]
+        later = None if ahead is None else (ahead[0], images.decode_png(ahead[1]))
         out: list[bytes] = []
         for t in range(len(results), len(frames)):
-            done = self.session.stylize(_rgb(frames[t]), None, frame=self._guide(frames, results, t))
+            toward = None if later is None else Ahead(later[0], later[1], len(frames) - t)
+            done = self.session.stylize(_rgb(frames[t]), None, frame=self._guide(frames, results, t, toward))
             if done.status != "done" or done.image is None:
                 return None
             data = images.encode_png(done.image)
@@ -285,7 +294,9 @@ class VideoRun:
             results.append(images.decode_png(data))
         return out
 
-    def _guide(self, frames: Sequence[np.ndarray], results: Sequence[np.ndarray], t: int) -> FrameGuide | None:
+    def _guide(
+        self, frames: Sequence[np.ndarray], results: Sequence[np.ndarray], t: int, ahead: Ahead | None = None
+    ) -> FrameGuide | None:
         settings = self.settings
         if t == 0:
             return None  # the first frame is a normal run: its steps and scales
@@ -293,7 +304,7 @@ class VideoRun:
         if settings.temporal_weight == 0:
             return FrameGuide(None, [], 0.0, settings.frame_steps)  # independent: each frame from its own start
         earlier = [(frames[t - j], results[t - j]) for j in settings.temporal_frames if t - j >= 0]
-        g = guide(content, earlier, self.flows)
+        g = guide(content, earlier, self.flows, ahead)
         warped = [
             (torch.from_numpy(w).permute(2, 0, 1)[None], torch.from_numpy(c)[None, None])
             for w, c in zip(g.warped, g.weights, strict=True)

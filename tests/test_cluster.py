@@ -117,21 +117,24 @@ def test_a_bad_file_is_reported_once_and_a_rerun_skips_what_is_done(
 
 
 def test_pass_one_makes_each_scenes_keys_in_order_and_pass_two_each_chunk_from_its_key() -> None:
-    from nst_engine.cluster.video import Piece, chunk_pieces, key_pieces, plan_pieces
+    from nst_engine.cluster.video import Piece, chunk_pieces, plan_pieces
 
     spans = [(0, 4), (4, 8), (8, 10), (10, 12), (12, 16)]  # a new scene at frame 11
     cuts = {10}
-    assert key_pieces(spans, cuts, set()) == [Piece((0, 4, 8), 0, True), Piece((10, 12), 0, True)]
+    assert plan_pieces(spans, cuts, set())[0] == [Piece((0, 4, 8), 0, True), Piece((10, 12), 0, True)]
     # a rerun: the first scene's keys 1 and 5 are on disk, so the chain goes on from them (given), as a whole run
-    assert key_pieces(spans, cuts, {0, 4, 10, 12}) == [Piece((0, 4, 8), 2, True)]
-    assert key_pieces(spans, cuts, {0, 4, 8, 10, 12}) == []
+    assert plan_pieces(spans, cuts, {0, 4, 10, 12})[0][0] == Piece((0, 4, 8), 2, True)
+    assert not any(piece.keys for piece in plan_pieces(spans, cuts, {0, 4, 8, 10, 12})[0])
     assert Piece((0, 4, 8), 2, True).made == (8,)
     done = {0, 1, 2, 3, 4, 8, 9, 10, 11, 12}
-    assert chunk_pieces(spans, done) == [Piece((4, 5, 6, 7), 1), Piece((12, 13, 14, 15), 1)]
+    # each chunk is drawn toward the next key of its scene (ahead); a scene's last chunk toward none
+    assert chunk_pieces(spans[:3], done) == [Piece((4, 5, 6, 7), 1, ahead=8)]
+    assert chunk_pieces(spans[3:], done) == [Piece((12, 13, 14, 15), 1)]
     # one queue: a scene's chunks are queued when its keys are made; a scene with every key on disk starts at once
     first, after = plan_pieces(spans, cuts, {0, 4, 8})
-    assert first == [Piece((0, 1, 2, 3), 1), Piece((4, 5, 6, 7), 1), Piece((8, 9), 1), Piece((10, 12), 0, True)]
-    assert after == {Piece((10, 12), 0, True): [Piece((10, 11), 1), Piece((12, 13, 14, 15), 1)]}
+    assert first == [Piece((0, 1, 2, 3), 1, ahead=4), Piece((4, 5, 6, 7), 1, ahead=8), Piece((8, 9), 1),
+                     Piece((10, 12), 0, True)]  # fmt: skip
+    assert after == {Piece((10, 12), 0, True): [Piece((10, 11), 1, ahead=12), Piece((12, 13, 14, 15), 1)]}
 
 
 @pytest.mark.slow

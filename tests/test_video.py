@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from nst_engine.config import StyleConfig
-from nst_engine.flow import FlowCache, certainty, dis_flow, guide, long_term, warp, warping_error
+from nst_engine.flow import AHEAD_PULL, Ahead, FlowCache, certainty, dis_flow, guide, long_term, warp, warping_error
 from nst_engine.objective import Objective
 from nst_engine.targets import StyleRegion, content_target, style_target
 from nst_engine.vgg import VGGFeatures
@@ -77,6 +77,24 @@ def test_the_guide_starts_from_the_warped_result_and_the_content_where_disocclud
     g = guide(b, [(a, result)], FlowCache(None))
     assert g.init[8:-8, 8:-16] == pytest.approx(0.25, abs=1e-3)
     np.testing.assert_allclose(g.init[:, -2:], b[:, -2:] / 255.0, atol=1e-6)
+
+
+def test_a_fixed_later_result_draws_the_frame_toward_it_by_its_share_of_the_frames_left() -> None:
+    a, b, c = panned(3, 64, 80, dx=2, dy=0)
+    result, later = np.full((64, 80, 3), 0.25, dtype=np.float32), np.full((64, 80, 3), 0.75, dtype=np.float32)
+    plain = guide(b, [(a, result)], FlowCache(None))
+    for remaining in (1, 3):  # the next key is the frame after (1) or 3 frames after
+        g = guide(b, [(a, result)], FlowCache(None), Ahead(c, later, remaining))
+        assert len(g.warped) == len(plain.warped) + 1
+        inside = (slice(8, -8), slice(8, -16))
+        np.testing.assert_allclose(g.warped[-1][inside], 0.75, atol=1e-3)
+        # held by pull/remaining: the nearer the key, the harder it pulls
+        assert g.weights[-1][inside].mean() == pytest.approx(AHEAD_PULL / remaining, rel=0.05)
+        # the start moves pull/(remaining + pull) of the way from the previous result to the later one
+        share = AHEAD_PULL / (remaining + AHEAD_PULL)
+        assert g.init[inside].mean() == pytest.approx(0.25 + 0.5 * share, abs=0.02)
+    with pytest.raises(ValueError, match="1 or more"):
+        guide(b, [(a, result)], FlowCache(None), Ahead(c, later, 0))
 
 
 def test_the_flow_cache_reuses_what_it_wrote_and_recovers_from_a_damaged_file(tmp_path: Path) -> None:
@@ -186,6 +204,25 @@ def test_a_clip_becomes_a_video_of_the_same_length_rate_and_audio(
 
 
 @pytest.mark.slow
+def test_a_chunk_drawn_toward_the_next_key_ends_at_it(model_path: Path, shared_images: Path) -> None:
+    from nst_engine import images
+    from nst_engine.api import Session
+    from nst_engine.spec import ModelSpec
+    from nst_engine.video import VideoRun, VideoSettings
+
+    frames = panned(5, 36, 48)  # at the run's size, as a clip is read
+    session = Session(StyleConfig(size=48, steps=3), [shared_images / "style_great_wave.jpg"],
+                      model=ModelSpec(model=model_path))  # fmt: skip
+    run = VideoRun(session, VideoSettings(frame_steps=4), FlowCache(None), lambda _done: None)
+    key = np.full((36, 48, 3), 0.9, dtype=np.float32)  # the next chunk's key (frame 5): far from this chunk's
+    ahead = (frames[4], images.encode_png(torch.from_numpy(key).permute(2, 0, 1)[None]))
+    plain, drawn = run.chunk(frames[:4]), run.chunk(frames[:4], ahead=ahead)
+    assert plain is not None and drawn is not None and plain[0] == drawn[0]  # the key itself is not drawn
+    gaps = [[float(np.abs(images.decode_png(data) - key).mean()) for data in out] for out in (plain, drawn)]
+    assert gaps[1][1] > gaps[1][2] > gaps[1][3]  # closer to the key frame by frame
+    assert gaps[1][-1] < 0.8 * gaps[0][-1]  # (4 steps a frame here: a real run goes further, docs/cluster.md)
+
+
 def test_the_style_targets_are_computed_once_for_the_clip(tmp_path: Path, style: Path, model_path: Path) -> None:
     import json
 

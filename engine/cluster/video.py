@@ -3,11 +3,13 @@ chunk's first frame is its key.
 
 - Pass one makes each scene's keys in order on one worker, as a clip of their own: the scene's first key is a normal
   run, each later key is held by the temporal loss to the keys before it, warped along the flow between them.
-- Pass two makes every chunk's other frames, on the workers in parallel, going on from its key; a scene's chunks
-  start as soon as its keys are made (one pool, one queue: the actors are kept).
+- Pass two makes every chunk's other frames, on the workers in parallel, going on from its key and drawn toward the
+  next chunk's key a step at a time (``flow.Ahead``), so that the last frame arrives at it; a scene's chunks start
+  as soon as its keys are made (one pool, one queue: the actors are kept).
 
-So a chunk starts where its scene's chain of keys carried the texture, which is where the chunk before carried it
-too: a join is as smooth as the inside of a chunk, and only a scene's first frame is a full run. Frames are written
+So a chunk starts where its scene's chain of keys carried the texture and ends where the next chunk starts: what
+differs between two keys is spread over the chunk between them instead of jumping at the join, and only a scene's
+first frame is a full run. Frames are written
 by the driver, atomically; a rerun makes only what is missing (a scene's keys from its first missing one on, from the
 key before it on disk)."""
 
@@ -47,11 +49,12 @@ def scene_cuts(frames: Sequence[np.ndarray]) -> set[int]:
     }
 
 
-def chunks_of(frames: Sequence[np.ndarray], length: int) -> list[Span]:
-    """(start, end) of each chunk: a new chunk at every scene cut, and after ``length`` frames at the most."""
+def chunks_of(frames: Sequence[np.ndarray], length: int, cuts: set[int] | None = None) -> list[Span]:
+    """(start, end) of each chunk: a new chunk at every scene cut (``scene_cuts``, or ``cuts`` when the caller
+    has them), and after ``length`` frames at the most."""
     if length < 2:
         raise ConfigError(f"--chunk-frames must be 2 or more, not {length}")
-    cuts = scene_cuts(frames)
+    cuts = scene_cuts(frames) if cuts is None else cuts
     out, start = [], 0
     for t in range(1, len(frames) + 1):
         if t == len(frames) or t in cuts or t - start == length:
@@ -68,6 +71,7 @@ class Piece:
     frames: tuple[int, ...]
     given: int = 0
     keys: bool = False  # pass one's: a scene's keys, not one chunk's frames
+    ahead: int | None = None  # pass two's: the next chunk's key in the scene, which the frames are drawn toward
 
     @property
     def made(self) -> tuple[int, ...]:
@@ -84,21 +88,17 @@ def scenes_of(spans: Sequence[Span], cuts: set[int]) -> list[list[Span]]:
     return scenes
 
 
-def key_pieces(spans: Sequence[Span], cuts: set[int], done: set[int]) -> list[Piece]:
-    """Pass one: each scene's keys (its chunks' first frames) from its first key not on disk on, the keys before it
-    given (so that a rerun makes the bytes a whole run would)."""
-    return [piece for scene in scenes_of(spans, cuts) if (piece := _keys(scene, done)) is not None]
-
-
 def _keys(scene: Sequence[Span], done: set[int]) -> Piece | None:
     keys = [first for first, _ in scene]
     missing = [i for i, k in enumerate(keys) if k not in done]
     return Piece(tuple(keys), missing[0], keys=True) if missing else None
 
 
-def chunk_pieces(spans: Sequence[Span], done: set[int]) -> list[Piece]:
-    """Pass two: each chunk's frames after its key, going on from the key, where one of them is not on disk."""
-    return [Piece(tuple(range(first, end)), 1) for first, end in spans
+def chunk_pieces(scene: Sequence[Span], done: set[int]) -> list[Piece]:
+    """Pass two: each of one scene's chunks' frames after its key, going on from the key and drawn toward the next
+    chunk's key (``ahead``; none for the scene's last chunk), where one of them is not on disk."""
+    aheads = [first for first, _ in scene[1:]] + [None]
+    return [Piece(tuple(range(first, end)), 1, ahead=ahead) for (first, end), ahead in zip(scene, aheads, strict=True)
             if any(t not in done for t in range(first + 1, end))]  # fmt: skip
 
 
@@ -135,8 +135,8 @@ def run_video(runner: ClusterRunner, clip: Clip, output: Path, source: str, sett
     """The clip in two passes on the cluster (see the module docstring), then its warping error at the joins and
     within chunks, and the video encoded."""
     start = time.perf_counter()
-    spans = chunks_of(clip.frames, settings.chunk_frames)
     cuts = scene_cuts(clip.frames)
+    spans = chunks_of(clip.frames, settings.chunk_frames, cuts)
     local = VideoRun(runner.session, settings, FlowCache(None), lambda _done: None)
     prepared = local.check(clip, output, source, overwrite, spans)
     folder, stale = prepared.folder, set(prepared.stale)
@@ -179,7 +179,10 @@ class _Pieces:
 
     def send(self, actor: Any, piece: Piece) -> Any:
         given = [(self.folder / frame_name(t)).read_bytes() for t in piece.frames[: piece.given]]
-        return actor.chunk.remote([self.clip.frames[t] for t in piece.frames], given)
+        ahead = None
+        if piece.ahead is not None:
+            ahead = (self.clip.frames[piece.ahead], (self.folder / frame_name(piece.ahead)).read_bytes())
+        return actor.chunk.remote([self.clip.frames[t] for t in piece.frames], given, ahead)
 
     def started(self, piece: Piece, actor: Any) -> None:
         pass

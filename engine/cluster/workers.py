@@ -79,6 +79,8 @@ class VideoWorker(Worker):
         super().__init__(*shared)
         self.video = VideoRun(self.session, settings, FlowCache(None), lambda _done: None)
 
-    def chunk(self, frames: list[np.ndarray], given: list[bytes]) -> list[bytes] | None:
+    def chunk(
+        self, frames: list[np.ndarray], given: list[bytes], ahead: tuple[np.ndarray, bytes] | None = None
+    ) -> list[bytes] | None:
         self.pin_threads()
-        return self.video.chunk(frames, given)
+        return self.video.chunk(frames, given, ahead)

@@ -5,7 +5,7 @@ python bench/reports/cpu-2core-video-joins/joins.py [--frames 24] [--chunk-frame
 
 One ``nst-engine video --cluster ray`` run with the settings of docs/cluster.md's first measurement (--steps 150
 --frame-steps 40), then a local run of the same frames (no chunks) for the within-clip figure; the rows go to
-results.json with the commands' own summary lines.
+results.json with the commands' own summary lines (a row of the same ``--label`` is replaced, others kept).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from nst_engine.video_io import frame_name, read_clip
 
 HERE = Path(__file__).resolve().parent
 STYLE = Path(__file__).resolve().parents[3].parent / "shared" / "images" / "style_starry_night.jpg"
-SUMMARY = re.compile(r"warping error at the joins ([0-9.]+), within chunks ([0-9.]+)")
+SUMMARY = re.compile(r"warping error at the\s+joins\s+([0-9.]+),\s+within\s+chunks\s+([0-9.]+)")  # (wrapped)
 
 
 def main() -> None:
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--local", action="store_true", help="also the local run (one chain, no chunks)")
     parser.add_argument("--keep", type=Path, help="copy each run's frames into KEEP/RUN/")
+    parser.add_argument("--label", default="cluster", help="the cluster run's name in results.json (replaced there)")
     args = parser.parse_args()
     clip = clip_path()
     if clip is None:
@@ -44,7 +46,7 @@ def main() -> None:
               str(args.frames), "--steps", "150", "--frame-steps", "40", "--keep-frames"]  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {"cluster": ["--cluster", "ray", "--workers", "2", "--chunk-frames", str(args.chunk_frames)]}
+        runs = {args.label: ["--cluster", "ray", "--workers", "2", "--chunk-frames", str(args.chunk_frames)]}
         if args.local:
             runs["local"] = []
         for name, extra in runs.items():
@@ -62,7 +64,11 @@ def main() -> None:
             folder = out.with_name(out.name + ".frames")
             frames = read_clip(str(clip), args.size).frames[: args.frames]
             outputs = [images.read_image(folder / frame_name(t)) for t in range(args.frames)]
-            row["per_frame_error"] = pair_warping_errors(outputs, frames, FlowCache(None))
+            row["per_frame_error"] = errors = pair_warping_errors(outputs, frames, FlowCache(None))
+            if name != "local":  # the same split from the frames on disk (a chunk starts every CHUNK frames)
+                joins = [e for t, e in errors.items() if t % args.chunk_frames == 0]
+                within = [e for t, e in errors.items() if t % args.chunk_frames != 0]
+                row |= {"joins_from_frames": statistics.mean(joins), "within_from_frames": statistics.mean(within)}
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.keep:  # for a GIF (bench.video.side_by_side_gif)
@@ -70,7 +76,10 @@ def main() -> None:
                 keep.mkdir(parents=True, exist_ok=True)
                 for t in range(args.frames):
                     (keep / frame_name(t)).write_bytes((folder / frame_name(t)).read_bytes())
-    (HERE / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+    path = HERE / "results.json"
+    made = {row["run"] for row in rows}
+    kept = [old for old in json.loads(path.read_text()) if old["run"] not in made] if path.exists() else []
+    path.write_text(json.dumps(kept + rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":
