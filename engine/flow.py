@@ -50,6 +50,26 @@ def dis_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 #: How earlier results are sampled when warped into a frame (``guide``): each warp of a bilinear sampler is a small
 #: blur, and a chain of them blurs the texture a frame is held to. A bench switch (bench/reports/*video-quality).
 RESULT_INTERPOLATION = cv2.INTER_LINEAR
+#: Where a frame's pixels are new (no certain flow from the frame before), what they start from: "inpaint" (the
+#: warped result filled in from around them, OpenCV's Telea), "content" (the content frame: an unpainted strip that
+#: the frame's few steps leave streaked) or "matched" (the content frame in the colours of the rest of the warped
+#: result). Measured on a pan: bench/reports/cpu-2core-video-quality. A bench switch, as above.
+NEW_PIXEL_START = "inpaint"
+
+
+def new_pixel_start(content: np.ndarray, warped: np.ndarray, sure: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]: what the pixels the flow does not cover start from (``NEW_PIXEL_START``)."""
+    start = content.astype(np.float32) / 255.0
+    known = sure > 0.5
+    if NEW_PIXEL_START == "content" or known.all() or not known.any():
+        return start
+    if NEW_PIXEL_START == "matched":
+        mean_c, std_c = start[known].mean(axis=0), start[known].std(axis=0) + 1e-4
+        mean_w, std_w = warped[known].mean(axis=0), warped[known].std(axis=0)
+        return np.clip((start - mean_c) / std_c * std_w + mean_w, 0.0, 1.0).astype(np.float32)
+    eight = np.round(np.clip(warped, 0.0, 1.0) * 255).astype(np.uint8)
+    filled = cv2.inpaint(eight, (~known).astype(np.uint8), 3, cv2.INPAINT_TELEA)
+    return np.where(known[..., None], warped, filled.astype(np.float32) / 255.0).astype(np.float32)
 
 
 def warp(image: np.ndarray, flow: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
@@ -91,7 +111,7 @@ class Guide:
 
     warped: list[np.ndarray]  # (H, W, 3) float32 in [0, 1]
     weights: list[np.ndarray]  # (H, W) float32 in [0, 1]
-    init: np.ndarray  # (H, W, 3) float32: the warped previous result, the content where it was disoccluded
+    init: np.ndarray  # (H, W, 3) float32: the warped previous result, filled in where it was disoccluded
 
 
 def long_term(certainties: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -221,7 +241,7 @@ def guide(
         warped.append(warp(result, backward, RESULT_INTERPOLATION))
         sure.append(certainty(forward, backward))
     weights = long_term(sure)
-    start = content.astype(np.float32) / 255.0
+    start = new_pixel_start(content, warped[0], sure[0])
     init = warped[0] * sure[0][..., None] + start * (1.0 - sure[0][..., None])
     if ahead is not None:
         if ahead.remaining < 1:

@@ -1,7 +1,7 @@
 """Video without flicker: a clip stylised frame by frame through one Session, with Ruder et al.'s temporal loss.
 
 Frame 0 is a normal run (its --steps, its scales). Every later frame t starts from the previous result warped into
-it (the content where it was disoccluded) and runs --frame-steps at the final size with the temporal term: the
+it (filled in from around where it was disoccluded) and runs --frame-steps at the final size with the temporal term: the
 image is pulled towards the results of frames t-1, t-2, t-4, ... warped into frame t, where the flow is certain
 (``engine.flow``). With --temporal-weight 0 the frames are independent (each starts as --init says).
 
@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 import nst_engine
-from nst_engine import images
+from nst_engine import flow, images
 from nst_engine.errors import ConfigError
 from nst_engine.events import Note
 from nst_engine.files import read_limited, write_atomic
@@ -68,6 +68,8 @@ class VideoResult:
     warping_error: float | None = None
     losses: list[dict[str, float]] = field(default_factory=list)
     frame_seconds: list[float] = field(default_factory=list)  # 0 for a frame from an earlier run
+    #: Each frame's total loss after each of its steps ([] for a frame from an earlier run).
+    curves: list[list[float]] = field(default_factory=list)
 
 
 #: No manifest of this tool is larger: a bigger file is not read, and counts as another run's.
@@ -153,6 +155,7 @@ class VideoRun:
             # What shapes the frames, not how the file is written or where the work runs.
             "video": asdict(self.settings) | {"keep_frames": None, "codec": None, "fps": None, "chunk_frames": None},
             **session.inputs_identity,  # styles, masks, content mask, init image and model, by content
+            "new_pixels": flow.NEW_PIXEL_START,  # what disoccluded pixels start from (frames before it differ)
         }
         if chunks is not None:  # a cluster run's frames follow its chunks: not a local run's, nor other chunks'
             manifest["chunks"] = chunks
@@ -207,6 +210,7 @@ class VideoRun:
         results: list[np.ndarray] = []  # each finished frame as read back from disk, (H, W, 3) float32
         losses: list[dict[str, float]] = []
         seconds: list[float] = []
+        curves: list[list[float]] = []
         made = 0
         count = len(clip)
         for t in range(count):
@@ -215,6 +219,7 @@ class VideoRun:
                 results.append(images.read_image(path))
                 losses.append({})
                 seconds.append(0.0)
+                curves.append([])
                 self.on_frame(FrameDone(t, count, path, 0.0, True))
                 continue
             began = time.perf_counter()
@@ -226,6 +231,7 @@ class VideoRun:
             results.append(images.read_image(path))  # what a resumed run would read: the same next frames
             losses.append(done.losses)
             seconds.append(time.perf_counter() - began)
+            curves.append([float(f"{r['losses']['total']:.5g}") for r in done.steps if "total" in r["losses"]])
             made += 1
             self.on_frame(FrameDone(t, count, path, time.perf_counter() - began, False, done.losses))
             if session.stop_requested:
@@ -233,11 +239,11 @@ class VideoRun:
         error = warping_error(results, clip.frames, self.flows) if count > 1 else None
         self.finish(clip, folder, output)
         took = time.perf_counter() - start
-        return VideoResult("done", folder, output, count, made, took, error, losses, seconds)
+        return VideoResult("done", folder, output, count, made, took, error, losses, seconds, curves)
 
     def trace(self, result: VideoResult) -> dict[str, Any]:
-        """The run's JSON trace: how it ended, the video and stylize settings, each frame's losses and seconds,
-        the flows and the targets."""
+        """The run's JSON trace: how it ended, the video and stylize settings, each frame's losses, seconds and
+        loss after each step, the flows and the targets."""
         session = self.session
         return {
             "status": result.status,
@@ -250,6 +256,7 @@ class VideoRun:
             "weights": session.model.info.weights_label,
             "frame_losses": result.losses,
             "frame_seconds": [round(v, 3) for v in result.frame_seconds],
+            "frame_loss_curves": result.curves,
             "flows": {"hits": self.flows.hits, "computed": self.flows.misses},
             "targets": target_summary(session.targets.records),
         }

@@ -28,7 +28,7 @@ class VideoSettings:
     temporal_frames: tuple[int, ...] = setting(
         (1, 2, 4), "Earlier frames each frame is held to (long-term consistency).", VIDEO, low=1
     )
-    frame_steps: int = setting(100, "Steps for every frame after the first (which gets --steps).", VIDEO, low=1)
+    frame_steps: int = setting(50, "Steps for every frame after the first (which gets --steps).", VIDEO, low=1)
     fps: float | None = setting(
         None, "Output frame rate.", VIDEO, above=0, high=1000, shown_default="the input's; 24 for frames"
     )

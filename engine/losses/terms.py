@@ -182,16 +182,36 @@ class SmoothnessTerm(PixelTerm):
         return self.loss(image)
 
 
+#: Bench switch (bench/reports/cpu-2core-video-quality): the Gaussian sigma, in pixels, of a low-pass applied to
+#: both sides of the temporal term; 0 compares the pixels themselves.
+TEMPORAL_BLUR = 0.0
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, C, H, W) blurred by a separable Gaussian of ``sigma`` pixels, edges reflected."""
+    radius = max(1, int(2.0 * sigma + 0.5))
+    taps = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = image.shape[1]
+    out = torch.nn.functional.pad(image, (radius, radius, radius, radius), mode="reflect")
+    out = torch.nn.functional.conv2d(out, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    return torch.nn.functional.conv2d(out, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+
+
 class TemporalTerm(PixelTerm):
     """Ruder et al.'s temporal term: the sum over earlier results w warped into this frame, with their certainty
     c (1, 1, H, W), of mean(c * (x - w)^2), pixels in [0, 1]."""
 
     def __init__(self, warped: Sequence[tuple[torch.Tensor, torch.Tensor]], weight: float) -> None:
         self.name, self.weight = "temporal", float(weight)
-        self.warped = [(w.detach(), c.detach()) for w, c in warped]
+        self.blur = TEMPORAL_BLUR
+        low = (lambda t: gaussian_blur(t, self.blur)) if self.blur > 0 else (lambda t: t)
+        self.low: Callable[[torch.Tensor], torch.Tensor] = low
+        self.warped = [(low(w.detach().float()), c.detach()) for w, c in warped]
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.float()
+        x = self.low(image.float())
         total = sum((c * (x - w).pow(2)).mean() for w, c in self.warped)
         assert isinstance(total, torch.Tensor)
         return total
