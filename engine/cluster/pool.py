@@ -34,7 +34,7 @@ class Tasks(Protocol[T]):
         """``item`` runs on ``actor`` now (it is in ``Pool.running``)."""
 
     def done(self, item: T, actor: Any, value: Any, sent: float) -> None:
-        """``item``'s task returned ``value`` (it was sent at ``sent``, perf_counter seconds)."""
+        """``item``'s task returned ``value`` (the driver began sending it at ``sent``, perf_counter seconds)."""
 
     def lost(self, item: T, dead: int, error: BaseException) -> bool:
         """``item``'s worker (pid ``dead``) died; whether to retry the item (a replacement is starting)."""
@@ -86,11 +86,13 @@ class Pool(Generic[T]):
             actor = self.idle.pop(0)
             item = queue[0] if pick is None else pick(actor, queue)
             queue.remove(item)
+            # Timed from before the send: the worker may start (and its own clock with it) before .remote() returns.
+            sent = time.perf_counter()
             ref = tasks.send(actor, item)
             if ref is None:
                 self.idle.insert(0, actor)
                 continue
-            self.running[ref] = (item, actor, time.perf_counter())
+            self.running[ref] = (item, actor, sent)
             tasks.started(item, actor)
 
     def _receive(self, ref: Any, queue: list[T], tasks: Tasks[T]) -> None:
